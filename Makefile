@@ -1,0 +1,266 @@
+# velo — top-level Makefile.
+#
+# One make, no recursion: every module directory has a Makefile fragment with
+# Kbuild-style lists, which this file includes in order (list order is init
+# order).  Fragment variables, paths relative to the fragment's directory:
+#
+#   obj-y / obj-$(CONFIG_X)    objects of the appliance library (libvelo-core.a);
+#                              a name ending in / descends into that directory
+#   client-y                   objects of the integrators' library (libvelo.a)
+#                              which velod links as well
+#   prog-y                     programs; <prog>-objs lists their own objects
+#   test-y                     cmocka unit tests, one .c each (tests/unit)
+#   fuzz-y                     libFuzzer targets, one .c each (tests/fuzz)
+#   ldlibs-y                   system libraries (-lsodium ...)
+#   deps-y                     Debian packages the configuration needs
+#
+# Everything is built under build/ (override with O=dir).  V=1 shows commands.
+
+O        ?= build
+srctree  := $(CURDIR)
+KCONFIG_CONFIG := $(O)/.config
+export KCONFIG_CONFIG srctree
+
+ifeq ($(V),1)
+Q :=
+quiet = @:
+else
+Q := @
+quiet = @printf '  %-8s %s\n'
+endif
+
+-include $(O)/include/config/auto.conf
+
+CC       ?= cc
+CLANG    ?= clang
+AR       ?= ar
+NVCC     ?= /usr/local/cuda/bin/nvcc
+
+# Debian's base packages needed by the build itself, whatever the config.
+deps-base := make gcc clang pkg-config kconfig-frontends libcmocka-dev \
+	libclang-rt-14-dev libsodium-dev libck-dev python3
+
+cflags-common := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
+	-Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla \
+	-fno-strict-aliasing -D_GNU_SOURCE -pthread \
+	-I$(srctree)/include -I$(O)/include \
+	-include $(O)/include/generated/autoconf.h
+ifeq ($(CONFIG_DEBUG_SANITIZE),y)
+cflags-common += -fsanitize=address,undefined -fno-omit-frame-pointer
+ldflags-common += -fsanitize=address,undefined
+endif
+ifeq ($(CONFIG_CPU_NATIVE),y)
+cflags-common += -march=native
+else
+cflags-common += -march=x86-64-v2 -mtune=generic
+endif
+
+# ---------------------------------------------------------------------------
+# Walk the fragments.
+objs-core :=
+objs-client :=
+progs :=
+tests :=
+fuzzers :=
+ldlibs :=
+deps :=
+
+define include-dir
+obj-y :=
+client-y :=
+prog-y :=
+test-y :=
+fuzz-y :=
+ldlibs-y :=
+deps-y :=
+ccflags-y :=
+include $(1)Makefile
+objs-core   += $$(addprefix $(O)/$(1),$$(filter %.o,$$(obj-y)))
+objs-client += $$(addprefix $(O)/$(1),$$(client-y))
+progs       += $$(prog-y)
+$$(foreach p,$$(prog-y),$$(eval objs-prog-$$(p) := $$(addprefix $(O)/$(1),$$($$(p)-objs))))
+$$(foreach p,$$(prog-y),$$(eval $$(p)-objs :=))
+tests       += $$(addprefix $(O)/$(1),$$(basename $$(test-y)))
+fuzzers     += $$(addprefix $(O)/fuzz/$(1),$$(basename $$(fuzz-y)))
+ldlibs      += $$(ldlibs-y)
+deps        += $$(deps-y)
+$$(eval ccflags-dir-$(1) := $$(ccflags-y))
+subdirs-$(1) := $$(addprefix $(1),$$(filter %/,$$(obj-y)))
+$$(foreach d,$$(subdirs-$(1)),$$(eval $$(call include-dir,$$(d))))
+endef
+
+# Only walk the tree once a configuration exists: the lists depend on it.
+ifneq ($(wildcard $(O)/include/config/auto.conf),)
+$(foreach d,tools/lib/ dataplane/ engine/ mgmt/ boot/ tools/ tests/,$(eval $(call include-dir,$(d))))
+endif
+
+ldlibs := $(sort $(ldlibs)) -lm -lpthread
+progs-bin := $(addprefix $(O)/bin/,$(progs))
+
+# ---------------------------------------------------------------------------
+# Configuration (kconfig-frontends).
+KCONF_ENV := KCONFIG_CONFIG=.config \
+	KCONFIG_AUTOHEADER=include/generated/autoconf.h \
+	KCONFIG_AUTOCONFIG=include/config/auto.conf srctree=$(srctree)
+KCONF = cd $(O) && $(KCONF_ENV) kconfig-conf
+
+.PHONY: all defconfig olddefconfig oldconfig menuconfig savedefconfig \
+	deps run check check-unit check-fuzz check-integration fuzz clean distclean \
+	bench-proto help
+
+all: $(O)/.config $(O)/include/config/auto.conf
+	$(Q)$(MAKE) --no-print-directory build-all
+
+$(O)/.config:
+	$(Q)mkdir -p $(O)
+	$(quiet) CONFIG defconfig
+	$(Q)$(KCONF) -s --alldefconfig $(srctree)/Kconfig
+
+defconfig:
+	$(Q)mkdir -p $(O)
+	$(Q)$(KCONF) -s --alldefconfig $(srctree)/Kconfig
+	$(Q)$(MAKE) --no-print-directory syncconfig
+
+%_defconfig: images/%_defconfig
+	$(Q)mkdir -p $(O)
+	$(Q)$(KCONF) -s --defconfig=$(srctree)/$< $(srctree)/Kconfig
+	$(Q)$(MAKE) --no-print-directory syncconfig
+
+olddefconfig oldconfig:
+	$(Q)mkdir -p $(O)
+	$(Q)$(KCONF) --$@ $(srctree)/Kconfig
+	$(Q)$(MAKE) --no-print-directory syncconfig
+
+menuconfig:
+	$(Q)mkdir -p $(O)
+	$(Q)cd $(O) && $(KCONF_ENV) kconfig-mconf $(srctree)/Kconfig
+	$(Q)$(MAKE) --no-print-directory syncconfig
+
+savedefconfig: $(O)/.config
+	$(Q)$(KCONF) --savedefconfig=defconfig $(srctree)/Kconfig
+	@echo "  minimal config written to $(O)/defconfig"
+
+# auto.conf, autoconf.h and the per-symbol timestamp files.
+kconfig-files := $(shell find $(srctree) -name Kconfig -not -path '*/$(O)/*' 2>/dev/null)
+$(O)/include/config/auto.conf: $(O)/.config $(kconfig-files)
+	$(Q)mkdir -p $(O)/include/generated $(O)/include/config
+	$(quiet) CONFIG include/generated/autoconf.h
+	$(Q)$(KCONF) -s --silentoldconfig $(srctree)/Kconfig
+
+.PHONY: syncconfig
+syncconfig:
+	$(Q)mkdir -p $(O)/include/generated $(O)/include/config
+	$(Q)$(KCONF) -s --silentoldconfig $(srctree)/Kconfig
+
+# ---------------------------------------------------------------------------
+# Debian packages: `make deps` installs what the configuration needs and is
+# missing, and does nothing (quickly) when all is there.
+# kconfig-conf itself comes from a package, so the base list goes first.
+deps:
+	$(Q)$(srctree)/tools/build/deps.sh $(deps-base)
+	$(Q)$(MAKE) --no-print-directory $(O)/include/config/auto.conf
+	$(Q)$(MAKE) --no-print-directory deps-config
+
+.PHONY: deps-config
+deps-config:
+	$(Q)$(srctree)/tools/build/deps.sh $(sort $(deps))
+
+# ---------------------------------------------------------------------------
+# Compilation.
+.PHONY: build-all
+build-all: $(progs-bin) $(tests) $(O)/lib/libvelo.a
+
+$(O)/%.o: %.c $(O)/include/config/auto.conf
+	$(quiet) CC $<
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CC) $(cflags-common) $(ccflags-dir-$(dir $<)) -MMD -MP -c -o $@ $<
+	$(Q)$(srctree)/tools/build/fixdep.sh $(@:.o=.d) $(O)/include/config
+
+$(O)/lib/libvelo-core.a: $(objs-core) $(objs-client)
+	$(quiet) AR $@
+	$(Q)mkdir -p $(dir $@)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+$(O)/lib/libvelo.a: $(objs-client)
+	$(quiet) AR $@
+	$(Q)mkdir -p $(dir $@)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+define prog-rule
+$(O)/bin/$(1): $$(objs-prog-$(1)) $(O)/lib/libvelo-core.a
+	$$(quiet) LD $$@
+	$$(Q)mkdir -p $$(dir $$@)
+	$$(Q)$$(CC) $$(cflags-common) $$(ldflags-common) -o $$@ $$(objs-prog-$(1)) $(O)/lib/libvelo-core.a $$(ldlibs)
+endef
+$(foreach p,$(progs),$(eval $(call prog-rule,$(p))))
+
+# Unit tests: tests/unit/test_x.c -> build/tests/unit/test_x
+$(tests): %: %.o $(O)/lib/libvelo-core.a
+	$(quiet) LD $@
+	$(Q)$(CC) $(cflags-common) $(ldflags-common) -o $@ $< $(O)/lib/libvelo-core.a $(ldlibs) -lcmocka
+
+# libFuzzer targets are built with clang, ASan and UBSan, from their own
+# objects under build/fuzz/.
+fuzz-cflags := $(filter-out -march=% -mtune=% -fsanitize=%,$(cflags-common)) \
+	-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -DVELO_FUZZ=1
+fuzz-objs := $(patsubst $(O)/%,$(O)/fuzz/%,$(objs-core) $(objs-client))
+$(O)/fuzz/%.o: %.c $(O)/include/config/auto.conf
+	$(quiet) CLANG $<
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CLANG) $(fuzz-cflags) -Wno-unknown-warning-option -MMD -MP -c -o $@ $<
+$(O)/fuzz/lib/libvelo-core.a: $(fuzz-objs)
+	$(Q)mkdir -p $(dir $@)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+$(fuzzers): %: %.o $(O)/fuzz/lib/libvelo-core.a
+	$(quiet) LD $@
+	$(Q)$(CLANG) -fsanitize=fuzzer,address,undefined -o $@ $< $(O)/fuzz/lib/libvelo-core.a $(ldlibs)
+
+-include $(shell find $(O) -name '*.d' 2>/dev/null)
+
+# ---------------------------------------------------------------------------
+# Running and testing.
+FUZZ_SECONDS ?= 10
+
+run: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)$(srctree)/tools/build/run.sh $(O)
+
+check: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)$(MAKE) --no-print-directory check-unit check-fuzz check-integration
+	$(Q)$(srctree)/tests/summary.sh $(O)
+
+check-unit: all
+	$(Q)$(srctree)/tests/run-unit.sh $(O) $(tests)
+
+check-fuzz: $(fuzzers)
+	$(Q)$(srctree)/tests/run-fuzz.sh $(O) $(FUZZ_SECONDS) $(fuzzers)
+
+fuzz: FUZZ_SECONDS = 600
+fuzz: check-fuzz
+
+check-integration: all
+	$(Q)$(srctree)/tests/run-integration.sh $(O)
+
+bench-proto: all
+	$(Q)$(srctree)/tools/bench/bench-proto.sh $(O)
+
+clean:
+	$(Q)rm -rf $(O)/bin $(O)/lib $(O)/fuzz $(O)/tests $(O)/results \
+		$(filter-out $(O)/include $(O)/.config,$(wildcard $(O)/*))
+
+distclean:
+	$(Q)rm -rf $(O)
+
+help:
+	@echo 'velo make targets:'
+	@echo '  all (default)     build the configured programs, libraries and tests'
+	@echo '  run               install packages, build, start velod on loopback'
+	@echo '  check             install packages, build, run every test (CI)'
+	@echo '  fuzz              run each libFuzzer target for 10 minutes'
+	@echo '  bench-proto       protocol decode+auth throughput, PING round trip'
+	@echo '  deps              install the Debian packages the config needs'
+	@echo '  defconfig         default configuration (development machine)'
+	@echo '  <name>_defconfig  configuration from images/<name>_defconfig'
+	@echo '  menuconfig olddefconfig savedefconfig'
+	@echo '  clean distclean   V=1 shows full commands; O=dir builds elsewhere'

@@ -16,6 +16,7 @@
 #
 # Everything is built under build/ (override with O=dir).  V=1 shows commands.
 
+SHELL    := /bin/bash
 O        ?= build
 srctree  := $(CURDIR)
 KCONFIG_CONFIG := $(O)/.config
@@ -225,22 +226,31 @@ run: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(srctree)/tools/build/run.sh $(O)
 
+# Every stage runs even when an earlier one failed; the summary decides.
 check: deps
 	$(Q)$(MAKE) --no-print-directory all
-	$(Q)$(MAKE) --no-print-directory check-unit check-fuzz check-integration
+	$(Q)rm -f $(O)/results/*.log
+	-$(Q)$(MAKE) --no-print-directory check-unit
+	-$(Q)$(MAKE) --no-print-directory check-fuzz
+	-$(Q)$(MAKE) --no-print-directory check-integration
 	$(Q)$(srctree)/tests/summary.sh $(O)
 
+# Each stage keeps its log under $(O)/results/ and ends with a line
+# "<stage>: N passed, M failed" that tests/summary.sh adds up.
 check-unit: all
-	$(Q)$(srctree)/tests/run-unit.sh $(O) $(tests)
+	$(Q)mkdir -p $(O)/results
+	$(Q)set -o pipefail; $(srctree)/tests/run-unit.sh $(O) $(tests) | tee $(O)/results/unit.log
 
 check-fuzz: $(fuzzers)
-	$(Q)$(srctree)/tests/run-fuzz.sh $(O) $(FUZZ_SECONDS) $(fuzzers)
+	$(Q)mkdir -p $(O)/results
+	$(Q)set -o pipefail; $(srctree)/tests/run-fuzz.sh $(O) $(FUZZ_SECONDS) $(fuzzers) | tee $(O)/results/fuzz.log
 
 fuzz: FUZZ_SECONDS = 600
 fuzz: check-fuzz
 
 check-integration: all
-	$(Q)$(srctree)/tests/run-integration.sh $(O)
+	$(Q)mkdir -p $(O)/results
+	$(Q)set -o pipefail; $(srctree)/tests/run-integration.sh $(O) | tee $(O)/results/integration.log
 
 bench-proto: all
 	$(Q)$(srctree)/tools/bench/bench-proto.sh $(O)

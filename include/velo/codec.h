@@ -127,6 +127,13 @@ void proto_msg_iter_init(struct proto_msg_iter *it,
 int proto_msg_next(struct proto_msg_iter *it, struct proto_msg *m);
 
 /*
+ * proto_msg_parse() - frame one whole message of exactly @len bytes (a
+ * message reassembled from FRAGMENTs), with the checks of proto_msg_next().
+ * Return: 0, or -PROTO_DROP_bad_msg_length / bad_schema.
+ */
+int proto_msg_parse(const void *buf, size_t len, struct proto_msg *m);
+
+/*
  * proto_block_get() - the root block widened to the size we know: copies
  * min(block_len, size) bytes into @out and zero-fills the rest (an older
  * sender's missing fields read as 0).

@@ -272,7 +272,7 @@ struct proto_infer {
 	uint8_t stream_k;
 	uint32_t reserved;
 };
-_Static_assert(sizeof(struct proto_infer) == 88, "infer");
+_Static_assert(sizeof(struct proto_infer) == 80, "infer");
 
 struct proto_logit_bias {
 	uint32_t token;
@@ -403,5 +403,27 @@ struct proto_status {
 	uint8_t reserved[3];
 	uint64_t server_time_ns;
 };
+
+/* Sizes of the remaining wire structs (the layout tables in
+ * docs/protocol.md give every offset). */
+_Static_assert(sizeof(struct proto_logon_reject) == 8, "logon reject");
+_Static_assert(sizeof(struct proto_logout) == 8, "logout");
+_Static_assert(sizeof(struct proto_test_request) == 16, "test request");
+_Static_assert(sizeof(struct proto_test_response) == 24, "test response");
+_Static_assert(sizeof(struct proto_retransmit_request) == 16, "retransmit");
+_Static_assert(sizeof(struct proto_gap_fill) == 16, "gap fill");
+_Static_assert(sizeof(struct proto_logit_bias) == 8, "logit bias");
+_Static_assert(sizeof(struct proto_chat_msg) == 4, "chat msg");
+_Static_assert(sizeof(struct proto_cancel) == 8, "cancel");
+_Static_assert(sizeof(struct proto_accept) == 24, "accept");
+_Static_assert(sizeof(struct proto_reject) == 16, "reject");
+_Static_assert(sizeof(struct proto_error) == 16, "error");
+_Static_assert(sizeof(struct proto_tokens) == 16, "tokens");
+_Static_assert(sizeof(struct proto_logprob) == 8, "logprob");
+_Static_assert(sizeof(struct proto_cancel_ack) == 16, "cancel ack");
+_Static_assert(sizeof(struct proto_status) == 24, "status");
+_Static_assert(offsetof(struct proto_infer, temperature) == 40, "infer temp");
+_Static_assert(offsetof(struct proto_infer, priority) == 72, "infer prio");
+_Static_assert(offsetof(struct proto_logon_ack, mtu) == 52, "ack mtu");
 
 #endif /* VELO_PROTO_H */

@@ -64,17 +64,28 @@ unsigned velo_auth_suites_local(void);
  *
  * velo_keyfile_load() - read every key of a file into @keys (at most @max).
  * Return: number of keys (>= 1), or -errno (-ENOENT, -EPERM, -EINVAL for a
- * malformed line, with its line number in @err).
+ * malformed line, a duplicate key id or no key at all, with the line number
+ * in @err; -ENOSPC for more than @max keys).
  */
 int velo_keyfile_load(const char *path, struct velo_psk *keys, unsigned max,
 		      char *err, size_t errlen);
 /* velo_keyfile_append() - generate a random key with @key_id and append it
- * to @path (created 0600).  Return: 0 or -errno. */
+ * to @path (created 0600).  @comment may be NULL; no line breaks.
+ * Return: 0 or -errno (-EPERM: file readable by others; -EEXIST: the id is
+ * in the file already; -EINVAL: existing file malformed, bad comment). */
 int velo_keyfile_append(const char *path, uint32_t key_id,
 			const char *comment, struct velo_psk *out);
 
-/* Keys for one direction of one session (or of a logon exchange). */
+/*
+ * Keys for one direction of one session (or of a logon exchange).  suite is
+ * 0 for logon keys (XChaCha20-Poly1305, used only with a logon nonce).
+ * aes_state: the AES-256-GCM key schedule and GHASH key, expanded once by
+ * velo_auth_session_keys() (libsodium's crypto_aead_aes256gcm_beforenm) so
+ * that a datagram costs no key setup; opaque, unused by the other suites.
+ */
+#define VELO_AES_STATE_LEN 512
 struct velo_dir_key {
+	_Alignas(16) uint8_t aes_state[VELO_AES_STATE_LEN];
 	uint8_t key[VELO_KEY_LEN];
 	enum velo_suite suite;
 };

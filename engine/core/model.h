@@ -79,6 +79,7 @@ struct eng_model_config {
 	uint32_t n_eos;
 	uint32_t pad_id;		/* UINT32_MAX: none */
 	enum eng_chat_template chat_template;
+	uint32_t sliding_window;	/* 0: full attention (Mistral v0.1: 4096) */
 };
 
 /* One weight matrix or vector.  data/scales point into the image mapping
@@ -89,6 +90,13 @@ struct eng_tensor {
 	uint32_t cols;		/* input dim */
 	const void *data;
 	const void *scales;	/* FP8: f32[rows]; INT4: f16[rows][cols/128]; else NULL */
+};
+
+/* An expected logit of the known-answer record (at the last prompt
+ * position). */
+struct eng_ka_logit {
+	uint32_t id;
+	float logit;
 };
 
 struct eng_layer_weights {
@@ -115,6 +123,9 @@ struct eng_model {
 	uint32_t ka_prompt_len;
 	const uint32_t *ka_expect;
 	uint32_t ka_expect_len;
+	const struct eng_ka_logit *ka_logits;	/* may be NULL */
+	uint32_t ka_n_logits;
+	float ka_logit_tol;			/* absolute */
 };
 
 #endif

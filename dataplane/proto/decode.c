@@ -76,7 +76,7 @@ int proto_decode_infer(const struct proto_msg *m, const struct proto_limits *lim
 	struct proto_group_var stops;
 	const uint8_t *blk;
 	size_t text_bytes;
-	uint32_t kinds;
+	uint32_t kinds, max_tokens;
 	int rc;
 
 	if (unlikely(m->template_id != PROTO_T_INFER))
@@ -119,8 +119,10 @@ int proto_decode_infer(const struct proto_msg *m, const struct proto_limits *lim
 	    (rc = proto_cursor_var(&c, &v->prompt_text)))
 		return rc;
 
-	/* 2. Sizes.  Chat texts count with the prompt text. */
+	/* 2. Sizes.  Chat texts and stop sequences count with the prompt. */
 	text_bytes = v->prompt_text.len;
+	for (uint32_t i = 0; i < v->n_stop_seqs; i++)
+		text_bytes += v->stop_seqs[i].len;
 	{
 		struct proto_group_var it = v->messages;
 		struct proto_str s;
@@ -149,9 +151,10 @@ int proto_decode_infer(const struct proto_msg *m, const struct proto_limits *lim
 		     !!(kinds & PROTO_INFER_PROMPT_TEXT) ||
 		     (v->n_messages != 0) != !!(kinds & PROTO_INFER_CHAT)))
 		return -PROTO_DROP_bad_param;
-	if (unlikely(f->max_tokens == 0 ||
-		     (lim->max_tokens_max && f->max_tokens > lim->max_tokens_max) ||
-		     f->min_tokens > f->max_tokens))
+	/* max_tokens 0: the server's default (its max_tokens_max). */
+	max_tokens = f->max_tokens ? f->max_tokens : lim->max_tokens_max;
+	if (unlikely((lim->max_tokens_max && f->max_tokens > lim->max_tokens_max) ||
+		     (max_tokens && f->min_tokens > max_tokens)))
 		return -PROTO_DROP_bad_param;
 	if (unlikely(!in_range(f->temperature, 0.0f, TEMPERATURE_MAX) ||
 		     !in_range(f->top_p, 0.0f, 1.0f) ||

@@ -1117,7 +1117,8 @@ MUT(top_k_big, r->f.top_k = 32001)
 MUT(logprobs_big, r->f.logprobs = PROTO_LOGPROBS_MAX + 1)
 MUT(stream_bad, r->f.stream = 3)
 MUT(stream_k_zero, r->f.stream = PROTO_STREAM_EVERY_K; r->f.stream_k = 0)
-MUT(max_zero, r->f.max_tokens = 0; r->f.min_tokens = 0)
+MUT(max_zero_ok, r->f.max_tokens = 0; r->f.min_tokens = 4096)
+MUT(max_zero_min_big, r->f.max_tokens = 0; r->f.min_tokens = 4097)
 MUT(max_over_limit, r->f.max_tokens = 4097)
 MUT(min_over_max, r->f.min_tokens = 300)
 MUT(flag_unknown, r->f.flags |= 0x100)
@@ -1162,6 +1163,8 @@ MUT(prompt_too_long, static uint32_t t[4097]; r->prompt_tokens = t;
 MUT(text_too_long, static char t[16385]; memset(t, 'a', sizeof(t));
     r->f.flags = PROTO_INFER_PROMPT_TEXT; r->n_prompt_tokens = 0;
     r->prompt_text = t; r->prompt_text_len = sizeof(t))
+MUT(stop_seqs_too_long, static char t[16390]; memset(t, 'a', sizeof(t) - 1);
+    static const char *s[1] = { t }; r->stop_seqs = s; r->n_stop_seqs = 1)
 MUT(too_many_stop_seqs, static const char *const s[9] = { "1", "2", "3", "4", "5",
 								"6", "7", "8", "9" };
     r->stop_seqs = s; r->n_stop_seqs = 9)
@@ -1198,7 +1201,8 @@ static const struct infer_case infer_cases[] = {
 	C(logprobs_big, -PROTO_DROP_bad_param),
 	C(stream_bad, -PROTO_DROP_bad_param),
 	C(stream_k_zero, -PROTO_DROP_bad_param),
-	C(max_zero, -PROTO_DROP_bad_param),
+	C(max_zero_ok, 0),
+	C(max_zero_min_big, -PROTO_DROP_bad_param),
 	C(max_over_limit, -PROTO_DROP_bad_param),
 	C(min_over_max, -PROTO_DROP_bad_param),
 	C(flag_unknown, -PROTO_DROP_bad_param),
@@ -1223,6 +1227,7 @@ static const struct infer_case infer_cases[] = {
 	C(prompt_too_long, -PROTO_DROP_oversize),
 	C(text_too_long, -PROTO_DROP_oversize),
 	C(too_many_stop_seqs, -PROTO_DROP_oversize),
+	C(stop_seqs_too_long, -PROTO_DROP_oversize),
 	C(edges_ok, 0),
 	C(zeros_ok, 0),
 #undef C

@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: MIT
+/*
+ * dp.c — the dataplane loop (see dp.h).
+ *
+ * Loss injection follows the "constant argument to a static inline worker"
+ * rule (VPP's do_trace): dp_poll_worker() is instantiated twice, with
+ * loss = false and loss = true, and the plain instance has no loss test in
+ * it; likewise the two txq flush callbacks.  The choice is made once per
+ * poll on a flag that is constant after init.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <velo/compiler.h>
+
+#include "../tools/lib/clock.h"
+#include "../tools/lib/counters.h"
+#include "../tools/lib/cpu.h"
+#include "../tools/lib/log.h"
+#include "dp.h"
+
+void dp_config_default(struct dp_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->sock.listen = "127.0.0.1:7400";
+	c->sock.batch = CONFIG_DP_BATCH;
+	c->sock.mtu = CONFIG_DP_MTU;
+	c->sock.busy_poll_us = 0;
+	c->sock.rcvbuf = 4u << 20;
+	c->sock.sndbuf = 4u << 20;
+	dp_sess_config_default(&c->sess);
+	c->loss.seed = 1;
+	c->idle_backoff = true;
+	c->idle_polls = 64;
+	c->idle_sleep_us = 50;
+}
+
+static __always_inline void dp_tx_flush_worker(struct dp_txq *q, struct dp *dp,
+					       const bool loss)
+{
+	uint64_t *c = dp->sess.dp_ctr;
+	unsigned n = q->n, sent;
+
+	if (loss) {
+		unsigned k = 0;
+
+		for (unsigned i = 0; i < n; i++) {
+			if (dp_loss_drop(&dp->loss, DP_LOSS_TX, q->pkts[i].data,
+					 q->pkts[i].len))
+				continue;
+			if (k != i)
+				q->pkts[k] = q->pkts[i];
+			k++;
+		}
+		n = k;
+	}
+	sent = dp_sock_tx_burst(&dp->sock, q->pkts, n);
+	c[DP_CTR_tx_datagrams] += sent;
+	for (unsigned i = 0; i < sent; i++)
+		c[DP_CTR_tx_bytes] += q->pkts[i].len;
+	c[DP_CTR_tx_dropped] += n - sent;
+	q->n = 0;
+}
+
+static void dp_tx_flush_plain(struct dp_txq *q, void *arg)
+{
+	dp_tx_flush_worker(q, arg, false);
+}
+
+static void dp_tx_flush_loss(struct dp_txq *q, void *arg)
+{
+	dp_tx_flush_worker(q, arg, true);
+}
+
+int dp_init(struct dp *dp, const struct dp_config *cfg,
+	    const struct velo_psk *keys, unsigned n_keys, struct dp_rings *rings)
+{
+	char err[160] = "";
+	int rc;
+
+	memset(dp, 0, sizeof(*dp));
+	dp->cfg = *cfg;
+	dp->rings = rings;
+	rc = dp_sess_config_check(&cfg->sess, err, sizeof(err));
+	if (rc) {
+		LOG_E(dp, "%s", err);
+		return rc;
+	}
+	rc = dp_loss_init(&dp->loss, &cfg->loss, err, sizeof(err));
+	if (rc) {
+		LOG_E(dp, "%s", err);
+		return rc;
+	}
+	if (dp_loss_active(&dp->loss)) {
+		if (!IS_ENABLED(CONFIG_DP_LOSS_INJECT)) {
+			LOG_E(dp, "loss.* is set but this build has no loss "
+			      "injection (CONFIG_DP_LOSS_INJECT=n)");
+			return -EINVAL;
+		}
+		dp->loss_on = true;
+		LOG_W(dp, "loss injection ON: seed %llu rx data %g ctrl %g, tx "
+		      "data %g ctrl %g, %u pattern(s)",
+		      (unsigned long long)cfg->loss.seed, cfg->loss.rate[0][0],
+		      cfg->loss.rate[0][1], cfg->loss.rate[1][0],
+		      cfg->loss.rate[1][1], cfg->loss.n_patterns);
+	}
+	/* The socket's rx buffers take the session MTU. */
+	dp->cfg.sock.mtu = cfg->sess.mtu;
+	rc = dp_sock_open(&dp->sock, &dp->cfg.sock);
+	if (rc)
+		return rc;
+	/* Room for two batches before a flush: a burst's answers rarely
+	 * exceed its datagrams, and a full queue just flushes early. */
+	rc = dp_txq_init(&dp->txq, 2 * dp->cfg.sock.batch, cfg->sess.mtu,
+			 dp->loss_on ? dp_tx_flush_loss : dp_tx_flush_plain, dp);
+	if (rc)
+		goto err_close_sock;
+	rc = dp_sess_init(&dp->sess, &cfg->sess, keys, n_keys, rings, &dp->txq,
+			  true);
+	if (rc)
+		goto err_free_txq;
+	rc = ctr_block_register("dp", dp_loss_ctr_desc, dp->loss.ctr,
+				DP_LOSS_CTR__COUNT);
+	if (rc)
+		goto err_fini_sess;
+	return 0;
+
+err_fini_sess:
+	dp_sess_fini(&dp->sess);
+err_free_txq:
+	dp_txq_fini(&dp->txq);
+err_close_sock:
+	dp_sock_close(&dp->sock);
+	return rc;
+}
+
+void dp_fini(struct dp *dp)
+{
+	ctr_block_unregister(dp->loss.ctr);
+	dp_sess_fini(&dp->sess);
+	dp_txq_fini(&dp->txq);
+	dp_sock_close(&dp->sock);
+}
+
+static __always_inline unsigned dp_poll_worker(struct dp *dp, const bool loss)
+{
+	struct dp_sess_table *t = &dp->sess;
+	unsigned work = 0;
+	int n;
+
+	n = dp_sock_rx_burst(&dp->sock);
+	dp_sess_clock(t, clock_mono_ns(), clock_real_ns());
+	if (unlikely(n < 0)) {
+		t->dp_ctr[DP_CTR_rx_errors]++;
+		n = 0;
+	}
+	if (n)
+		t->dp_ctr[DP_CTR_rx_bursts]++;
+	for (int i = 0; i < n; i++) {
+		const uint8_t *buf = dp_sock_rx_data(&dp->sock, (unsigned)i);
+		unsigned len = dp_sock_rx_len(&dp->sock, (unsigned)i);
+
+		if (i + 1 < n)
+			__builtin_prefetch(dp_sock_rx_data(&dp->sock, (unsigned)i + 1));
+		if (loss && dp_loss_drop(&dp->loss, DP_LOSS_RX, buf,
+					 MIN(len, dp->sock.buf_size)))
+			continue;
+		if (unlikely(len > t->cfg.mtu)) {
+			/* Truncated by the kernel: longer than any buffer. */
+			t->dp_ctr[DP_CTR_rx_datagrams]++;
+			t->dp_ctr[DP_CTR_rx_bytes] += len;
+			t->dp_ctr[DP_CTR_drop_oversize]++;
+			continue;
+		}
+		dp_sess_rx(t, buf, len, &dp->sock.rx_addr[i]);
+	}
+	work += (unsigned)n;
+	work += dp_sess_resp_poll(t, DP_RESP_BURST);
+	dp_sess_tick(t);
+	dp_sess_flush(t);
+	dp_txq_flush(&dp->txq);
+	t->dp_ctr[DP_CTR_polls]++;
+	return work;
+}
+
+unsigned dp_poll(struct dp *dp)
+{
+	if (IS_ENABLED(CONFIG_DP_LOSS_INJECT) && dp->loss_on)
+		return dp_poll_worker(dp, true);
+	return dp_poll_worker(dp, false);
+}
+
+void dp_run(struct dp *dp)
+{
+	LOG_I(dp, "dataplane loop running (idle backoff %s)",
+	      dp->cfg.idle_backoff ? "on" : "off");
+	while (!__atomic_load_n(&dp->stop, __ATOMIC_RELAXED)) {
+		if (dp_poll(dp)) {
+			dp->idle = 0;
+			continue;
+		}
+		if (dp->cfg.idle_backoff && ++dp->idle >= dp->cfg.idle_polls) {
+			dp->sess.dp_ctr[DP_CTR_idle_sleeps]++;
+			dp_sock_wait(&dp->sock, dp->cfg.idle_sleep_us);
+		} else {
+			cpu_relax();
+		}
+	}
+	/* Shutdown: answers already produced go out, then end of session. */
+	dp_sess_clock(&dp->sess, clock_mono_ns(), clock_real_ns());
+	dp_sess_resp_poll(&dp->sess, DP_RESP_BURST);
+	dp_sess_flush(&dp->sess);
+	dp_sess_close_all(&dp->sess);
+	dp_txq_flush(&dp->txq);
+	LOG_I(dp, "dataplane loop stopped");
+}
+
+void dp_stop(struct dp *dp)
+{
+	__atomic_store_n(&dp->stop, 1, __ATOMIC_RELAXED);
+}

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dataplane/dp.h — the dataplane thread's loop: receive a burst from the
+ * UDP socket, hand each datagram to the session layer, take responses from
+ * the scheduler's ring, run the timers, seal and send what was produced in
+ * one sendmmsg batch.  Loss injection sits at the two ends (rx before the
+ * session layer, tx before the socket).
+ *
+ * One iteration (dp_poll) does bounded work: at most one receive batch,
+ * at most DP_RESP_BURST responses, one timer scan slice.
+ */
+#ifndef VELO_DP_H
+#define VELO_DP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "loss.h"
+#include "ring.h"
+#include "session.h"
+#include "sock.h"
+
+#define DP_RESP_BURST 64
+
+struct dp_config {
+	struct dp_sock_config sock;
+	struct dp_sess_config sess;
+	struct dp_loss_config loss;
+	bool idle_backoff;		/* block after idle_polls empty polls */
+	unsigned idle_polls;
+	unsigned idle_sleep_us;		/* longest block in ppoll() */
+};
+
+/* Defaults: Kconfig values (listen 127.0.0.1:7400). */
+void dp_config_default(struct dp_config *c);
+
+struct dp {
+	struct dp_config cfg;
+	struct dp_sock sock;
+	struct dp_txq txq;
+	struct dp_sess_table sess;
+	struct dp_loss loss;
+	struct dp_rings *rings;		/* not owned */
+	bool loss_on;			/* CONFIG_DP_LOSS_INJECT and configured */
+	unsigned idle;			/* consecutive empty polls */
+	int stop;			/* atomic: dp_run returns when set */
+};
+
+/*
+ * dp_init() - open the socket, allocate the session table and queues.
+ * @keys: pre-shared keys (kept by pointer).  @rings: the scheduler rings.
+ * Return: 0, -EINVAL (bad configuration, reason logged; loss settings when
+ * CONFIG_DP_LOSS_INJECT is off), -ENOMEM, or a socket error (-EADDRINUSE...).
+ */
+int dp_init(struct dp *dp, const struct dp_config *cfg,
+	    const struct velo_psk *keys, unsigned n_keys, struct dp_rings *rings);
+void dp_fini(struct dp *dp);
+
+/* One iteration; returns the work done (datagrams + responses). */
+unsigned dp_poll(struct dp *dp);
+
+/* Loop until dp_stop(), with idle backoff when configured; on the way out
+ * every session is sent an end-of-session datagram. */
+void dp_run(struct dp *dp);
+void dp_stop(struct dp *dp);
+
+#endif /* VELO_DP_H */

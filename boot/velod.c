@@ -1,0 +1,980 @@
+// SPDX-License-Identifier: MIT
+/*
+ * velod.c — the appliance daemon's main (docs/velod.md).
+ *
+ * Threads: this main thread (configuration, the control socket, signals
+ * through a signalfd, counter dumps), the dataplane thread (dp_run, pinned
+ * to dataplane.core) and the scheduler thread (eng_sched, pinned to
+ * scheduler.core).  Signals are blocked in every thread and read from the
+ * signalfd here, so no handler ever runs inside the poll loops.
+ *
+ * Configuration: built-in defaults (Kconfig) as a JSON tree, the file
+ * merged over it (unknown keys and wrong types are errors), then the
+ * command line in order.  --print-config shows the result.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <velo/auth.h>
+#include <velo/compiler.h>
+
+#include "../dataplane/dp.h"
+#include "../engine/sched.h"
+#include "../tools/lib/clock.h"
+#include "../tools/lib/counters.h"
+#include "../tools/lib/cpu.h"
+#include "../tools/lib/log.h"
+
+#define VELOD_VERSION "0.1"
+#define CTL_LINE_MAX 256
+
+static const char usage_text[] =
+	"usage: velod [-c FILE] [options]\n"
+	"  -c, --config FILE        JSON configuration file\n"
+	"  -l, --listen ADDR:PORT   UDP listen address (port 0: any free port)\n"
+	"  -k, --keys FILE          pre-shared key file (velo-keygen format)\n"
+	"  -s, --control PATH       control socket path (\"\" disables it)\n"
+	"      --dp-core N          dataplane thread core (-1: unpinned)\n"
+	"      --sched-core N       scheduler thread core (-1: unpinned)\n"
+	"      --log SPEC           log levels: \"debug\" or \"dp=debug,sess=info\"\n"
+	"      --set KEY=VALUE      set a configuration key by its dotted path\n"
+	"                           (VALUE is JSON, else a string)\n"
+	"      --print-config       print the effective configuration and exit\n"
+	"  -q, --query CMD          send CMD to the control socket, print the answer\n"
+	"  -h, --help  -V, --version\n"
+	"See docs/velod.md for the configuration keys and control commands.\n";
+
+/* ------------------------------------------------------------------------
+ * Configuration tree.
+ */
+
+static void set(json_t *o, const char *k, json_t *v)
+{
+	json_object_set_new(o, k, v);
+}
+
+static json_t *cfg_defaults(void)
+{
+	struct dp_config d;
+	struct eng_sched_config e;
+	json_t *root = json_object(), *o;
+
+	dp_config_default(&d);
+	eng_sched_config_default(&e);
+	set(root, "listen", json_string(d.sock.listen));
+	set(root, "keys", json_string(""));
+	set(root, "control_socket", json_string(CONFIG_BOOT_CONTROL_SOCKET));
+	set(root, "log", json_string("info"));
+
+	o = json_object();
+	set(o, "core", json_integer(CONFIG_BOOT_DP_CORE));
+	set(o, "batch", json_integer(d.sock.batch));
+	set(o, "busy_poll_us", json_integer(d.sock.busy_poll_us));
+	set(o, "idle_backoff", json_boolean(IS_ENABLED(CONFIG_BOOT_IDLE_BACKOFF)));
+	set(o, "idle_polls", json_integer(d.idle_polls));
+	set(o, "idle_sleep_us", json_integer(d.idle_sleep_us));
+	set(o, "rcvbuf", json_integer(d.sock.rcvbuf));
+	set(o, "sndbuf", json_integer(d.sock.sndbuf));
+	set(root, "dataplane", o);
+
+	o = json_object();
+	set(o, "core", json_integer(CONFIG_BOOT_SCHED_CORE));
+	set(o, "idle_backoff", json_boolean(IS_ENABLED(CONFIG_BOOT_IDLE_BACKOFF)));
+	set(o, "idle_polls", json_integer(e.idle_polls));
+	set(o, "idle_sleep_us", json_integer(e.idle_sleep_us));
+	set(root, "scheduler", o);
+
+	o = json_object();
+	set(o, "max", json_integer(d.sess.sessions_max));
+	set(o, "mtu", json_integer(d.sess.mtu));
+	set(o, "replay_depth", json_integer(d.sess.replay_depth));
+	set(o, "heartbeat_ms", json_integer(d.sess.heartbeat_ms));
+	set(o, "heartbeat_min_ms", json_integer(d.sess.heartbeat_min_ms));
+	set(o, "heartbeat_max_ms", json_integer(d.sess.heartbeat_max_ms));
+	set(o, "timeout_ms", json_integer(d.sess.timeout_ms));
+	set(o, "logon_window_ms", json_integer(d.sess.logon_window_ms));
+	set(o, "nonce_cache", json_integer(d.sess.nonce_cache));
+	set(o, "credit_requests", json_integer(d.sess.credit_requests));
+	set(o, "credit_tokens", json_integer(d.sess.credit_tokens));
+	set(o, "dedup_ids", json_integer(d.sess.dedup_ids));
+	set(o, "rate_pps", json_integer(d.sess.rate_pps));
+	set(o, "rate_burst", json_integer(d.sess.rate_burst));
+	set(o, "logon_rate_pps", json_integer(d.sess.logon_rate_pps));
+	set(o, "logon_rate_burst", json_integer(d.sess.logon_rate_burst));
+	set(root, "sessions", o);
+
+	o = json_object();
+	set(o, "slots", json_integer(CONFIG_DP_REQ_SLOTS));
+	set(o, "prompt_tokens_max", json_integer(d.sess.limits.prompt_tokens_max));
+	set(o, "text_bytes_max", json_integer(d.sess.limits.text_bytes_max));
+	set(o, "max_tokens_max", json_integer(d.sess.limits.max_tokens_max));
+	set(o, "vocab_size", json_integer(d.sess.limits.vocab_size));
+	set(o, "response_ring", json_integer(CONFIG_DP_RESP_RING));
+	set(root, "requests", o);
+
+	o = json_object();
+	set(o, "buffers", json_integer(d.sess.frag_buffers));
+	set(o, "bytes", json_integer(d.sess.frag_bytes));
+	set(o, "timeout_ms", json_integer(d.sess.frag_timeout_ms));
+	set(root, "reassembly", o);
+
+	o = json_object();
+	set(o, "seed", json_integer((json_int_t)d.loss.seed));
+	set(o, "rx_data", json_real(0));
+	set(o, "rx_ctrl", json_real(0));
+	set(o, "tx_data", json_real(0));
+	set(o, "tx_ctrl", json_real(0));
+	set(o, "patterns", json_array());
+	set(root, "loss", o);
+	return root;
+}
+
+/* Merge @src over @dst: keys must exist in dst with a compatible type. */
+static int cfg_merge(json_t *dst, json_t *src, const char *path, char *err,
+		     size_t errlen)
+{
+	const char *k;
+	json_t *v;
+
+	json_object_foreach(src, k, v) {
+		json_t *d = json_object_get(dst, k);
+		char sub[160];
+		bool ok;
+
+		snprintf(sub, sizeof(sub), "%.70s%s%.70s", path, *path ? "." : "", k);
+		if (!d) {
+			snprintf(err, errlen, "unknown configuration key '%s'", sub);
+			return -EINVAL;
+		}
+		if (json_is_object(d)) {
+			int rc;
+
+			if (!json_is_object(v)) {
+				snprintf(err, errlen, "'%s' must be an object", sub);
+				return -EINVAL;
+			}
+			rc = cfg_merge(d, v, sub, err, errlen);
+			if (rc)
+				return rc;
+			continue;
+		}
+		switch (json_typeof(d)) {
+		case JSON_INTEGER:
+			ok = json_is_integer(v);
+			break;
+		case JSON_REAL:
+			ok = json_is_number(v);
+			break;
+		case JSON_TRUE:
+		case JSON_FALSE:
+			ok = json_is_boolean(v);
+			break;
+		case JSON_STRING:
+			ok = json_is_string(v);
+			break;
+		case JSON_ARRAY:
+			ok = json_is_array(v);
+			break;
+		default:
+			ok = false;
+		}
+		if (!ok) {
+			snprintf(err, errlen, "'%s' has the wrong type (%s expected)",
+				 sub, json_is_integer(d) ? "integer" :
+				 json_is_number(d) ? "number" :
+				 json_is_boolean(d) ? "true/false" :
+				 json_is_string(d) ? "string" : "array");
+			return -EINVAL;
+		}
+		if (json_is_real(d) && json_is_integer(v))
+			set(dst, k, json_real((double)json_integer_value(v)));
+		else
+			json_object_set(dst, k, v);
+	}
+	return 0;
+}
+
+/* --set a.b.c=VALUE */
+static int cfg_set(json_t *root, const char *kv, char *err, size_t errlen)
+{
+	const char *eq = strchr(kv, '=');
+	char path[256], *p, *dot;
+	json_t *top, *cur, *val;
+	json_error_t je;
+	int rc;
+
+	if (!eq || eq == kv || (size_t)(eq - kv) >= sizeof(path)) {
+		snprintf(err, errlen, "--set expects KEY=VALUE, got '%s'", kv);
+		return -EINVAL;
+	}
+	memcpy(path, kv, eq - kv);
+	path[eq - kv] = 0;
+	val = json_loads(eq + 1, JSON_DECODE_ANY, &je);
+	if (!val)
+		val = json_string(eq + 1);
+	top = cur = json_object();
+	for (p = path; (dot = strchr(p, '.')); p = dot + 1) {
+		json_t *o = json_object();
+
+		*dot = 0;
+		set(cur, p, o);
+		cur = o;
+	}
+	set(cur, p, val);
+	rc = cfg_merge(root, top, "", err, errlen);
+	json_decref(top);
+	return rc;
+}
+
+static json_t *cfg_get(json_t *root, const char *path)
+{
+	char buf[128], *p = buf, *dot;
+	json_t *o = root;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	while (o && (dot = strchr(p, '.'))) {
+		*dot = 0;
+		o = json_object_get(o, p);
+		p = dot + 1;
+	}
+	return o ? json_object_get(o, p) : NULL;
+}
+
+static int get_int(json_t *root, const char *path, long long lo, long long hi,
+		   long long *out, char *err, size_t errlen)
+{
+	json_t *v = cfg_get(root, path);
+	long long x = v ? json_integer_value(v) : 0;
+
+	if (!v || x < lo || x > hi) {
+		snprintf(err, errlen, "'%s' must be %lld..%lld", path, lo, hi);
+		return -EINVAL;
+	}
+	*out = x;
+	return 0;
+}
+
+#define GET_U(path, lo, hi, dst)                                              \
+	do {                                                                  \
+		long long x_;                                                 \
+		if (get_int(root, path, lo, hi, &x_, err, errlen))            \
+			return -EINVAL;                                       \
+		dst = (__typeof__(dst))x_;                                    \
+	} while (0)
+
+struct velod_cfg {
+	struct dp_config dp;
+	struct eng_sched_config sched;
+	struct dp_rings_config rings;
+	int dp_core;
+	const char *keys;
+	const char *control;
+	const char *log;
+	char listen[128];
+};
+
+static int cfg_extract(json_t *root, struct velod_cfg *c, char *err,
+		       size_t errlen)
+{
+	json_t *pats;
+	const unsigned U = 0x7fffffff;
+	size_t i;
+
+	dp_config_default(&c->dp);
+	eng_sched_config_default(&c->sched);
+	snprintf(c->listen, sizeof(c->listen), "%s",
+		 json_string_value(cfg_get(root, "listen")));
+	c->dp.sock.listen = c->listen;
+	c->keys = json_string_value(cfg_get(root, "keys"));
+	c->control = json_string_value(cfg_get(root, "control_socket"));
+	c->log = json_string_value(cfg_get(root, "log"));
+
+	GET_U("dataplane.core", -1, 4095, c->dp_core);
+	GET_U("dataplane.batch", 1, 64, c->dp.sock.batch);
+	GET_U("dataplane.busy_poll_us", 0, 1000000, c->dp.sock.busy_poll_us);
+	c->dp.idle_backoff = json_is_true(cfg_get(root, "dataplane.idle_backoff"));
+	GET_U("dataplane.idle_polls", 1, U, c->dp.idle_polls);
+	GET_U("dataplane.idle_sleep_us", 1, 1000000, c->dp.idle_sleep_us);
+	GET_U("dataplane.rcvbuf", 0, U, c->dp.sock.rcvbuf);
+	GET_U("dataplane.sndbuf", 0, U, c->dp.sock.sndbuf);
+
+	GET_U("scheduler.core", -1, 4095, c->sched.core);
+	c->sched.idle_backoff = json_is_true(cfg_get(root, "scheduler.idle_backoff"));
+	GET_U("scheduler.idle_polls", 1, U, c->sched.idle_polls);
+	GET_U("scheduler.idle_sleep_us", 1, 1000000, c->sched.idle_sleep_us);
+
+	GET_U("sessions.max", 1, 65535, c->dp.sess.sessions_max);
+	GET_U("sessions.mtu", PROTO_MTU_MIN, PROTO_MTU_MAX, c->dp.sess.mtu);
+	GET_U("sessions.replay_depth", 4, 65536, c->dp.sess.replay_depth);
+	GET_U("sessions.heartbeat_ms", 1, U, c->dp.sess.heartbeat_ms);
+	GET_U("sessions.heartbeat_min_ms", 1, U, c->dp.sess.heartbeat_min_ms);
+	GET_U("sessions.heartbeat_max_ms", 1, U, c->dp.sess.heartbeat_max_ms);
+	GET_U("sessions.timeout_ms", 1, U, c->dp.sess.timeout_ms);
+	GET_U("sessions.logon_window_ms", 1, U, c->dp.sess.logon_window_ms);
+	GET_U("sessions.nonce_cache", 1, 1 << 22, c->dp.sess.nonce_cache);
+	GET_U("sessions.credit_requests", 1, U, c->dp.sess.credit_requests);
+	GET_U("sessions.credit_tokens", 1, U, c->dp.sess.credit_tokens);
+	GET_U("sessions.dedup_ids", 2, 65536, c->dp.sess.dedup_ids);
+	GET_U("sessions.rate_pps", 0, U, c->dp.sess.rate_pps);
+	GET_U("sessions.rate_burst", 0, U, c->dp.sess.rate_burst);
+	GET_U("sessions.logon_rate_pps", 0, U, c->dp.sess.logon_rate_pps);
+	GET_U("sessions.logon_rate_burst", 0, U, c->dp.sess.logon_rate_burst);
+
+	GET_U("requests.slots", 1, 1 << 20, c->rings.slots);
+	GET_U("requests.prompt_tokens_max", 1, 1 << 24,
+	      c->dp.sess.limits.prompt_tokens_max);
+	GET_U("requests.text_bytes_max", 64, 1 << 26, c->dp.sess.limits.text_bytes_max);
+	GET_U("requests.max_tokens_max", 1, 1 << 24, c->dp.sess.limits.max_tokens_max);
+	GET_U("requests.vocab_size", 0, U, c->dp.sess.limits.vocab_size);
+	GET_U("requests.response_ring", 2, 1 << 20, c->rings.resp_entries);
+	if (c->rings.resp_entries & (c->rings.resp_entries - 1)) {
+		snprintf(err, errlen, "'requests.response_ring' must be a power of two");
+		return -EINVAL;
+	}
+	c->rings.prompt_tokens_max = c->dp.sess.limits.prompt_tokens_max;
+	c->rings.text_bytes_max = c->dp.sess.limits.text_bytes_max;
+
+	GET_U("reassembly.buffers", 1, 65536, c->dp.sess.frag_buffers);
+	GET_U("reassembly.bytes", 64, 64 << 20, c->dp.sess.frag_bytes);
+	GET_U("reassembly.timeout_ms", 1, U, c->dp.sess.frag_timeout_ms);
+
+	{
+		json_t *seed = cfg_get(root, "loss.seed");
+
+		c->dp.loss.seed = (uint64_t)json_integer_value(seed);
+	}
+	c->dp.loss.rate[DP_LOSS_RX][DP_LOSS_DATA] = json_number_value(cfg_get(root, "loss.rx_data"));
+	c->dp.loss.rate[DP_LOSS_RX][DP_LOSS_CTRL] = json_number_value(cfg_get(root, "loss.rx_ctrl"));
+	c->dp.loss.rate[DP_LOSS_TX][DP_LOSS_DATA] = json_number_value(cfg_get(root, "loss.tx_data"));
+	c->dp.loss.rate[DP_LOSS_TX][DP_LOSS_CTRL] = json_number_value(cfg_get(root, "loss.tx_ctrl"));
+	pats = cfg_get(root, "loss.patterns");
+	if (json_array_size(pats) > DP_LOSS_RULES_MAX) {
+		snprintf(err, errlen, "at most %d loss.patterns", DP_LOSS_RULES_MAX);
+		return -EINVAL;
+	}
+	for (i = 0; i < json_array_size(pats); i++) {
+		json_t *p = json_array_get(pats, i);
+
+		if (!json_is_string(p)) {
+			snprintf(err, errlen, "loss.patterns[%zu] must be a string", i);
+			return -EINVAL;
+		}
+		c->dp.loss.patterns[i] = json_string_value(p);
+	}
+	c->dp.loss.n_patterns = (unsigned)i;
+	c->dp.sock.mtu = c->dp.sess.mtu;
+	return dp_sess_config_check(&c->dp.sess, err, errlen);
+}
+
+/* ------------------------------------------------------------------------
+ * Control socket.
+ */
+
+struct velod {
+	struct velod_cfg cfg;
+	struct dp_rings rings;
+	struct eng_sched sched;
+	struct dp dp;
+	pthread_t dp_thread;
+	uint64_t start_ns;
+	int ctl_fd;
+	int sig_fd;
+	bool quit;
+};
+
+static void counters_print(FILE *f, bool all)
+{
+	ctr_dump(f, all);
+}
+
+static char *counters_json(void)
+{
+	json_t *o = json_object();
+	char name[128], *s;
+
+	for (unsigned b = 0; b < ctr_block_count(); b++) {
+		const struct ctr_block *blk = ctr_block_get(b);
+
+		for (unsigned i = 0; i < blk->n; i++) {
+			snprintf(name, sizeof(name), "%s.%s", blk->prefix,
+				 blk->desc[i].name);
+			set(o, name, json_integer((json_int_t)ctr_read(&blk->vals[i])));
+		}
+	}
+	s = json_dumps(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	return s;
+}
+
+static uint64_t rd64(const uint64_t *p)
+{
+	return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+/* Racy reads of the dataplane's session table: display only. */
+static void sessions_out(struct velod *v, FILE *f, bool as_json)
+{
+	struct dp_sess_table *t = &v->dp.sess;
+	uint64_t now = clock_mono_ns();
+	json_t *arr = as_json ? json_array() : NULL;
+
+	if (!as_json)
+		fprintf(f, "%-18s %-22s %6s %9s %8s %6s %10s %10s %4s %9s %9s %s\n",
+			"id", "peer", "key", "age_ms", "idle_ms", "hb_ms",
+			"next_seq", "peer_ack", "infl", "rx", "tx", "name");
+	for (unsigned i = 0; i < t->cfg.sessions_max; i++) {
+		struct dp_sess *s = &t->sess[i];
+		struct dp_sess c;
+		char peer[64];
+		uint64_t id = rd64(&s->id);
+
+		if (!id || __atomic_load_n(&s->state, __ATOMIC_RELAXED) != DP_SESS_ACTIVE)
+			continue;
+		memcpy(&c, s, sizeof(c));	/* a snapshot, torn at worst */
+		c.client_name[sizeof(c.client_name) - 1] = 0;
+		dp_addr_format(&c.peer, peer, sizeof(peer));
+		if (as_json) {
+			json_t *o = json_object();
+			char hex[24];
+
+			snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)id);
+			set(o, "id", json_string(hex));
+			set(o, "peer", json_string(peer));
+			set(o, "key_id", json_integer(c.key_id));
+			set(o, "age_ms", json_integer((json_int_t)((now - c.opened_ns) / 1000000)));
+			set(o, "idle_ms", json_integer((json_int_t)((now - c.last_rx_ns) / 1000000)));
+			set(o, "heartbeat_ms", json_integer(c.heartbeat_ms));
+			set(o, "mtu", json_integer(c.mtu));
+			set(o, "next_seq", json_integer((json_int_t)c.tx_seq));
+			set(o, "peer_ack", json_integer((json_int_t)c.peer_ack));
+			set(o, "in_flight", json_integer(c.inflight_reqs));
+			set(o, "rx_datagrams", json_integer((json_int_t)c.rx_datagrams));
+			set(o, "tx_datagrams", json_integer((json_int_t)c.tx_datagrams));
+			set(o, "name", json_string(c.client_name));
+			json_array_append_new(arr, o);
+		} else {
+			fprintf(f, "%016llx %-22s %6u %9llu %8llu %6u %10llu %10llu %4u %9llu %9llu %s\n",
+				(unsigned long long)id, peer, c.key_id,
+				(unsigned long long)((now - c.opened_ns) / 1000000),
+				(unsigned long long)((now - c.last_rx_ns) / 1000000),
+				c.heartbeat_ms, (unsigned long long)c.tx_seq,
+				(unsigned long long)c.peer_ack, c.inflight_reqs,
+				(unsigned long long)c.rx_datagrams,
+				(unsigned long long)c.tx_datagrams, c.client_name);
+		}
+	}
+	if (as_json) {
+		char *s = json_dumps(arr, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+
+		fprintf(f, "%s\n", s ? s : "[]");
+		free(s);
+		json_decref(arr);
+	}
+}
+
+static void stats_out(struct velod *v, FILE *f, bool as_json)
+{
+	struct dp_sess_table *t = &v->dp.sess;
+	const struct dp_loss_config *l = &v->cfg.dp.loss;
+	json_t *o = json_object(), *loss = json_object();
+	char *s;
+
+	set(o, "uptime_s", json_integer((json_int_t)((clock_mono_ns() - v->start_ns) / 1000000000ull)));
+	{
+		char a[80];
+
+		set(o, "listen", json_string(dp_addr_format(&v->dp.sock.local, a,
+							    sizeof(a))));
+	}
+	set(o, "sessions_active", json_integer(__atomic_load_n(&t->n_active, __ATOMIC_RELAXED)));
+	set(o, "sessions_max", json_integer(t->cfg.sessions_max));
+	set(o, "request_slots_in_use", json_integer(dp_rings_slots_in_use(&v->rings)));
+	set(o, "request_slots", json_integer(v->rings.n_slots));
+	set(o, "reassembly_in_use", json_integer(__atomic_load_n(&t->frags_used, __ATOMIC_RELAXED)));
+	set(o, "engine_state", json_string(dp_rings_engine_state(&v->rings) ==
+					   PROTO_STATE_READY ? "ready" : "not_ready"));
+	set(o, "rx_datagrams", json_integer((json_int_t)rd64(&t->dp_ctr[DP_CTR_rx_datagrams])));
+	set(o, "tx_datagrams", json_integer((json_int_t)rd64(&t->dp_ctr[DP_CTR_tx_datagrams])));
+	set(o, "rx_bytes", json_integer((json_int_t)rd64(&t->dp_ctr[DP_CTR_rx_bytes])));
+	set(o, "tx_bytes", json_integer((json_int_t)rd64(&t->dp_ctr[DP_CTR_tx_bytes])));
+	set(loss, "active", json_boolean(v->dp.loss_on));
+	set(loss, "seed", json_integer((json_int_t)l->seed));
+	set(loss, "rx_data", json_real(l->rate[0][0]));
+	set(loss, "rx_ctrl", json_real(l->rate[0][1]));
+	set(loss, "tx_data", json_real(l->rate[1][0]));
+	set(loss, "tx_ctrl", json_real(l->rate[1][1]));
+	set(loss, "patterns", json_integer(l->n_patterns));
+	set(o, "loss", loss);
+	if (as_json) {
+		s = json_dumps(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+		fprintf(f, "%s\n", s ? s : "{}");
+		free(s);
+	} else {
+		const char *k;
+		json_t *x;
+
+		json_object_foreach(o, k, x) {
+			if (json_is_object(x))
+				continue;
+			s = json_dumps(x, JSON_ENCODE_ANY | JSON_REAL_PRECISION(6));
+			fprintf(f, "%s %s\n", k, s ? s : "?");
+			free(s);
+		}
+		fprintf(f, "loss %s seed %llu rx_data %g rx_ctrl %g tx_data %g "
+			"tx_ctrl %g patterns %u\n", v->dp.loss_on ? "on" : "off",
+			(unsigned long long)l->seed, l->rate[0][0], l->rate[0][1],
+			l->rate[1][0], l->rate[1][1], l->n_patterns);
+	}
+	json_decref(o);
+}
+
+static const char help_text[] =
+	"counters [all|json]   non-zero (all) counters, or JSON of all\n"
+	"counter NAME          one counter's value\n"
+	"sessions [json]       live sessions\n"
+	"stats [json]          summary\n"
+	"shutdown              clean shutdown\n"
+	"help                  this list\n";
+
+/* Answer one command on a connected socket. */
+static void ctl_answer(struct velod *v, int fd)
+{
+	char line[CTL_LINE_MAX];
+	size_t n = 0;
+	struct timeval tv = { 1, 0 };
+	char *out = NULL;
+	size_t outlen = 0;
+	FILE *f;
+	char *cmd, *arg, *save = NULL;
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	while (n < sizeof(line) - 1) {
+		ssize_t r = read(fd, line + n, sizeof(line) - 1 - n);
+
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		if (memchr(line, '\n', n))
+			break;
+	}
+	line[n] = 0;
+	line[strcspn(line, "\r\n")] = 0;
+	f = open_memstream(&out, &outlen);
+	if (!f)
+		return;
+	cmd = strtok_r(line, " \t", &save);
+	arg = cmd ? strtok_r(NULL, " \t", &save) : NULL;
+	if (!cmd) {
+		fprintf(f, "error: empty command (try help)\n");
+	} else if (!strcmp(cmd, "counters")) {
+		if (arg && !strcmp(arg, "json")) {
+			char *s = counters_json();
+
+			fprintf(f, "%s\n", s ? s : "{}");
+			free(s);
+		} else if (arg && strcmp(arg, "all")) {
+			fprintf(f, "error: counters [all|json]\n");
+		} else {
+			counters_print(f, arg != NULL);
+		}
+	} else if (!strcmp(cmd, "counter")) {
+		uint64_t x = arg ? ctr_lookup(arg) : (uint64_t)-1;
+
+		if (x == (uint64_t)-1)
+			fprintf(f, "error: unknown counter\n");
+		else
+			fprintf(f, "%llu\n", (unsigned long long)x);
+	} else if (!strcmp(cmd, "sessions")) {
+		sessions_out(v, f, arg && !strcmp(arg, "json"));
+	} else if (!strcmp(cmd, "stats")) {
+		stats_out(v, f, arg && !strcmp(arg, "json"));
+	} else if (!strcmp(cmd, "shutdown")) {
+		fprintf(f, "ok\n");
+		v->quit = true;
+	} else if (!strcmp(cmd, "help")) {
+		fputs(help_text, f);
+	} else {
+		fprintf(f, "error: unknown command '%s' (try help)\n", cmd);
+	}
+	fclose(f);
+	for (size_t off = 0; off < outlen;) {
+		ssize_t w = write(fd, out + off, outlen - off);
+
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
+	free(out);
+}
+
+static int ctl_open(const char *path)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(a.sun_path)) {
+		LOG_E(boot, "control socket path too long: %s", path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(a.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	unlink(path);	/* a stale socket from an earlier run */
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 16) < 0) {
+		int e = errno;
+
+		LOG_E(boot, "control socket %s: %s", path, strerror(e));
+		close(fd);
+		return -e;
+	}
+	chmod(path, 0600);
+	return fd;
+}
+
+static int query(const char *path, const char *cmd)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	char buf[4096];
+	bool first = true, error = false;
+	int fd;
+	ssize_t n;
+
+	if (!path || !*path || strlen(path) >= sizeof(a.sun_path)) {
+		fprintf(stderr, "velod: no control socket path (-s)\n");
+		return 1;
+	}
+	strcpy(a.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		fprintf(stderr, "velod: connect %s: %s\n", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return 1;
+	}
+	if (write(fd, cmd, strlen(cmd)) < 0 || write(fd, "\n", 1) < 0) {
+		close(fd);
+		return 1;
+	}
+	shutdown(fd, SHUT_WR);
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		if (first && n >= 6 && !memcmp(buf, "error:", 6))
+			error = true;
+		first = false;
+		fwrite(buf, 1, (size_t)n, stdout);
+	}
+	close(fd);
+	return error ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Threads and life cycle.
+ */
+
+static void *dp_thread(void *arg)
+{
+	struct velod *v = arg;
+	int rc = cpu_pin_self(v->cfg.dp_core);
+
+	if (rc)
+		LOG_W(boot, "dataplane: cannot pin to core %d: %s (unpinned)",
+		      v->cfg.dp_core, strerror(-rc));
+	else if (v->cfg.dp_core >= 0)
+		LOG_I(boot, "dataplane thread pinned to core %d", v->cfg.dp_core);
+	dp_run(&v->dp);
+	return NULL;
+}
+
+static void counters_dump_stdout(const char *why)
+{
+	printf("--- counters (%s)\n", why);
+	ctr_dump(stdout, 0);
+	printf("---\n");
+	fflush(stdout);
+}
+
+static int serve(struct velod *v)
+{
+	while (!v->quit) {
+		struct pollfd p[2] = { { .fd = v->sig_fd, .events = POLLIN },
+				       { .fd = v->ctl_fd, .events = POLLIN } };
+		int n = poll(p, v->ctl_fd >= 0 ? 2 : 1, -1);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			LOG_E(boot, "poll: %s", strerror(errno));
+			return -errno;
+		}
+		if (p[0].revents & POLLIN) {
+			struct signalfd_siginfo si;
+
+			if (read(v->sig_fd, &si, sizeof(si)) == sizeof(si)) {
+				if (si.ssi_signo == SIGUSR1) {
+					counters_dump_stdout("SIGUSR1");
+				} else {
+					LOG_I(boot, "signal %u: shutting down",
+					      si.ssi_signo);
+					v->quit = true;
+				}
+			}
+		}
+		if (v->ctl_fd >= 0 && (p[1].revents & POLLIN)) {
+			int c = accept4(v->ctl_fd, NULL, NULL, SOCK_CLOEXEC);
+
+			if (c >= 0) {
+				ctl_answer(v, c);
+				close(c);
+			}
+		}
+	}
+	return 0;
+}
+
+static int velod_main(struct velod *v)
+{
+	struct velo_psk *keys;
+	char err[256] = "", addr[80];
+	sigset_t sigs;
+	int n_keys, rc;
+
+	if (!v->cfg.keys || !*v->cfg.keys) {
+		LOG_E(boot, "no key file: set \"keys\" in the configuration or -k FILE");
+		return -EINVAL;
+	}
+	if (velo_auth_init()) {
+		LOG_E(boot, "libsodium initialisation failed");
+		return -EIO;
+	}
+	keys = calloc(CONFIG_DP_KEYS_MAX, sizeof(*keys));
+	if (!keys)
+		return -ENOMEM;
+	n_keys = velo_keyfile_load(v->cfg.keys, keys, CONFIG_DP_KEYS_MAX, err,
+				   sizeof(err));
+	if (n_keys < 0) {
+		LOG_E(boot, "key file %s: %s%s%s", v->cfg.keys, strerror(-n_keys),
+		      *err ? ": " : "", err);
+		rc = n_keys;
+		goto err_free_keys;
+	}
+	LOG_I(boot, "%d key(s) loaded from %s", n_keys, v->cfg.keys);
+
+	/* Signals: blocked in every thread (inherited), read here. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	v->sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	if (v->sig_fd < 0) {
+		rc = -errno;
+		goto err_free_keys;
+	}
+
+	rc = dp_rings_init(&v->rings, &v->cfg.rings);
+	if (rc) {
+		LOG_E(boot, "request rings: %s", strerror(-rc));
+		goto err_close_sig;
+	}
+	rc = eng_sched_init(&v->sched, &v->cfg.sched, &v->rings, true);
+	if (rc)
+		goto err_fini_rings;
+	rc = dp_init(&v->dp, &v->cfg.dp, keys, (unsigned)n_keys, &v->rings);
+	if (rc) {
+		LOG_E(boot, "dataplane init: %s", strerror(-rc));
+		goto err_fini_sched;
+	}
+	v->ctl_fd = -1;
+	if (v->cfg.control && *v->cfg.control) {
+		v->ctl_fd = ctl_open(v->cfg.control);
+		if (v->ctl_fd < 0) {
+			rc = v->ctl_fd;
+			goto err_fini_dp;
+		}
+	}
+	rc = eng_sched_start(&v->sched);
+	if (rc)
+		goto err_close_ctl;
+	rc = -pthread_create(&v->dp_thread, NULL, dp_thread, v);
+	if (rc)
+		goto err_stop_sched;
+	pthread_setname_np(v->dp_thread, "velo-dp");
+	v->start_ns = clock_mono_ns();
+
+	printf("velod: ready listen=%s control=%s pid=%d\n",
+	       dp_addr_format(&v->dp.sock.local, addr, sizeof(addr)),
+	       v->cfg.control && *v->cfg.control ? v->cfg.control : "-",
+	       (int)getpid());
+	fflush(stdout);
+
+	rc = serve(v);
+
+	dp_stop(&v->dp);
+	pthread_join(v->dp_thread, NULL);
+	eng_sched_stop(&v->sched);
+	counters_dump_stdout("exit");
+err_stop_sched:
+	eng_sched_stop(&v->sched);
+err_close_ctl:
+	if (v->ctl_fd >= 0) {
+		close(v->ctl_fd);
+		unlink(v->cfg.control);
+	}
+err_fini_dp:
+	dp_fini(&v->dp);
+err_fini_sched:
+	eng_sched_fini(&v->sched);
+err_fini_rings:
+	dp_rings_fini(&v->rings);
+err_close_sig:
+	close(v->sig_fd);
+err_free_keys:
+	explicit_bzero(keys, CONFIG_DP_KEYS_MAX * sizeof(*keys));
+	free(keys);
+	return rc;
+}
+
+enum { OPT_DP_CORE = 256, OPT_SCHED_CORE, OPT_LOG, OPT_SET, OPT_PRINT };
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "listen", required_argument, NULL, 'l' },
+		{ "keys", required_argument, NULL, 'k' },
+		{ "control", required_argument, NULL, 's' },
+		{ "dp-core", required_argument, NULL, OPT_DP_CORE },
+		{ "sched-core", required_argument, NULL, OPT_SCHED_CORE },
+		{ "log", required_argument, NULL, OPT_LOG },
+		{ "set", required_argument, NULL, OPT_SET },
+		{ "print-config", no_argument, NULL, OPT_PRINT },
+		{ "query", required_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static struct velod v;
+	json_t *root = cfg_defaults(), *file;
+	json_error_t je;
+	const char *query_cmd = NULL;
+	char err[256] = "", kv[512];
+	bool print = false;
+	int c, rc;
+
+	log_set_ident("velod");
+	/* The file first (wherever -c is), then the options in order. */
+	for (int i = 1; i < argc; i++) {
+		const char *path = NULL;
+
+		if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) &&
+		    i + 1 < argc)
+			path = argv[i + 1];
+		else if (!strncmp(argv[i], "--config=", 9))
+			path = argv[i] + 9;
+		if (!path)
+			continue;
+		file = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+		if (!file) {
+			fprintf(stderr, "velod: %s:%d: %s\n", path, je.line, je.text);
+			return 1;
+		}
+		if (!json_is_object(file) ||
+		    cfg_merge(root, file, "", err, sizeof(err))) {
+			fprintf(stderr, "velod: %s: %s\n", path,
+				*err ? err : "must be a JSON object");
+			return 1;
+		}
+		json_decref(file);
+	}
+	while ((c = getopt_long(argc, argv, "c:l:k:s:q:hV", opts, NULL)) != -1) {
+		rc = 0;
+		switch (c) {
+		case 'c':
+			break;
+		case 'l':
+			set(root, "listen", json_string(optarg));
+			break;
+		case 'k':
+			set(root, "keys", json_string(optarg));
+			break;
+		case 's':
+			set(root, "control_socket", json_string(optarg));
+			break;
+		case OPT_DP_CORE:
+			snprintf(kv, sizeof(kv), "dataplane.core=%s", optarg);
+			rc = cfg_set(root, kv, err, sizeof(err));
+			break;
+		case OPT_SCHED_CORE:
+			snprintf(kv, sizeof(kv), "scheduler.core=%s", optarg);
+			rc = cfg_set(root, kv, err, sizeof(err));
+			break;
+		case OPT_LOG:
+			set(root, "log", json_string(optarg));
+			break;
+		case OPT_SET:
+			rc = cfg_set(root, optarg, err, sizeof(err));
+			break;
+		case OPT_PRINT:
+			print = true;
+			break;
+		case 'q':
+			query_cmd = optarg;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return 0;
+		case 'V':
+			printf("velod %s\n", VELOD_VERSION);
+			return 0;
+		default:
+			fputs(usage_text, stderr);
+			return 2;
+		}
+		if (rc) {
+			fprintf(stderr, "velod: %s\n", err);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "velod: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	if (query_cmd) {
+		rc = query(json_string_value(json_object_get(root, "control_socket")),
+			   query_cmd);
+		json_decref(root);
+		return rc;
+	}
+	if (print) {
+		json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		putchar('\n');
+		json_decref(root);
+		return 0;
+	}
+	if (cfg_extract(root, &v.cfg, err, sizeof(err))) {
+		fprintf(stderr, "velod: configuration: %s\n", err);
+		json_decref(root);
+		return 1;
+	}
+	if (log_set_spec(v.cfg.log)) {
+		fprintf(stderr, "velod: bad log spec '%s'\n", v.cfg.log);
+		json_decref(root);
+		return 1;
+	}
+	rc = velod_main(&v);
+	json_decref(root);	/* held strings used until here */
+	return rc ? 1 : 0;
+}

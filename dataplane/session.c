@@ -161,7 +161,10 @@ int dp_sess_init(struct dp_sess_table *t, const struct dp_sess_config *cfg,
 			    sizeof(*t->rb_ents));
 	if (!t->rb_ents)
 		goto err_free_rb;
-	t->dedup_ents = calloc((size_t)c->sessions_max * c->dedup_ids,
+	t->dedup_mask = 1;
+	while (t->dedup_mask + 1 < c->dedup_ids)
+		t->dedup_mask = 2 * t->dedup_mask + 1;
+	t->dedup_ents = calloc((size_t)c->sessions_max * (t->dedup_mask + 1),
 			       sizeof(*t->dedup_ents));
 	if (!t->dedup_ents)
 		goto err_free_rb_ents;
@@ -192,7 +195,7 @@ int dp_sess_init(struct dp_sess_table *t, const struct dp_sess_config *cfg,
 		s->slot = (uint16_t)i;
 		s->rb = &t->rb_ents[(size_t)i * c->replay_depth];
 		s->rb_data = t->rb_data + (size_t)i * c->replay_depth * t->rb_stride;
-		s->dedup = &t->dedup_ents[(size_t)i * c->dedup_ids];
+		s->dedup = &t->dedup_ents[(size_t)i * (t->dedup_mask + 1)];
 		t->free_slots[i] = (uint16_t)(c->sessions_max - 1 - i);
 	}
 	t->n_free_slots = c->sessions_max;
@@ -611,7 +614,7 @@ static void sess_free(struct dp_sess_table *t, struct dp_sess *s,
 	}
 	/* Requests still with the scheduler: cancel them; their responses
 	 * will find the session gone (generation) and free the slots. */
-	for (unsigned i = 0; i < t->cfg.dedup_ids; i++) {
+	for (unsigned i = 0; i <= t->dedup_mask; i++) {
 		struct dp_dedup_ent *e = &s->dedup[i];
 		struct dp_req_msg m;
 
@@ -845,9 +848,8 @@ static void rx_logon(struct dp_sess_table *t, const struct proto_pkt_view *v,
 	s->inflight_reqs = 0;
 	s->inflight_tokens = 0;
 	s->rl_tat = 0;
-	memset(s->dedup, 0, t->cfg.dedup_ids * sizeof(*s->dedup));
-	s->dedup_used = 0;
-	s->dedup_floor = 0;
+	memset(s->dedup, 0, (t->dedup_mask + 1) * sizeof(*s->dedup));
+	velo_replay_init(&s->req_win);
 	s->rb_head = 0;
 	s->rb_used = 0;
 	s->open = false;
@@ -899,40 +901,51 @@ static void rx_logon(struct dp_sess_table *t, const struct proto_pkt_view *v,
  * Request ids.
  */
 
+/*
+ * The table of recent request ids is direct-mapped by id (ids increase, so
+ * consecutive ids take consecutive entries: a ring of the last dedup_ids
+ * ids), with DEDUP_PROBE entries of linear probing for sparse ids.  Cost:
+ * at most DEDUP_PROBE compares.  Which ids were ever seen is kept apart, in
+ * a 2048-id sliding window (struct velo_replay over request_id + 1): an id
+ * seen whose answer was forgotten, or older than the window, is DUPLICATE.
+ */
+#define DEDUP_PROBE 8
+
 static struct dp_dedup_ent *dedup_find(struct dp_sess_table *t,
 				       struct dp_sess *s, uint64_t rid)
 {
-	for (unsigned i = 0; i < t->cfg.dedup_ids; i++)
-		if (s->dedup[i].state != DP_DEDUP_FREE &&
-		    s->dedup[i].request_id == rid)
-			return &s->dedup[i];
+	for (unsigned k = 0; k < DEDUP_PROBE; k++) {
+		struct dp_dedup_ent *e = &s->dedup[(rid + k) & t->dedup_mask];
+
+		if (e->state != DP_DEDUP_FREE && e->request_id == rid)
+			return e;
+	}
 	return NULL;
 }
 
-/* A new entry: a free one, else forget the smallest id not in flight
- * (there is one: dedup_ids > credit_requests >= in flight). */
+/* A new entry for rid: a free one, else the oldest finished one among the
+ * probed entries.  NULL when all of them are in flight. */
 static struct dp_dedup_ent *dedup_insert(struct dp_sess_table *t,
 					 struct dp_sess *s, uint64_t rid)
 {
 	struct dp_dedup_ent *victim = NULL;
 
-	for (unsigned i = 0; i < t->cfg.dedup_ids; i++) {
-		struct dp_dedup_ent *e = &s->dedup[i];
+	for (unsigned k = 0; k < DEDUP_PROBE; k++) {
+		struct dp_dedup_ent *e = &s->dedup[(rid + k) & t->dedup_mask];
 
 		if (e->state == DP_DEDUP_FREE) {
 			victim = e;
-			s->dedup_used++;
 			break;
 		}
 		if (e->state == DP_DEDUP_DONE &&
 		    (!victim || e->request_id < victim->request_id))
 			victim = e;
 	}
-	VERIFY(victim);
-	if (victim->state == DP_DEDUP_DONE && victim->request_id > s->dedup_floor)
-		s->dedup_floor = victim->request_id;
+	if (!victim)
+		return NULL;
 	memset(victim, 0, sizeof(*victim));
 	victim->request_id = rid;
+	velo_replay_update(&s->req_win, rid + 1);
 	return victim;
 }
 
@@ -958,16 +971,28 @@ static uint64_t send_reject(struct dp_sess_table *t, struct dp_sess *s,
 }
 
 /* A REJECT from the dataplane, remembered as the request id's answer. */
+/* A REJECT from the dataplane, remembered (in @e, when not NULL) as the
+ * request id's final answer. */
+static void reject_into(struct dp_sess_table *t, struct dp_sess *s,
+			struct dp_dedup_ent *e, uint64_t rid, unsigned code,
+			const char *text, uint32_t retry_after_ms)
+{
+	uint64_t seq = send_reject(t, s, rid, code, text, retry_after_ms);
+
+	if (e) {
+		e->state = DP_DEDUP_DONE;
+		e->answered = PROTO_T_REJECT;
+		e->code = (uint16_t)code;
+		e->answer_seq = seq;
+	}
+}
+
 static void reject_final(struct dp_sess_table *t, struct dp_sess *s,
 			 uint64_t rid, unsigned code, const char *text,
 			 uint32_t retry_after_ms)
 {
-	struct dp_dedup_ent *e = dedup_insert(t, s, rid);
-
-	e->state = DP_DEDUP_DONE;
-	e->answered = PROTO_T_REJECT;
-	e->code = (uint16_t)code;
-	e->answer_seq = send_reject(t, s, rid, code, text, retry_after_ms);
+	reject_into(t, s, dedup_insert(t, s, rid), rid, code, text,
+		    retry_after_ms);
 }
 
 static void send_accept(struct dp_sess_table *t, struct dp_sess *s,
@@ -1140,9 +1165,10 @@ static void rx_infer(struct dp_sess_table *t, struct dp_sess *s,
 		infer_retry(t, s, e);
 		return;
 	}
-	if (rid <= s->dedup_floor) {
+	if (!velo_replay_check(&s->req_win, rid + 1)) {
 		send_reject(t, s, rid, PROTO_E_DUPLICATE,
-			    "request id older than the ids remembered", 0);
+			    "request id already used (answer no longer held) "
+			    "or too old", 0);
 		return;
 	}
 	rc = proto_decode_infer(m, &t->cfg.limits, &iv);
@@ -1167,11 +1193,20 @@ static void rx_infer(struct dp_sess_table *t, struct dp_sess *s,
 			     RETRY_AFTER_MS);
 		return;
 	}
+	e = dedup_insert(t, s, rid);
+	if (!e) {
+		/* Sparse ids colliding with DEDUP_PROBE requests in flight. */
+		drop(t, PROTO_DROP_no_buffer);
+		send_reject(t, s, rid, PROTO_E_OVERLOADED,
+			    "too many request ids in flight", RETRY_AFTER_MS);
+		return;
+	}
+	e->state = DP_DEDUP_DONE;	/* until it is in flight */
 	r = dp_req_slot_get(t->rings);
 	if (!r) {
 		drop(t, PROTO_DROP_no_buffer);
 		ctr(t, SESS_CTR_req_slots_exhausted);
-		reject_final(t, s, rid, PROTO_E_OVERLOADED, "server busy",
+		reject_into(t, s, e, rid, PROTO_E_OVERLOADED, "server busy",
 			     RETRY_AFTER_MS);
 		return;
 	}
@@ -1179,7 +1214,7 @@ static void rx_infer(struct dp_sess_table *t, struct dp_sess *s,
 	if (rc) {
 		dp_req_slot_put(t->rings, r->index);
 		drop(t, PROTO_DROP_oversize);
-		reject_final(t, s, rid, PROTO_E_TOO_LARGE,
+		reject_into(t, s, e, rid, PROTO_E_TOO_LARGE,
 			     "request text over requests.text_bytes_max", 0);
 		return;
 	}
@@ -1196,11 +1231,10 @@ static void rx_infer(struct dp_sess_table *t, struct dp_sess *s,
 		/* Not reached: the ring holds two records per slot. */
 		dp_req_slot_put(t->rings, r->index);
 		drop(t, PROTO_DROP_no_buffer);
-		reject_final(t, s, rid, PROTO_E_OVERLOADED, "server busy",
+		reject_into(t, s, e, rid, PROTO_E_OVERLOADED, "server busy",
 			     RETRY_AFTER_MS);
 		return;
 	}
-	e = dedup_insert(t, s, rid);
 	e->state = DP_DEDUP_INFLIGHT;
 	e->req_slot = r->index;
 	e->cost_tokens = (uint32_t)cost;

@@ -22,7 +22,7 @@
  * Memory, all allocated by dp_sess_init():
  *   sessions_max x (sizeof(struct dp_sess)            session state
  *                   + replay_depth x (mtu + 16)       replay buffer
- *                   + dedup_ids x 32)                 request ids
+ *                   + dedup_ids x 32 + 264)           request ids
  *   + frag_buffers x (frag_bytes + 64)                reassembly
  *   + nonce_cache x 32 + DP_LOGON_ADDRS x 16          logon replay, rate
  */
@@ -209,10 +209,10 @@ struct dp_sess {
 	uint64_t inflight_tokens;
 	/* rate limit (GCRA: theoretical arrival time) */
 	uint64_t rl_tat;
-	/* request ids: FIFO of dedup_ids entries */
+	/* request ids: recent ones with their answers, direct-mapped by id
+	 * (dedup_mask + 1 entries), and a window of the ids ever seen */
 	struct dp_dedup_ent *dedup;
-	unsigned dedup_used;
-	uint64_t dedup_floor;		/* ids <= floor were forgotten */
+	struct velo_replay req_win;	/* over request_id + 1 */
 	/* replay buffer: ring of replay_depth datagrams */
 	struct dp_replay_ent *rb;
 	uint8_t *rb_data;		/* (replay_depth, rb_stride) */
@@ -259,6 +259,7 @@ struct dp_sess_table {
 	unsigned rb_stride;		/* mtu rounded up to 64 */
 	struct dp_replay_ent *rb_ents;
 	struct dp_dedup_ent *dedup_ents;
+	unsigned dedup_mask;		/* dedup_ids rounded up to 2^n, - 1 */
 	uint16_t *dirty;		/* sessions with an open datagram */
 	unsigned n_dirty;
 	struct dp_frag_buf *frags;	/* (frag_buffers) */

@@ -285,13 +285,18 @@ int velo_client_event_next(struct velo_client *c, struct velo_client_event *ev);
  * velo_client_infer() - send an INFER and track it until its final event
  * (REJECT, DONE, ERROR, or a local TIMEOUT).  Resent with the same request
  * id every retry_ms until ACCEPT or REJECT arrives, retries_max times.  A
- * request larger than one datagram goes as FRAGMENTs.
+ * request larger than one datagram goes as FRAGMENTs.  A send that fails
+ * (socket buffer full ...) is counted in tx_errors and repaired by the
+ * resend like a lost datagram.
  * @req:        the request; copied (encoded) before the call returns.
  * @request_id: set to the id used (may be NULL).
- * Return: 0, -ENOTCONN (not logged on), -ENOBUFS (requests_max in flight),
- * -EMSGSIZE (encoded request over request_bytes_max or over the fragment
- * limit), -EINVAL (request id not increasing), or the send's -errno (the
- * request is then tracked and retried all the same, except for -EINVAL).
+ * Return: 0 (the request is tracked: exactly one final event will come),
+ * or, with nothing sent: -ENOTCONN (not logged on), -ENOBUFS
+ * (requests_max in flight), -EBUSY (an older request is still unanswered
+ * and this id would run past the window of ids the server remembers for
+ * resends, its request credit: retry once answers came), -EMSGSIZE
+ * (encoded request over request_bytes_max or the fragment limit), -EINVAL
+ * (request id not increasing, or already in flight).
  */
 int velo_client_infer(struct velo_client *c, const struct proto_infer_req *req,
 		      uint64_t *request_id);

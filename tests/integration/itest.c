@@ -186,8 +186,9 @@ static int cmd_loss(const struct opts *o)
 				uint64_t id;
 				int rc = velo_client_infer(c, &rq, &id);
 
-				if (rc && (rc == -ENOBUFS || rc == -ENOTCONN ||
-					   rc == -EINVAL || rc == -EMSGSIZE))
+				if (rc == -EBUSY)
+					break;	/* an older one unanswered yet */
+				if (rc)
 					return fail("infer: %s", strerror(-rc));
 				rec_get(recs, mask, rec_key(id, i), true);
 				sent++;
@@ -209,6 +210,8 @@ static int cmd_loss(const struct opts *o)
 					pongs++;
 					continue;
 				}
+				if (ev.type == VELO_CLIENT_EV_LOGON)
+					continue;	/* queued by the logon */
 				if (ev.type == VELO_CLIENT_EV_CLOSED)
 					return fail("session %u closed (%s)", i,
 						    strerror(-ev.u.closed.err));
@@ -236,7 +239,7 @@ static int cmd_loss(const struct opts *o)
 							proto_err_name(ev.u.reject.f.code),
 							(int)ev.u.reject.text.len,
 							ev.u.reject.text.p);
-						bad = 1;
+						bad++;
 					}
 					/* fall through */
 				case VELO_CLIENT_EV_DONE:

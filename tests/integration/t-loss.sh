@@ -32,5 +32,25 @@ note "velod: loss drops $loss, retransmit counters $retx"
 [ "$loss" -gt 0 ] || fail "velod's loss counters are 0"
 [ "$retx" -gt 0 ] || fail "velod's retransmit counters are 0"
 
+# None ran twice: every request reached the engine side exactly once,
+# though velod saw resends of many.
+eng=$(counter sess.infer_to_engine)
+note "velod: $(counter sess.infer_rx) INFERs received, $eng passed to the engine"
+[ "$eng" = 2000 ] || fail "$eng requests reached the engine, expected 2000"
+stop_velod
+
+# Once more at 20 % loss each way on both sides (RELIABILITY.md's worst
+# case), smaller.
+start_velod --set loss.seed=11 --set loss.rx_data=0.2 --set loss.tx_data=0.2 \
+	--set loss.rx_ctrl=0.2 --set loss.tx_ctrl=0.2
+"$BIN/velo-itest" loss --server "$SERVER" --key "$KEY" --sessions 2 \
+	--requests 300 --pings 50 --loss 0.2 --seed 5 --max-seconds 60 \
+	>"$T/itest.out" 2>"$T/itest.err" ||
+	{ cat "$T/itest.out" "$T/itest.err"; fail "velo-itest loss at 20 %"; }
+grep -E '^(bad|seconds|client.(loss_tx|loss_rx|retransmit_requests|infer_retries)) ' \
+	"$T/itest.out" | sed 's/^/# 20 %: /'
+[ "$(get bad)" = 0 ] || fail "20 %: requests without exactly one answer"
+eng=$(counter sess.infer_to_engine)
+[ "$eng" = 300 ] || fail "20 %: $eng requests reached the engine, expected 300"
 stop_velod
 exit 0

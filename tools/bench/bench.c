@@ -173,16 +173,13 @@ static int op_start(struct opts *o, struct sess *s, uint64_t start_ns,
 		rc = velo_client_test_request(s->c, &id);
 	else
 		rc = velo_client_infer(s->c, rq, &id);
+	if (rc == -EBUSY) {
+		R.skipped++;	/* an older INFER unanswered yet: later */
+		return rc;
+	}
 	if (rc) {
-		/* A failed send of a tracked INFER is retried by the library;
-		 * anything else never started. */
-		bool tracked = o->mode == M_INFER && rc != -ENOBUFS &&
-			       rc != -ENOTCONN && rc != -EINVAL &&
-			       rc != -EMSGSIZE;
-
 		R.send_errors++;
-		if (!tracked)
-			return rc;
+		return rc;
 	}
 	if (s->ops[id & s->mask].id) {
 		/* Ring collision: the old one is long overdue. */

@@ -1505,6 +1505,26 @@ int velo_client_logout(struct velo_client *c)
 	return 0;
 }
 
+/*
+ * The server remembers a bounded window of recent request ids per session
+ * and answers a retry of an id older than that window REJECT DUPLICATE
+ * (it cannot tell whether the id ran).  So while a request is unanswered,
+ * ids may run ahead of it by less than that window: the smallest the server
+ * promises is its request credit (docs/velod.md: dedup_ids >= credit).
+ * Walks the unanswered requests: at most the credit when the caller keeps
+ * to it, requests_max otherwise.
+ */
+static bool dedup_span_ok(const struct velo_client *c, uint64_t id)
+{
+	uint64_t span = c->params.credit_requests ? c->params.credit_requests : 16;
+
+	for (uint32_t i = c->lists[L_INFER].head; i != NIL;
+	     i = c->reqs[i].next[L_INFER])
+		if (id - c->reqs[i].id >= span)
+			return false;
+	return true;
+}
+
 int velo_client_infer(struct velo_client *c, const struct proto_infer_req *req,
 		      uint64_t *request_id)
 {
@@ -1529,6 +1549,8 @@ int velo_client_infer(struct velo_client *c, const struct proto_infer_req *req,
 		return -EMSGSIZE;
 	if (req_find(c, rq.f.request_id))
 		return -EINVAL;
+	if (!dedup_span_ok(c, rq.f.request_id))
+		return -EBUSY;
 	r = req_alloc(c, rq.f.request_id);
 	if (!r)
 		return -ENOBUFS;
@@ -1552,7 +1574,10 @@ int velo_client_infer(struct velo_client *c, const struct proto_infer_req *req,
 	r->tries[L_INFER] = 1;
 	list_add_tail(c, L_INFER, r);
 	CINC(c, infer_sent);
-	return tx_infer(c, r);
+	/* A failed send is counted (tx_errors) and repaired by the resend
+	 * timer like a lost datagram: the request is tracked either way. */
+	tx_infer(c, r);
+	return 0;
 }
 
 int velo_client_cancel(struct velo_client *c, uint64_t request_id)

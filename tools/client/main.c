@@ -610,7 +610,7 @@ static int cmd_gen(const struct gopts *g, int argc, char **argv)
 	if (deadline_ms)
 		rq.f.deadline_ns = clock_real_ns() + deadline_ms * 1000000u;
 	rc = velo_client_infer(c, &rq, &st.id);
-	if (rc && rc != -EAGAIN && rc != -ENOBUFS) {
+	if (rc) {
 		fprintf(stderr, "velo-client: INFER not sent: %s\n",
 			rc == -EMSGSIZE ? "request too large" : strerror(-rc));
 		session_close_print(c, g);

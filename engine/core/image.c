@@ -11,10 +11,12 @@
  *
  * Cost: FAST touches the header and metadata only (a few hundred KiB for
  * an 8B model, most of it tokenizer.json), well under 10 ms.  FULL adds one
- * XXH3-64 pass over the file: Debian's libxxhash (SSE2 build) hashes
- * 12.5 GB/s from memory on this development machine (see test_image's
- * xxh3_throughput test), so an 8B FP8 image (8 GB) in page cache costs
- * about 0.7 s, mostly page faults on the mapping.
+ * XXH3-64 pass over the file.  Debian's libxxhash (its SSE2 code) measured
+ * here, 2-core development VM, best of 7: 15 GB/s on a 1 MiB buffer in
+ * cache, 8 GB/s on 256 MiB (memory bound), the same as the header compiled
+ * inline; test_image's xxh3_throughput prints it on every run.  So FULL
+ * costs about 1 s per 8 GB image in page cache, plus the page faults of
+ * a first touch (velo-convert --verify prints the end-to-end rate).
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -353,7 +353,7 @@ struct eng_image_writer_params {
 	const char *version;		/* < ENG_IMAGE_VERSION_LEN bytes */
 	enum eng_dtype weight_dtype;	/* recorded in the config */
 	uint32_t data_align;		/* 0: ENG_IMAGE_DATA_ALIGN */
-	uint32_t tensor_align;		/* 0: ENG_IMAGE_TENSOR_ALIGN */
+	uint32_t tensor_align;		/* 0: ENG_IMAGE_TENSOR_ALIGN (or data_align if less) */
 	const void *tokenizer_json;
 	size_t tokenizer_json_len;	/* > 0 */
 	const void *tokenizer_config_json;

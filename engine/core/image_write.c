@@ -231,7 +231,8 @@ int eng_image_writer_open(const char *path,
 		goto err_free;
 	}
 	w->hdr.data_align = p->data_align ? p->data_align : ENG_IMAGE_DATA_ALIGN;
-	w->hdr.tensor_align = p->tensor_align ? p->tensor_align : ENG_IMAGE_TENSOR_ALIGN;
+	w->hdr.tensor_align = p->tensor_align ? p->tensor_align :
+			      MIN(ENG_IMAGE_TENSOR_ALIGN, w->hdr.data_align);
 	if (!w->hdr.data_align || (w->hdr.data_align & (w->hdr.data_align - 1)) ||
 	    w->hdr.data_align < ENG_IMAGE_ALIGN_MIN ||
 	    w->hdr.data_align > ENG_IMAGE_DATA_ALIGN_MAX ||

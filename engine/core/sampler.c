@@ -14,9 +14,6 @@
 #include "sampler.h"
 
 #define SAMPLER_VOCAB_MAX (1u << 24)
-/* First guess of how many candidates top-p / min-p need when top-k is off;
- * grown 4x until the kept mass is reached (at most log4(V / 64) rounds). */
-#define SAMPLER_CAND_FIRST 64
 
 /* ---- RNG: splitmix64 seeds xoshiro256** (Blackman & Vigna) ------------- */
 
@@ -331,6 +328,113 @@ static uint32_t draw_sorted(struct eng_sampler *s, const float *v,
 	return idx[n - 1];	/* rounding: target within the last ulp of z */
 }
 
+/* Sort ids h[0..n) best first (heap sort, O(n log n), no recursion). */
+static void sort_best_first(const float *v, uint32_t *h, uint32_t n)
+{
+	for (uint32_t i = n / 2; i-- > 0;)
+		heap_sift_down(h, n, i, v);
+	for (uint32_t k = n; k > 1; k--) {
+		uint32_t t = h[0];
+
+		h[0] = h[k - 1];
+		h[k - 1] = t;
+		heap_sift_down(h, k - 1, 0, v);
+	}
+}
+
+/*
+ * Bucket b of a token: floor of its distance below the top logit, in
+ * units of SAMPLER_BUCKET_W nats (after temperature); monotone in the
+ * logit, so buckets are ranges of the sorted order.  The last bucket
+ * takes everything further down (e^-32: negligible mass).
+ */
+#define SAMPLER_BUCKETS 128
+#define SAMPLER_BUCKET_W 0.25f
+
+static inline uint32_t bucket_of(float x, float m, float inv_t)
+{
+	float d = (m - x) * inv_t * (1.0f / SAMPLER_BUCKET_W);
+
+	return d < (float)(SAMPLER_BUCKETS - 1) ? (uint32_t)d : SAMPLER_BUCKETS - 1;
+}
+
+/*
+ * Top-p (when top_p <= 1) then min-p (logit >= thr) without sorting the
+ * vocabulary: two O(V) passes and a sort of one bucket.  The kept set is
+ * exactly the one a full sort would give: the most likely prefix (ties to
+ * the lower id) whose mass reaches top_p of the total, cut at thr.
+ * Return: the kept ids in sc->idx (the crossing bucket in descending
+ * order, the buckets above it in id order).
+ */
+static uint32_t truncate_buckets(struct eng_sampler_scratch *sc, const float *v,
+				 uint32_t vocab, float m, float inv_t,
+				 float top_p, float thr)
+{
+	float *e = scratch_prob(sc);
+	double mass[SAMPLER_BUCKETS] = { 0 }, z = 0.0, cum = 0.0, need = 0.0;
+	uint32_t cnt[SAMPLER_BUCKETS] = { 0 };
+	uint32_t bstar = SAMPLER_BUCKETS - 1, n = 0, nb = 0;
+
+	for (uint32_t t = 0; t < vocab; t++) {
+		float x = v[t];
+		uint32_t b;
+
+		if (!isfinite(x)) {
+			e[t] = 0.0f;
+			continue;
+		}
+		e[t] = expf((x - m) * inv_t);
+		z += e[t];
+		b = bucket_of(x, m, inv_t);
+		mass[b] += e[t];
+		cnt[b]++;
+	}
+	if (top_p <= 1.0f) {
+		for (uint32_t b = 0; b < SAMPLER_BUCKETS; b++) {
+			if (cum + mass[b] >= (double)top_p * z) {
+				bstar = b;
+				need = (double)top_p * z - cum;
+				break;
+			}
+			cum += mass[b];
+		}
+	}
+	/* Buckets above bstar are kept whole (then cut at thr); bstar's
+	 * tokens go after them, sorted, and are kept until the mass. */
+	for (uint32_t t = 0; t < vocab; t++) {
+		uint32_t b;
+
+		if (e[t] == 0.0f && !isfinite(v[t]))
+			continue;
+		b = bucket_of(v[t], m, inv_t);
+		if (b < bstar && v[t] >= thr)
+			sc->idx[n++] = t;
+		else if (b == bstar)
+			sc->idx[vocab - 1 - nb++] = t;	/* from the end */
+	}
+	/* move bstar's ids next to the others (ranges may overlap), sort */
+	memmove(sc->idx + n, sc->idx + vocab - nb, (size_t)nb * sizeof(uint32_t));
+	sort_best_first(v, sc->idx + n, nb);
+	{
+		double acc = 0.0;
+		uint32_t i;
+
+		for (i = 0; i < nb; i++) {
+			uint32_t t = sc->idx[n + i];
+
+			if (v[t] < thr)
+				break;
+			acc += e[t];
+			if (top_p <= 1.0f && acc >= need) {
+				i++;
+				break;
+			}
+		}
+		n += i;
+	}
+	return n;
+}
+
 int eng_sampler_sample(struct eng_sampler *s, struct eng_sampler_scratch *sc,
 		       const float *logits, uint32_t vocab, uint32_t *token)
 {
@@ -405,37 +509,13 @@ int eng_sampler_sample(struct eng_sampler *s, struct eng_sampler_scratch *sc,
 		*token = best;	/* rounding at the very end of the sum */
 		return 0;
 	} else {
-		/* Top-p over the whole vocabulary: the normaliser needs every
-		 * token, the sorted prefix only as many as the mass takes. */
-		double z = 0.0;
-		uint32_t c = SAMPLER_CAND_FIRST;
-
-		if (top_p_on)
-			for (uint32_t t = 0; t < vocab; t++)
-				if (isfinite(v[t]))
-					z += expf((v[t] - m) * inv_t);
-		for (;;) {
-			bool done;
-			double cum = 0.0;
-
-			c = MIN(c, vocab);
-			n = select_best(v, vocab, c, thr, sc->idx);
-			kept = n;
-			done = n < c || c == vocab;
-			if (top_p_on) {
-				for (uint32_t i = 0; i < n; i++) {
-					cum += expf((v[sc->idx[i]] - m) * inv_t);
-					if (cum >= (double)p->top_p * z) {
-						kept = i + 1;
-						done = true;
-						break;
-					}
-				}
-			}
-			if (done)
-				break;
-			c *= 4;
-		}
+		/* Top-p / min-p over the whole vocabulary, in O(V): bucket the
+		 * tokens by log-probability, find the bucket where the kept
+		 * mass is reached, sort only that bucket. */
+		n = truncate_buckets(sc, v, vocab, m, inv_t,
+				     top_p_on ? p->top_p : 2.0f, thr);
+		*token = draw_sorted(s, v, sc->idx, n, m, inv_t);
+		return 0;
 	}
 
 	/* min-p cuts the sorted prefix where logits fall below thr. */

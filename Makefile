@@ -141,11 +141,14 @@ savedefconfig: $(O)/.config
 	$(Q)$(KCONF) --savedefconfig=defconfig $(srctree)/Kconfig
 	@echo "  minimal config written to $(O)/defconfig"
 
-# auto.conf, autoconf.h and the per-symbol timestamp files.
+# auto.conf, autoconf.h and the per-symbol timestamp files.  Symbols new
+# since the .config was written take their defaults (olddefconfig) instead
+# of prompting: builds never stop for input.
 kconfig-files := $(shell find $(srctree) -name Kconfig -not -path '*/$(O)/*' 2>/dev/null)
 $(O)/include/config/auto.conf: $(O)/.config $(kconfig-files)
 	$(Q)mkdir -p $(O)/include/generated $(O)/include/config
 	$(quiet) CONFIG include/generated/autoconf.h
+	$(Q)$(KCONF) -s --olddefconfig $(srctree)/Kconfig
 	$(Q)$(KCONF) -s --silentoldconfig $(srctree)/Kconfig
 
 .PHONY: syncconfig

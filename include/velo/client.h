@@ -165,6 +165,12 @@ struct velo_client_config {
 				   repaired or the application lags [256] */
 	uint32_t ctrl_events_max; /* control events queued for
 				   velo_client_event_next() [64] */
+	uint32_t dedup_window;	/* request ids may run at most this far
+				   ahead of the oldest unanswered INFER
+				   (velod remembers sessions.dedup_ids ids
+				   for resends; more: REJECT DUPLICATE)
+				   [the request credit from LOGON_ACK, which
+				   velod guarantees is below dedup_ids] */
 
 	/* Timers (each 0: the default in brackets). */
 	uint32_t logon_timeout_ms;	/* whole logon, retries included [2000] */
@@ -293,8 +299,8 @@ int velo_client_event_next(struct velo_client *c, struct velo_client_event *ev);
  * Return: 0 (the request is tracked: exactly one final event will come),
  * or, with nothing sent: -ENOTCONN (not logged on), -ENOBUFS
  * (requests_max in flight), -EBUSY (an older request is still unanswered
- * and this id would run past the window of ids the server remembers for
- * resends, its request credit: retry once answers came), -EMSGSIZE
+ * and this id would run dedup_window or more ahead of it: past what the
+ * server remembers for resends; retry once answers came), -EMSGSIZE
  * (encoded request over request_bytes_max or the fragment limit), -EINVAL
  * (request id not increasing, or already in flight).
  */

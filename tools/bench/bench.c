@@ -31,6 +31,7 @@
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -562,6 +563,9 @@ int main(int argc, char **argv)
 		o.key = velo_client_key_path();
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	/* Sleeps end when asked, not up to 50 us later (the default timer
+	 * slack): an open-loop start is timed from when it was due. */
+	prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
 
 	/* Bounds: count and time, whichever the user did not give. */
 	limit_ops = o.requests ? o.requests : o.max_requests;
@@ -655,7 +659,6 @@ int main(int argc, char **argv)
 		uint64_t now = clock_mono_ns();
 		bool sending = !stop && R.started < limit_ops &&
 			       now - R.t0 < limit_ns;
-		int timeout = 0;
 
 		if (!sending && !R.t_end_send)
 			R.t_end_send = now;
@@ -682,18 +685,23 @@ int main(int argc, char **argv)
 			}
 		}
 
-		/* Wait for answers (or the next start). */
+		/* Wait for answers, the next start or a library timer, with
+		 * nanosecond resolution (a millisecond poll would either spin or
+		 * start late at rates above 1000/s). */
 		if (!o.busy) {
-			int64_t t = 5;
+			int64_t t = 5000000;
+			struct timespec ts;
 
 			for (uint32_t i = 0; i < n_sess; i++)
-				t = MIN(t, velo_client_timeout_ms(ss[i].c));
+				t = MIN(t, (int64_t)velo_client_timeout_ms(ss[i].c) *
+						   1000000);
 			if (sending && !o.closed)
-				t = MIN(t, (int64_t)((next_ns - MIN(next_ns, now)) /
-						     1000000));
-			timeout = (int)MAX(t, 0);
-			if (timeout || (sending && !o.closed && next_ns > now))
-				poll(pfd, n_sess, timeout);
+				t = MIN(t, (int64_t)(next_ns - MIN(next_ns, now)));
+			if (t > 0) {
+				ts.tv_sec = t / 1000000000;
+				ts.tv_nsec = t % 1000000000;
+				ppoll(pfd, n_sess, &ts, NULL);
+			}
 		}
 		for (uint32_t i = 0; i < n_sess; i++) {
 			struct velo_client_event ev;

@@ -1509,14 +1509,16 @@ int velo_client_logout(struct velo_client *c)
  * The server remembers a bounded window of recent request ids per session
  * and answers a retry of an id older than that window REJECT DUPLICATE
  * (it cannot tell whether the id ran).  So while a request is unanswered,
- * ids may run ahead of it by less than that window: the smallest the server
- * promises is its request credit (docs/velod.md: dedup_ids >= credit).
+ * ids may run ahead of it by less than that window: cfg.dedup_window, or
+ * else the least the server promises, its request credit (docs/velod.md:
+ * dedup_ids > credit_requests).
  * Walks the unanswered requests: at most the credit when the caller keeps
  * to it, requests_max otherwise.
  */
 static bool dedup_span_ok(const struct velo_client *c, uint64_t id)
 {
-	uint64_t span = c->params.credit_requests ? c->params.credit_requests : 16;
+	uint64_t span = c->cfg.dedup_window ? c->cfg.dedup_window :
+			c->params.credit_requests ? c->params.credit_requests : 16;
 
 	for (uint32_t i = c->lists[L_INFER].head; i != NIL;
 	     i = c->reqs[i].next[L_INFER])

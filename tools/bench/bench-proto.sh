@@ -4,7 +4,8 @@
 #   2. velo-bench PING round trips through a velod it starts on 127.0.0.1
 #      (loss injection off), in a few settings: closed loop 1 and 8, open
 #      loop 5000/s Poisson; with the dataplane's idle backoff on (the
-#      development default) and off (busy poll).
+#      development default) and off (busy poll); beside them, as the floor,
+#      plain UDP round trips to an echo thread (velo-bench --mode udp).
 # Prints a short table; writes the JSON of every run under
 # BUILDDIR/results/bench-proto/ and a summary bench-proto.json beside them.
 # Environment: BENCH_REQUESTS (closed-loop pings per run, default 20000),
@@ -80,7 +81,14 @@ bench() {
 		>"$R/$file.txt"
 }
 
-runs=()
+# The floor: plain UDP round trips on loopback to an echo thread on the
+# dataplane's core, no protocol, no authentication, same waiting.
+echo_core=-1
+[ "$ncores" -ge 2 ] && echo_core=0
+taskset -c "$client_core" "$BIN/velo-bench" --mode udp --closed 1 \
+	--requests "$N" --warmup 500 --echo-core "$echo_core" \
+	--json "$R/udp-baseline.json" >"$R/udp-baseline.txt"
+runs=(udp-baseline)
 for mode in backoff busy; do
 	if [ $mode = backoff ]; then
 		start_velod "idle backoff on" --set dataplane.idle_backoff=true \
@@ -111,10 +119,10 @@ for name in runs:
     res = j["results"]
     out["runs"][name] = j
     if not l:
-        print("   %-24s no samples (lost %d)" % (name[5:], res["lost"]))
+        print("   %-24s no samples (lost %d)" % (name.replace("ping-", ""), res["lost"]))
         continue
     print("   %-24s %8.1f %8.1f %8.1f %8.1f %8.1f %9.0f %8d" %
-          (name[5:], l["p50"] / 1e3, l["p90"] / 1e3, l["p99"] / 1e3,
+          (name.replace("ping-", ""), l["p50"] / 1e3, l["p90"] / 1e3, l["p99"] / 1e3,
            l["p99.9"] / 1e3, l["max"] / 1e3, res["throughput_ops_s"], l["n"]))
 try:
     out["codec"] = json.load(open("%s/codec.json" % r))

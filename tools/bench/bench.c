@@ -30,6 +30,10 @@
 #include <getopt.h>
 #include <math.h>
 #include <poll.h>
+#include <pthread.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <stdio.h>
@@ -44,11 +48,12 @@
 
 #include "../client/tool.h"
 #include "../lib/clock.h"
+#include "../lib/cpu.h"
 
 #define SESSIONS_MAX 256
 #define CODES_MAX 16
 
-enum mode { M_PING, M_INFER };
+enum mode { M_PING, M_INFER, M_UDP };
 
 struct op {			/* one outstanding operation */
 	uint64_t id;		/* correlation or request id; 0: free */
@@ -83,6 +88,7 @@ struct opts {
 	const char *prompt;
 	double loss;
 	uint64_t seed;
+	int echo_core;
 };
 
 static volatile sig_atomic_t stop;
@@ -128,6 +134,10 @@ static void usage(FILE *f)
 "  -k, --key FILE         key file [$VELO_KEY, ./velo.key, " VELO_CLIENT_KEY_DEFAULT "]\n"
 "      --key-id N         key of the file [first]\n"
 "      --mode ping|infer  TEST_REQUEST round trips, or INFER requests\n"
+"      --mode udp         baseline: plain 88-byte UDP round trips to an echo\n"
+"                         thread of velo-bench itself on 127.0.0.1 (no\n"
+"                         protocol, no auth; same waiting as ping), closed\n"
+"                         loop 1; --echo-core C pins the echo thread\n"
 "      --closed N         closed loop: N operations outstanding\n"
 "      --rate R           open loop: R operations per second\n"
 "      --poisson          open loop with exponential gaps (Poisson arrivals)\n"
@@ -358,7 +368,8 @@ static int write_json(const struct opts *o, uint32_t n_sess, double secs)
 		"\"sessions\": %u, \"warmup\": %llu, \"timeout_ms\": %u, "
 		"\"busy_poll\": %s, \"prompt_bytes\": %zu, \"max_tokens\": %llu, "
 		"\"client_loss\": %g},\n",
-		o->server, o->mode == M_PING ? "ping" : "infer",
+		o->server,
+		o->mode == M_PING ? "ping" : o->mode == M_UDP ? "udp" : "infer",
 		o->closed ? "closed" : "open", (unsigned long long)o->closed,
 		o->rate, o->poisson ? "true" : "false",
 		(unsigned long long)o->requests, o->duration, n_sess,
@@ -398,7 +409,7 @@ static int parse(int argc, char **argv, struct opts *o)
 	enum { O_MODE = 256, O_CLOSED, O_RATE, O_POISSON, O_REQ, O_DUR,
 	       O_SESS, O_WARM, O_TIMEOUT, O_PROMPT, O_PBYTES, O_MAXT, O_HB,
 	       O_LOSS, O_SEED, O_BUSY, O_MAXS, O_JSON, O_KEYID, O_MAXREQ,
-	       O_MAXSEC };
+	       O_MAXSEC, O_ECHO_CORE };
 	static const struct option opts[] = {
 		{ "server", required_argument, NULL, 's' },
 		{ "key", required_argument, NULL, 'k' },
@@ -423,6 +434,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "busy", no_argument, NULL, O_BUSY },
 		{ "max-samples", required_argument, NULL, O_MAXS },
 		{ "json", required_argument, NULL, O_JSON },
+		{ "echo-core", required_argument, NULL, O_ECHO_CORE },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -444,6 +456,8 @@ static int parse(int argc, char **argv, struct opts *o)
 				o->mode = M_PING;
 			else if (!strcmp(optarg, "infer"))
 				o->mode = M_INFER;
+			else if (!strcmp(optarg, "udp"))
+				o->mode = M_UDP;
 			else
 				return -1;
 			mode_set = 1;
@@ -518,6 +532,11 @@ static int parse(int argc, char **argv, struct opts *o)
 				return -1;
 			break;
 		case O_JSON: o->json = optarg; break;
+		case O_ECHO_CORE:
+			if (tool_u64(optarg, 0, 4095, &v))
+				return -1;
+			o->echo_core = (int)v;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -534,13 +553,96 @@ static int parse(int argc, char **argv, struct opts *o)
 	return 0;
 }
 
+/* ------------------------------------------------------------------------
+ * --mode udp: the kernel's loopback round trip with nothing of velo in it,
+ * measured the same way, as the floor the PING figures compare with.
+ */
+struct echo {
+	int fd;
+	int core;
+	volatile int stop;
+};
+
+static void *echo_main(void *arg)
+{
+	struct echo *e = arg;
+	uint8_t buf[2048];
+
+	cpu_pin_self(e->core);
+	while (!e->stop) {
+		struct sockaddr_storage from;
+		socklen_t fl = sizeof(from);
+		struct pollfd p = { .fd = e->fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		n = recvfrom(e->fd, buf, sizeof(buf), MSG_DONTWAIT,
+			     (struct sockaddr *)&from, &fl);
+		if (n > 0)
+			sendto(e->fd, buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
+	}
+	return NULL;
+}
+
+static int run_udp(const struct opts *o, uint64_t limit_ops, uint64_t limit_ns)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t al = sizeof(a);
+	struct echo e = { .core = o->echo_core };
+	uint8_t buf[88] = { 0 }, rx[2048];
+	pthread_t th;
+	int fd;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	e.fd = socket(AF_INET, SOCK_DGRAM, 0);
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+	if (e.fd < 0 || fd < 0 || bind(e.fd, (struct sockaddr *)&a, sizeof(a)) ||
+	    getsockname(e.fd, (struct sockaddr *)&a, &al) ||
+	    connect(fd, (struct sockaddr *)&a, sizeof(a)) ||
+	    pthread_create(&th, NULL, echo_main, &e)) {
+		fprintf(stderr, "velo-bench: udp baseline: %s\n", strerror(errno));
+		return -1;
+	}
+	R.t0 = clock_mono_ns();
+	while (!stop && R.started < limit_ops &&
+	       clock_mono_ns() - R.t0 < limit_ns) {
+		uint64_t t = clock_mono_ns();
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n = -1;
+
+		if (send(fd, buf, sizeof(buf), 0) != (ssize_t)sizeof(buf))
+			break;
+		R.started++;
+		while (n < 0 && clock_mono_ns() - t < (uint64_t)o->timeout_ms * 1000000u) {
+			if (!o->busy)
+				poll(&p, 1, 5);
+			n = recv(fd, rx, sizeof(rx), MSG_DONTWAIT);
+		}
+		if (n < 0) {
+			R.lost++;
+			continue;
+		}
+		sample(&R.rtt, clock_mono_ns() - t);
+		R.completed++;
+		if (R.warm_left)
+			R.warm_left--;
+	}
+	R.t_last = clock_mono_ns();
+	e.stop = 1;
+	pthread_join(th, NULL);
+	close(e.fd);
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o = {
 		.server = VELO_CLIENT_SERVER_DEFAULT,
 		.max_requests = 10000000, .max_seconds = 60,
 		.max_samples = 2000000, .timeout_ms = 2000, .max_tokens = 16,
-		.seed = 1,
+		.seed = 1, .echo_core = -1,
 	};
 	static struct sess ss[SESSIONS_MAX];
 	struct proto_infer_req rq = { 0 };
@@ -574,13 +676,20 @@ int main(int argc, char **argv)
 		limit_ops = MIN(limit_ops, (uint64_t)(o.rate * o.duration * 1.5) + 16);
 	cap = (size_t)MIN(limit_ops, o.max_samples);
 	R.warm_left = o.warmup;
-	if (samples_init(&R.rtt, o.mode == M_PING ? cap : 1) ||
+	if (samples_init(&R.rtt, o.mode != M_INFER ? cap : 1) ||
 	    samples_init(&R.ttft, o.mode == M_INFER ? cap : 1) ||
 	    samples_init(&R.itl, o.mode == M_INFER ? cap * 4 : 1) ||
 	    samples_init(&R.e2e, o.mode == M_INFER ? cap : 1) ||
 	    samples_init(&R.e2e_rej, o.mode == M_INFER ? cap : 1)) {
 		fprintf(stderr, "velo-bench: out of memory\n");
 		return 1;
+	}
+
+	if (o.mode == M_UDP) {
+		if (run_udp(&o, limit_ops, limit_ns))
+			return 1;
+		n_sess = 0;
+		goto report;
 	}
 
 	/* Sessions: an INFER session holds at most the server's request
@@ -718,8 +827,6 @@ int main(int argc, char **argv)
 		}
 	}
 	R.t_last = clock_mono_ns();
-	/* Throughput over the sending period (plus drain of the last). */
-	secs = (R.t_last - R.t0) / 1e9;
 	for (uint32_t i = 0; i < n_sess; i++) {
 		R.lost += ss[i].outstanding;
 		if (o.loss > 0 || getenv("VELO_BENCH_COUNTERS")) {
@@ -735,8 +842,11 @@ int main(int argc, char **argv)
 		free(ss[i].ops);
 	}
 
+report:
+	/* Throughput over the sending period (plus drain of the last). */
+	secs = (R.t_last - R.t0) / 1e9;
 	printf("velo-bench %s: %s loop (%s), %u session(s), %s\n",
-	       o.mode == M_PING ? "ping" : "infer",
+	       o.mode == M_PING ? "ping" : o.mode == M_UDP ? "udp" : "infer",
 	       o.closed ? "closed" : "open",
 	       o.closed ? "fixed concurrency" : o.poisson ? "poisson" : "fixed rate",
 	       n_sess, o.server);

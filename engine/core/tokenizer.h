@@ -54,7 +54,7 @@ struct eng_tokenizer;
  *                not referenced after return.
  * @text_bytes_max: budget: the longest text eng_tok_encode() accepts, in
  *                bytes; 0 takes CONFIG_ENGINE_TOK_TEXT_BYTES_MAX.  Scratch
- *                memory is about 40 bytes per budget byte (see tokenizer.c).
+ *                memory is about 130 bytes per budget byte (tokenizer.c).
  * @err, @errlen: receives a one-line reason on failure (may be NULL/0).
  *
  * Return: the tokenizer, or NULL with errno set: EINVAL (bad blob header,

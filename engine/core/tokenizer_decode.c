@@ -493,8 +493,8 @@ static void bytes_in(const struct eng_tokenizer *t, struct eng_detok *st,
 	/* whole ASCII / complete chars straight through when nothing pends */
 	while (i < n) {
 		uint8_t b = (uint8_t)s[i];
-		if (!st->part_len && b < 0x80 && !t->strip_start && !t->strip_stop &&
-		    !t->cleanup) {
+		if (!st->part_len && b < 0x80 && !st->strip_left && !t->strip_stop &&
+		    (!t->cleanup || (st->flags & DT_NOCLEAN))) {
 			size_t j = i + 1;
 			while (j < n && (uint8_t)s[j] < 0x80)
 				j++;

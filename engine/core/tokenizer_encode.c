@@ -20,10 +20,16 @@
  * deletion, as HF's Word::merge_all: O(n log n) for an n-char word, which
  * matters for SentencePiece-style tokenizers whose "word" is the whole text.
  *
- * Measured (tests/unit/test_tokenizer.c, bench test, -O2, this dev box,
- * one core of a 2-core VM): see the numbers printed by the bench test and
- * quoted in the report; byte-level BPE with a 2000-merge synthetic vocab
- * on English prose runs at roughly 10-20 MB/s.
+ * Measured (test_tokenizer's bench test: best of N runs, -O2, one core of
+ * the 2-core development VM, noisy; English prose):
+ *   synthetic byte-level vocab (every word of the text built by merges,
+ *   296 merges, Llama-3 regex):     ~40 MB/s at 4 KiB, ~15 MB/s at 256 KiB
+ *   synthetic SentencePiece (legacy normalizer: the whole text is one
+ *   word, heap of n symbols):       ~18 MB/s at 4 KiB, ~6 MB/s at 256 KiB
+ *   fixture llama3 (ignore_merges): ~50 MB/s at 4 KiB; qwen2 ~42 MB/s;
+ *   fixture spm:                    ~16 MB/s at 4 KiB
+ * i.e. a 2 KiB prompt costs 50-150 us.  The 256 KiB figures fall because
+ * the piece lists and the SentencePiece heap leave the caches.
  */
 #include <errno.h>
 #include <string.h>

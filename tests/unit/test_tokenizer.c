@@ -803,7 +803,7 @@ static void bench_one(struct eng_tokenizer *t, const char *label, size_t text_le
 	}
 	while (o > 0 && ((uint8_t)text[o - 1] & 0xc0) == 0x80)
 		o--;
-	for (int r = 0; r < 5; r++) {
+	for (int r = 0; r < (text_len < 65536 ? 200 : 5); r++) {
 		double t0 = now_s();
 		assert_int_equal(eng_tok_encode(t, text, o, false, ids, text_len, &n), 0);
 		double dt = now_s() - t0;
@@ -834,6 +834,7 @@ static void test_bench(void **state)
 		if (!t)
 			print_error("%s\n", err);
 		assert_non_null(t);
+		bench_one(t, spm ? "synthetic SentencePiece" : "synthetic byte-level", 4096);
 		bench_one(t, spm ? "synthetic SentencePiece" : "synthetic byte-level", 256 * 1024);
 		eng_tok_free(t);
 		free(blob);
@@ -852,6 +853,7 @@ static void test_bench(void **state)
 			continue;
 		char label[64];
 		snprintf(label, sizeof(label), "fixture %s", fx[i]);
+		bench_one(t, label, 4096);
 		bench_one(t, label, 256 * 1024);
 		eng_tok_free(t);
 	}

@@ -365,6 +365,7 @@ static int cpu_model_load(struct eng_backend *ebe, const struct eng_model *m,
 	ctx = b->seq_blocks_max * cm->B;
 	cm->ctx_max = c->max_seq ? MIN(ctx, c->max_seq) : ctx;
 	cm->att_scale = (float)(1.0 / sqrt((double)cm->hd));
+	cm->window = c->sliding_window;
 	cm->lm_head = m->lm_head.data ? &m->lm_head : &m->embed;
 	cm->kv_block_stride = (size_t)cm->n_kv * cm->B * cm->hd;
 	cm->kv_layer_stride = (size_t)b->kv_blocks * cm->kv_block_stride;

@@ -80,6 +80,7 @@ struct cpu_model {
 	uint32_t kmax;			/* widest matrix input */
 	uint32_t B, b_shift;		/* tokens per KV block, log2 */
 	uint32_t ctx_max;
+	uint32_t window;			/* sliding window, 0: none */
 	float att_scale;
 	bool perm_hidden, perm_q, perm_ffn, perm_lm; /* INT4 inputs */
 	const struct eng_tensor *lm_head;

@@ -17,7 +17,8 @@
  * Numerics follow HF transformers' float32 forward: RMSNorm as
  * w * (x * rsqrt(mean(x^2) + eps)) (mean taken in double, then rounded),
  * rotate-half RoPE with float32 angles pos * inv_freq, softmax(q.k *
- * head_dim^-0.5) with the causal mask, silu(gate) * up.
+ * head_dim^-0.5) with the causal mask (and the sliding window: position p
+ * sees p - window + 1 .. p), silu(gate) * up.
  */
 #include <errno.h>
 #include <math.h>
@@ -230,33 +231,37 @@ static void job_attn(void *arg, uint32_t wid, uint32_t nw)
 			const float *q = cm->q + (size_t)t * cm->q_dim + h * hd;
 			float *o = cm->att + (size_t)t * cm->q_dim + h * hd;
 			float mx = -INFINITY, sum = 0.0f, inv;
+			uint32_t j0 = cm->window && n > cm->window ? n - cm->window : 0;
 
-			for (uint32_t j = 0; j < n; j += cm->B) {
+			/* scores of positions j0 .. n-1, block by block */
+			for (uint32_t j = j0; j < n;) {
 				uint32_t blk = sq->blocks[j >> cm->b_shift];
-				const float *kb = cm->kc + kv_off(cm, cm->layer, blk, kvh, 0);
-				uint32_t m = MIN(cm->B, n - j);
+				uint32_t u0 = j & (cm->B - 1), m = MIN(cm->B - u0, n - j);
+				const float *kb = cm->kc + kv_off(cm, cm->layer, blk, kvh, u0);
 
 				for (uint32_t u = 0; u < m; u++) {
 					float s = kr->dot(q, kb + (size_t)u * hd, hd) *
 						  cm->att_scale;
 
-					sc[j + u] = s;
+					sc[j - j0 + u] = s;
 					mx = s > mx ? s : mx;
 				}
+				j += m;
 			}
-			for (uint32_t j = 0; j < n; j++) {
+			for (uint32_t j = 0; j < n - j0; j++) {
 				sc[j] = expf(sc[j] - mx);
 				sum += sc[j];
 			}
 			inv = 1.0f / sum;
 			memset(o, 0, hd * 4);
-			for (uint32_t j = 0; j < n; j += cm->B) {
+			for (uint32_t j = j0; j < n;) {
 				uint32_t blk = sq->blocks[j >> cm->b_shift];
-				const float *vb = cm->vc + kv_off(cm, cm->layer, blk, kvh, 0);
-				uint32_t m = MIN(cm->B, n - j);
+				uint32_t u0 = j & (cm->B - 1), m = MIN(cm->B - u0, n - j);
+				const float *vb = cm->vc + kv_off(cm, cm->layer, blk, kvh, u0);
 
 				for (uint32_t u = 0; u < m; u++)
-					kr->axpy(sc[j + u] * inv, vb + (size_t)u * hd, o, hd);
+					kr->axpy(sc[j - j0 + u] * inv, vb + (size_t)u * hd, o, hd);
+				j += m;
 			}
 		}
 	}
@@ -264,29 +269,13 @@ static void job_attn(void *arg, uint32_t wid, uint32_t nw)
 
 /* ---- matrix products ---------------------------------------------------- */
 
-/* y[t][r] for r in [r0, r1) of one weight matrix. */
+/* y[t][r] for r in [r0, r1) of one weight matrix, on worker wid. */
 static void mm_rows(struct cpu_model *cm, uint32_t wid, const struct eng_tensor *w,
 		    const float *x, const float *xp, size_t ldx, uint32_t nt,
 		    float *y, size_t ldy, uint32_t r0, uint32_t r1)
 {
-	const struct cpu_kern *kr = cm->kern;
-	float *tile = cm->tile + (size_t)wid * cm->tile_stride;
-	float post[CPU_TILE_ROWS];
-
-	if (w->dtype == ENG_DT_INT4_G128 && kr->x_perm_block) {
-		x = xp;
-		ldx = cm->kmax;
-	}
-	if (nt <= CPU_MV_T_MAX || !kr->gemm) {
-		kr->mv(w, r0, r1, x, ldx, nt, y, ldy);
-		return;
-	}
-	for (uint32_t r = r0; r < r1; r += CPU_TILE_ROWS) {
-		uint32_t nr = MIN((uint32_t)CPU_TILE_ROWS, r1 - r);
-
-		kr->dequant(w, r, nr, tile, post);
-		kr->gemm(tile, nr, w->cols, post, x, ldx, nt, y + r, ldy);
-	}
+	cpu_mm_rows(cm->kern, w, x, ldx, xp, cm->kmax, nt, y, ldy, r0, r1,
+		    cm->tile + (size_t)wid * cm->tile_stride);
 }
 
 static inline float silu(float g)

@@ -86,6 +86,17 @@ extern const struct cpu_kern cpu_kern_avx512;
  */
 const struct cpu_kern *cpu_kern_get(enum eng_cpu_isa isa);
 
+/*
+ * cpu_mm_rows() - y[t * ldy + r] = W[r] . x[t] for r in [r0, r1), t < nt,
+ * by the route that suits nt (mv up to CPU_MV_T_MAX tokens, else dequant +
+ * gemm through @tile, CPU_TILE_ROWS * cols floats).  @xp / @ldxp: the same
+ * activations INT4-permuted (used when W is INT4 and k->x_perm_block).
+ */
+void cpu_mm_rows(const struct cpu_kern *k, const struct eng_tensor *w,
+		 const float *x, size_t ldx, const float *xp, size_t ldxp,
+		 uint32_t nt, float *y, size_t ldy, uint32_t r0, uint32_t r1,
+		 float *tile);
+
 /* Scalar conversions shared by every table (exact). */
 float cpu_bf16_to_f32(uint16_t h);
 float cpu_f16_to_f32(uint16_t h);

@@ -234,6 +234,29 @@ const struct cpu_kern cpu_kern_generic = {
 	.axpy = g_axpy,
 };
 
+void cpu_mm_rows(const struct cpu_kern *kr, const struct eng_tensor *w,
+		 const float *x, size_t ldx, const float *xp, size_t ldxp,
+		 uint32_t nt, float *y, size_t ldy, uint32_t r0, uint32_t r1,
+		 float *tile)
+{
+	float post[CPU_TILE_ROWS];
+
+	if (w->dtype == ENG_DT_INT4_G128 && kr->x_perm_block) {
+		x = xp;
+		ldx = ldxp;
+	}
+	if (nt <= CPU_MV_T_MAX || !kr->gemm) {
+		kr->mv(w, r0, r1, x, ldx, nt, y, ldy);
+		return;
+	}
+	for (uint32_t r = r0; r < r1; r += CPU_TILE_ROWS) {
+		uint32_t nr = MIN((uint32_t)CPU_TILE_ROWS, r1 - r);
+
+		kr->dequant(w, r, nr, tile, post);
+		kr->gemm(tile, nr, w->cols, post, x, ldx, nt, y + r, ldy);
+	}
+}
+
 const struct cpu_kern *cpu_kern_get(enum eng_cpu_isa isa)
 {
 	bool avx2, avx512;

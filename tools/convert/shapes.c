@@ -96,6 +96,22 @@ static const struct shape shapes[] = {
 	    .rope_theta = 10000.0f, .bos_id = 304, .eos_ids = { 305 },
 	    .n_eos = 1, .pad_id = NONE, .chat_template = ENG_CHAT_LLAMA3 },
 	  TOK_LLAMA3, 304 },
+	{ "micro-qwen2", "fuzz seeds: 1 layer, hidden 32, qkv bias, tied, vocab 320",
+	  { .arch = ENG_ARCH_QWEN2, .vocab_size = 320, .hidden = 32,
+	    .n_layers = 1, .n_heads = 2, .n_kv_heads = 1, .head_dim = 16,
+	    .ffn = 64, .max_seq = 128, .norm_eps = 1e-6f,
+	    .rope_theta = 1000000.0f, .tied_embeddings = true, .qkv_bias = true,
+	    .bos_id = NONE, .eos_ids = { 306, 304 }, .n_eos = 2, .pad_id = 304,
+	    .chat_template = ENG_CHAT_CHATML },
+	  TOK_CHATML, 304 },
+	{ "micro-int4", "fuzz seeds: 1 layer, hidden 128 (INT4-able), tied, vocab 320",
+	  { .arch = ENG_ARCH_LLAMA, .vocab_size = 320, .hidden = 128,
+	    .n_layers = 1, .n_heads = 2, .n_kv_heads = 1, .head_dim = 64,
+	    .ffn = 128, .max_seq = 128, .norm_eps = 1e-5f,
+	    .rope_theta = 10000.0f, .tied_embeddings = true, .bos_id = 304,
+	    .eos_ids = { 305 }, .n_eos = 1, .pad_id = NONE,
+	    .chat_template = ENG_CHAT_LLAMA3 },
+	  TOK_LLAMA3, 304 },
 };
 
 const struct shape *shape_find(const char *name)

@@ -25,8 +25,14 @@ cleanup() {
 }
 trap cleanup EXIT
 ncores=$(nproc)
-commit=$(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || echo unknown)
-export VELO_COMMIT=$(git -C "$(dirname "$0")" rev-parse HEAD 2>/dev/null || echo unknown)
+# The commit measured: $VELO_COMMIT when set (a copy of the tree without
+# .git), else git's HEAD.
+if [ -z "${VELO_COMMIT:-}" ]; then
+	VELO_COMMIT=$(git -C "$(dirname "$0")" rev-parse --verify -q HEAD 2>/dev/null) ||
+		VELO_COMMIT=unknown
+fi
+export VELO_COMMIT
+commit=${VELO_COMMIT:0:12}
 
 echo "bench-proto: commit $commit, $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
 

@@ -336,14 +336,17 @@ static void git_commit(char *buf, size_t len)
 		snprintf(buf, len, "%s", env);
 		return;
 	}
-	p = popen("git rev-parse HEAD 2>/dev/null", "r");
+	p = popen("git rev-parse --verify -q HEAD 2>/dev/null", "r");
 	if (!p)
 		return;
-	if (fgets(buf, (int)len, p))
-		buf[strcspn(buf, "\n")] = 0;
-	if (!*buf)
-		snprintf(buf, len, "unknown");
+	if (!fgets(buf, (int)len, p))
+		*buf = 0;
+	buf[strcspn(buf, "\n")] = 0;
 	pclose(p);
+	/* Only a hash is a commit (outside a repository git says other
+	 * things). */
+	if (strlen(buf) != 40 || strspn(buf, "0123456789abcdef") != 40)
+		snprintf(buf, len, "unknown");
 }
 
 static int write_json(const struct opts *o, uint32_t n_sess, double secs)
@@ -359,8 +362,9 @@ static int write_json(const struct opts *o, uint32_t n_sess, double secs)
 	}
 	git_commit(commit, sizeof(commit));
 	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-	fprintf(f, "{\n  \"tool\": \"velo-bench\",\n  \"commit\": \"%s\",\n"
-		"  \"date\": \"%s\",\n  \"machine\": ", commit, date);
+	fprintf(f, "{\n  \"tool\": \"velo-bench\",\n  \"commit\": ");
+	tool_json_str(f, commit, strlen(commit));
+	fprintf(f, ",\n  \"date\": \"%s\",\n  \"machine\": ", date);
 	tool_json_str(f, tool_machine(), strlen(tool_machine()));
 	fprintf(f, ",\n  \"settings\": {\"server\": \"%s\", \"mode\": \"%s\", "
 		"\"loop\": \"%s\", \"closed\": %llu, \"rate\": %g, "

@@ -5,7 +5,8 @@
 #      (loss injection off), in a few settings: closed loop 1 and 8, open
 #      loop 5000/s Poisson; with the dataplane's idle backoff on (the
 #      development default) and off (busy poll); beside them, as the floor,
-#      plain UDP round trips to an echo thread (velo-bench --mode udp).
+#      plain UDP round trips to a busy-polling echo thread (velo-bench
+#      --mode udp).
 # Prints a short table; writes the JSON of every run under
 # BUILDDIR/results/bench-proto/ and a summary bench-proto.json beside them.
 # Environment: BENCH_REQUESTS (closed-loop pings per run, default 20000),
@@ -87,8 +88,9 @@ bench() {
 		>"$R/$file.txt"
 }
 
-# The floor: plain UDP round trips on loopback to an echo thread on the
-# dataplane's core, no protocol, no authentication, same waiting.
+# The floor: plain UDP round trips on loopback to a busy-polling echo
+# thread on the dataplane's core: no protocol, no authentication, the
+# client waiting the same way.
 echo_core=-1
 [ "$ncores" -ge 2 ] && echo_core=0
 taskset -c "$client_core" "$BIN/velo-bench" --mode udp --closed 1 \

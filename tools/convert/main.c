@@ -10,8 +10,9 @@
  * Pipeline: plan the tensors in file order (embedding, then each layer's,
  * final norm, lm_head), declare them to the image writer, then for each
  * tensor convert chunks of rows (about CHUNK_ELEMS weights) on every
- * thread, write the chunk, release its source pages, move on.  Peak memory
- * is the chunk buffers plus one tensor's scales, whatever the model size.
+ * thread, release the chunk's source pages, hand it to the writer thread
+ * and convert the next one meanwhile.  Peak memory is two chunk buffers
+ * plus one tensor's scales, whatever the model size.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -152,6 +153,91 @@ static void pool_fini(struct pool *p)
 }
 
 /* ------------------------------------------------------------------------
+ * The writer thread: chunk k is written while chunk k+1 is converted (two
+ * buffers), so that the disk and the cores work at the same time.  It is
+ * the only caller of eng_image_writer_rows_write() while it runs.
+ */
+struct wthread {
+	pthread_t th;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct eng_image_writer *w;
+	unsigned idx;
+	uint32_t row0, nrows;
+	const void *data, *scales;
+	bool pending, quit;
+	int rc;
+};
+
+static void *wthread_main(void *a)
+{
+	struct wthread *wt = a;
+
+	pthread_mutex_lock(&wt->mu);
+	for (;;) {
+		int rc;
+
+		while (!wt->pending && !wt->quit)
+			pthread_cond_wait(&wt->cv, &wt->mu);
+		if (!wt->pending)
+			break;
+		pthread_mutex_unlock(&wt->mu);
+		rc = eng_image_writer_rows_write(wt->w, wt->idx, wt->row0, wt->nrows,
+						 wt->data, wt->scales);
+		pthread_mutex_lock(&wt->mu);
+		if (rc && !wt->rc)
+			wt->rc = rc;
+		wt->pending = false;
+		pthread_cond_broadcast(&wt->cv);
+	}
+	pthread_mutex_unlock(&wt->mu);
+	return NULL;
+}
+
+/* Wait for the chunk in flight; its result, or the first error. */
+static int wthread_drain(struct wthread *wt)
+{
+	int rc;
+
+	pthread_mutex_lock(&wt->mu);
+	while (wt->pending)
+		pthread_cond_wait(&wt->cv, &wt->mu);
+	rc = wt->rc;
+	pthread_mutex_unlock(&wt->mu);
+	return rc;
+}
+
+/* Queue a chunk (after the one in flight is written). */
+static int wthread_submit(struct wthread *wt, unsigned idx, uint32_t row0,
+			  uint32_t nrows, const void *data, const void *scales)
+{
+	int rc = wthread_drain(wt);
+
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&wt->mu);
+	wt->idx = idx;
+	wt->row0 = row0;
+	wt->nrows = nrows;
+	wt->data = data;
+	wt->scales = scales;
+	wt->pending = true;
+	pthread_cond_broadcast(&wt->cv);
+	pthread_mutex_unlock(&wt->mu);
+	return 0;
+}
+
+static void wthread_stop(struct wthread *wt)
+{
+	wthread_drain(wt);
+	pthread_mutex_lock(&wt->mu);
+	wt->quit = true;
+	pthread_cond_broadcast(&wt->cv);
+	pthread_mutex_unlock(&wt->mu);
+	pthread_join(wt->th, NULL);
+}
+
+/* ------------------------------------------------------------------------
  * The plan: every tensor of the image, in file order.
  */
 
@@ -239,7 +325,7 @@ static unsigned plan_build(const struct eng_model_config *c, enum eng_dtype mat,
 struct job {
 	const struct ptensor *t;
 	uint32_t row0, nrows;
-	uint8_t *data;			/* nrows * row bytes */
+	uint8_t *data;			/* nrows * row bytes (one of two) */
 	uint8_t *scales;		/* nrows * row scale bytes */
 	uint64_t row_bytes, row_scale_bytes;
 	float *rowbuf[THREADS_MAX];	/* per thread, max cols */
@@ -666,7 +752,10 @@ static int convert(const struct opts *o)
 	unsigned n, threads = o->threads;
 	struct ka_buf kb;
 	struct rusage ru;
-	bool pool_up = false;
+	bool pool_up = false, wt_up = false;
+	struct wthread wt = { 0 };
+	uint8_t *data[2] = { NULL, NULL }, *scales[2] = { NULL, NULL };
+	unsigned cur = 0;
 	double secs;
 	int rc;
 
@@ -760,14 +849,18 @@ static int convert(const struct opts *o)
 	/* Buffers: one chunk of output rows, one f32 row per thread. */
 	threads = MAX(1u, MIN(threads, (unsigned)THREADS_MAX));
 	job->nthreads = threads;
-	job->data = malloc(max_row);
-	job->scales = malloc(MAX(max_srow, (uint64_t)64));
+	for (unsigned i = 0; i < 2; i++) {
+		data[i] = malloc(max_row);
+		scales[i] = malloc(MAX(max_srow, (uint64_t)64));
+		if (!data[i] || !scales[i])
+			rc = -ENOMEM;
+	}
 	for (unsigned i = 0; i < threads; i++) {
 		job->rowbuf[i] = malloc((size_t)max_cols * sizeof(float));
 		if (!job->rowbuf[i])
 			rc = -ENOMEM;
 	}
-	if (rc || !job->data || !job->scales) {
+	if (rc) {
 		fprintf(stderr, "velo-convert: out of memory for conversion buffers\n");
 		rc = -ENOMEM;
 		goto out;
@@ -778,6 +871,15 @@ static int convert(const struct opts *o)
 		fprintf(stderr, "velo-convert: starting threads: %s\n", strerror(-rc));
 		goto out;
 	}
+	wt.w = w;
+	pthread_mutex_init(&wt.mu, NULL);
+	pthread_cond_init(&wt.cv, NULL);
+	if (pthread_create(&wt.th, NULL, wthread_main, &wt)) {
+		fprintf(stderr, "velo-convert: starting the writer thread failed\n");
+		rc = -EAGAIN;
+		goto out;
+	}
+	wt_up = true;
 	if (!o->quiet)
 		fprintf(stderr, "velo-convert: %s -> %s: %u tensors, %.2f G parameters, matrices %s, %u threads\n",
 			o->random ? o->random : o->in, o->out, n, (double)params / 1e9,
@@ -795,6 +897,8 @@ static int convert(const struct opts *o)
 		for (uint32_t r0 = 0; r0 < t->rows; r0 += chunk) {
 			job->row0 = r0;
 			job->nrows = MIN(chunk, t->rows - r0);
+			job->data = data[cur];
+			job->scales = scales[cur];
 			memset(job->st, 0, sizeof(job->st));
 			memset(job->rc, 0, sizeof(job->rc));
 			pool_run(&pool, job_work, job);
@@ -809,14 +913,15 @@ static int convert(const struct opts *o)
 					goto out;
 				}
 			}
-			rc = eng_image_writer_rows_write(w, (unsigned)t->idx, r0, job->nrows,
-							 job->data, sl ? job->scales : NULL);
+			if (t->src)	/* converted: its source pages can go */
+				hf_rows_release(t->src, r0, job->nrows);
+			rc = wthread_submit(&wt, (unsigned)t->idx, r0, job->nrows,
+					    data[cur], sl ? scales[cur] : NULL);
 			if (rc) {
 				fprintf(stderr, "velo-convert: %s\n", err);
 				goto out;
 			}
-			if (t->src)
-				hf_rows_release(t->src, r0, job->nrows);
+			cur ^= 1;
 		}
 		t->secs = (double)(clock_mono_ns() - ts) / 1e9;
 		if (!o->quiet)
@@ -826,6 +931,13 @@ static int convert(const struct opts *o)
 				t->ndim == 2 ? t->cols : 0,
 				t->fallback ? " (int4: cols % 128 != 0, kept bf16)" : "",
 				qstats_rel_rms(&t->st), t->st.max_abs, t->secs);
+	}
+	rc = wthread_drain(&wt);
+	wthread_stop(&wt);
+	wt_up = false;
+	if (rc) {
+		fprintf(stderr, "velo-convert: %s\n", err);
+		goto out;
 	}
 	rc = eng_image_writer_finish(w, &bytes);
 	w = NULL;
@@ -844,12 +956,16 @@ static int convert(const struct opts *o)
 		fprintf(stderr, "velo-convert: note: no known-answer record: the CPU backend cannot compute one yet (pass --known-answer FILE)\n");
 	rc = 0;
 out:
+	if (wt_up)
+		wthread_stop(&wt);
 	if (pool_up)
 		pool_fini(&pool);
 	eng_image_writer_abort(w);
+	for (unsigned i = 0; i < 2; i++) {
+		free(data[i]);
+		free(scales[i]);
+	}
 	if (job) {
-		free(job->data);
-		free(job->scales);
 		for (unsigned i = 0; i < THREADS_MAX; i++)
 			free(job->rowbuf[i]);
 	}

@@ -86,9 +86,10 @@ struct proto_pkt_view {
  * @buf, @len:  the datagram as received (buf 8-byte aligned).
  * @mtu:        largest datagram accepted (negotiated, <= PROTO_MTU_MAX).
  * @v:          filled on success.
- * Checks length >= header, magic, version, known flags, hdr.length == len,
- * tag room when F_AUTH, msg_count plausible for the bytes (at most one
- * message per 8 bytes; 0 and PROTO_COUNT_END need no messages).
+ * Checks length >= header, magic, version, len <= mtu, known flags
+ * (F_RETRANS only on data datagrams), hdr.length == len and a multiple of
+ * 8, tag room when F_AUTH, msg_count plausible for the bytes (at most one
+ * message per 8 bytes; 0 and PROTO_COUNT_END carry no message bytes).
  * Return: 0, or -PROTO_DROP_* (short, bad_magic, bad_version, bad_flags,
  * bad_length, bad_count, oversize).
  */
@@ -248,9 +249,13 @@ struct proto_limits {
  * text, token ids < vocab_size, sampling values (temperature 0..100, top_p
  * 0..1, min_p 0..1, penalties finite and in documented ranges, logprobs
  * <= 8, stream mode known, exactly one prompt kind flag, non-empty prompt,
- * max_tokens >= min_tokens, limits).
+ * min_tokens <= max_tokens (max_tokens 0: the server default,
+ * lim->max_tokens_max), limits; a limit of 0 is not checked).  The exact
+ * ranges and their order are in docs/protocol.md §6.6.
  * Return: 0, or -PROTO_DROP_* (short_block, truncated_group, bad_group,
  * truncated_var, bad_utf8, bad_token, bad_param, oversize).
+ * Every proto_decode_*() returns -PROTO_DROP_unknown_template when given a
+ * frame of another template.
  */
 int proto_decode_infer(const struct proto_msg *m, const struct proto_limits *lim,
 		       struct proto_infer_view *v);
@@ -274,7 +279,9 @@ struct proto_tokens_view {
 };
 int proto_decode_tokens(const struct proto_msg *m, struct proto_tokens_view *v);
 
-/* Decoded DONE, REJECT, ERROR, LOGON_REJECT, LOGOUT (client side). */
+/* Decoded DONE, REJECT, ERROR, LOGON_REJECT, LOGOUT (client side).
+ * proto_decode_error() also takes LOGON_REJECT and LOGOUT frames (their
+ * code and text; request_id 0). */
 struct proto_done_view {
 	struct proto_done f;
 	struct proto_str model;

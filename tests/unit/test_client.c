@@ -841,6 +841,53 @@ static void test_table_bound(void **state)
 	teardown_all();
 }
 
+static void fill_logout(struct proto_enc *e, void *arg)
+{
+	struct proto_logout *m = proto_enc_msg_begin(e, PROTO_T_LOGOUT, sizeof(*m));
+
+	(void)arg;
+	m->code = PROTO_E_SHUTTING_DOWN;
+	proto_enc_var(e, "draining", 8);
+	proto_enc_msg_end(e);
+}
+
+/* The server's LOGOUT closes the session: one CLOSED event with its code
+ * and text, every request abandoned, nothing sent any more. */
+static void test_server_logout(void **state)
+{
+	struct velo_client_config cfg = { 0 };
+	struct velo_client_event ev;
+	struct proto_msg m;
+	const char *text;
+	int closed = 0;
+
+	(void)state;
+	srv_open();
+	client_new(&cfg);
+	do_logon();
+	infer_text("x");
+	assert_true(srv_expect(PROTO_T_INFER, &m, 500));
+	assert_int_equal(velo_client_in_flight(S.c), 1);
+	srv_send(PROTO_F_CTRL, S.seq, fill_logout, NULL);
+	for (int i = 0; i < 200 && !closed; i++) {
+		velo_client_wait(S.c, 1);
+		while (velo_client_event_next(S.c, &ev) == 1)
+			if (ev.type == VELO_CLIENT_EV_CLOSED) {
+				assert_int_equal(ev.u.closed.err, -ECONNRESET);
+				assert_int_equal(ev.u.closed.code,
+						 PROTO_E_SHUTTING_DOWN);
+				closed = 1;
+			}
+	}
+	assert_true(closed);
+	assert_false(velo_client_is_up(S.c));
+	assert_int_equal(velo_client_in_flight(S.c), 0);
+	assert_int_equal(velo_client_last_reject(S.c, &text), PROTO_E_SHUTTING_DOWN);
+	assert_string_equal(text, "draining");
+	assert_int_equal(velo_client_test_request(S.c, NULL), -ENOTCONN);
+	teardown_all();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -856,6 +903,7 @@ int main(void)
 		cmocka_unit_test(test_forged_and_replayed),
 		cmocka_unit_test(test_loss_injection),
 		cmocka_unit_test(test_table_bound),
+		cmocka_unit_test(test_server_logout),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -150,7 +150,6 @@ struct velo_client {
 
 	uint16_t reject_code;
 	char reject_text[TEXT_MAX];
-	struct proto_str reject_text_view;
 
 	uint64_t ctr[VELO_CLIENT_CTR__COUNT];
 };
@@ -867,22 +866,6 @@ static void seq_gap_fill(struct velo_client *c, uint64_t from, uint64_t end)
 /* ------------------------------------------------------------------------
  * Receive: datagrams.
  */
-/* LOGON_REJECT and LOGOUT: a code in an 8-byte block, then a text. */
-static int msg_code_text(const struct proto_msg *m, uint16_t *code,
-			 struct proto_str *text)
-{
-	struct proto_logout blk;
-	struct proto_cursor cur;
-	int err;
-
-	err = proto_block_get(m, &blk, sizeof(blk), sizeof(blk.code));
-	if (err)
-		return err;
-	*code = blk.code;
-	proto_cursor_init(&cur, m);
-	return proto_cursor_var(&cur, text);
-}
-
 static void rx_logon_reply(struct velo_client *c, const uint8_t *buf,
 			   size_t len, const struct proto_pkt_view *v,
 			   uint64_t now)
@@ -936,7 +919,7 @@ static void rx_logon_reply(struct velo_client *c, const uint8_t *buf,
 		return;
 	}
 	if (m.template_id == PROTO_T_LOGON_REJECT) {
-		struct proto_logon_reject lr;
+		struct proto_error_view ev;
 
 		/* LOGON_REJECT is tagged under the logon key with the nonce of
 		 * the LOGON it answers. */
@@ -950,13 +933,13 @@ static void rx_logon_reply(struct velo_client *c, const uint8_t *buf,
 			CINC(c, rx_drop_tag);
 			return;
 		}
-		if (msg_code_text(&m, &lr.code, &c->reject_text_view)) {
+		if (proto_decode_error(&m, &ev)) {
 			CINC(c, rx_drop_msg);
 			return;
 		}
-		set_reject(c, lr.code, &c->reject_text_view);
+		set_reject(c, ev.f.code, &ev.text);
 		session_close(c, VELO_CLIENT_EV_LOGON_FAILED,
-			      lr.code == PROTO_E_AUTH ? -EACCES : -EPROTO);
+			      ev.f.code == PROTO_E_AUTH ? -EACCES : -EPROTO);
 		return;
 	}
 	CINC(c, rx_drop_session);
@@ -1003,11 +986,11 @@ static void rx_ctrl_msgs(struct velo_client *c, const struct proto_pkt_view *v,
 			break;
 		}
 		case PROTO_T_LOGOUT: {
-			struct proto_str text;
-			uint16_t code;
+			struct proto_error_view lo;
 
-			if (msg_code_text(&m, &code, &text) == 0)
-				set_reject(c, code, &text);
+			/* The codec reads LOGOUT's code and text as an ERROR's. */
+			if (proto_decode_error(&m, &lo) == 0)
+				set_reject(c, lo.f.code, &lo.text);
 			session_close(c, VELO_CLIENT_EV_CLOSED, -ECONNRESET);
 			return;
 		}

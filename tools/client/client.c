@@ -634,13 +634,16 @@ static void gap_request(struct velo_client *c, uint64_t now, bool all)
 	tx_finish(c, &e, true);
 }
 
-static void gap_note(struct velo_client *c, uint64_t top)
+/* The server has used sequence numbers below @top; @first is the lowest
+ * of them this datagram vouches for (a data message's own seq; a control
+ * datagram's next seq).  Numbers between what was known and @first are a
+ * new hole. */
+static void gap_note(struct velo_client *c, uint64_t first, uint64_t top)
 {
-	if (top > c->top_seen) {
-		if (c->top_seen == c->rx_next || top > c->top_seen + 1)
-			CINC(c, gaps);
+	if (first > c->top_seen)
+		CINC(c, gaps);
+	if (top > c->top_seen)
 		c->top_seen = top;
-	}
 }
 
 /* ------------------------------------------------------------------------
@@ -794,7 +797,7 @@ static void seq_rx(struct velo_client *c, uint64_t seq, const struct proto_msg *
 {
 	struct rslot *rs;
 
-	gap_note(c, seq + 1);
+	gap_note(c, seq, seq + 1);
 	if (seq < c->rx_next) {
 		CINC(c, rx_dup_msgs);
 		return;
@@ -1089,7 +1092,7 @@ static void rx_datagram(struct velo_client *c, const uint8_t *buf, size_t len,
 		 * number the server will use: a tail loss shows here. */
 		if (h->msg_count == PROTO_COUNT_HEARTBEAT)
 			CINC(c, heartbeats_rx);
-		gap_note(c, h->seq);
+		gap_note(c, h->seq, h->seq);
 		if (h->msg_count != PROTO_COUNT_HEARTBEAT)
 			rx_ctrl_msgs(c, &v, now);
 		return;

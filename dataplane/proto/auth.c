@@ -148,31 +148,31 @@ void velo_auth_session_keys(const struct velo_psk *psk,
  * Tags.
  */
 
+/* Header fields by memcpy: no alignment assumed. */
+#define HDR_FLAGS(d) ((d)[offsetof(struct proto_pkt_hdr, flags)])
+
 /* Session nonce: direction word then packet number, from the header. */
 static inline void session_nonce(const uint8_t *dgram, uint8_t n[12])
 {
-	const struct proto_pkt_hdr *h = (const void *)dgram;
-	uint32_t dir = (h->flags & PROTO_F_S2C) ? 1 : 0;
+	uint32_t dir = (HDR_FLAGS(dgram) & PROTO_F_S2C) ? 1 : 0;
 
 	memcpy(n, &dir, 4);
-	memcpy(n + 4, &h->pkt_num, 8);
+	memcpy(n + 4, dgram + offsetof(struct proto_pkt_hdr, pkt_num), 8);
 }
 
 static inline void logon_nonce_make(const uint8_t *dgram,
 				    const uint8_t *logon_nonce, uint8_t n[24])
 {
-	const struct proto_pkt_hdr *h = (const void *)dgram;
-
 	memcpy(n, logon_nonce, PROTO_NONCE_LEN);
-	memcpy(n + PROTO_NONCE_LEN, &h->pkt_num, 8);
+	memcpy(n + PROTO_NONCE_LEN,
+	       dgram + offsetof(struct proto_pkt_hdr, pkt_num), 8);
 }
 
 /* The datagram's framing as the tag functions need it. */
 static inline bool dgram_ok(const uint8_t *dgram, size_t len)
 {
-	const struct proto_pkt_hdr *h = (const void *)dgram;
-
-	return len >= sizeof(*h) + PROTO_TAG_LEN && (h->flags & PROTO_F_AUTH);
+	return len >= sizeof(struct proto_pkt_hdr) + PROTO_TAG_LEN &&
+	       (HDR_FLAGS(dgram) & PROTO_F_AUTH);
 }
 
 /* Costs: see the top of this file; velo-bench-codec measures the whole
@@ -180,14 +180,16 @@ static inline bool dgram_ok(const uint8_t *dgram, size_t len)
 int velo_auth_seal(const struct velo_dir_key *k, uint8_t *dgram, size_t len,
 		   const uint8_t *logon_nonce)
 {
-	const size_t adlen = len - PROTO_TAG_LEN;
-	uint8_t *tag = dgram + adlen;
+	size_t adlen;
+	uint8_t *tag;
 	uint8_t n[24];
 	uint8_t dummy;
 	int rc = -1;
 
 	if (unlikely(!dgram_ok(dgram, len)))
 		return -EINVAL;
+	adlen = len - PROTO_TAG_LEN;
+	tag = dgram + adlen;
 	if (logon_nonce) {
 		if (unlikely(k->suite != 0))
 			return -EINVAL;
@@ -215,14 +217,16 @@ int velo_auth_seal(const struct velo_dir_key *k, uint8_t *dgram, size_t len,
 int velo_auth_open(const struct velo_dir_key *k, const uint8_t *dgram,
 		   size_t len, const uint8_t *logon_nonce)
 {
-	const size_t adlen = len - PROTO_TAG_LEN;
-	const uint8_t *tag = dgram + adlen;
+	const uint8_t *tag;
+	size_t adlen;
 	uint8_t n[24];
 	uint8_t dummy = 0;
 	int rc = -1;
 
 	if (unlikely(!dgram_ok(dgram, len)))
 		return -PROTO_DROP_bad_tag;
+	adlen = len - PROTO_TAG_LEN;
+	tag = dgram + adlen;
 	/* Both decrypt_detached functions compare tags in constant time. */
 	if (logon_nonce) {
 		if (unlikely(k->suite != 0))

@@ -794,9 +794,11 @@ static void rx_logon(struct dp_sess_table *t, const struct proto_pkt_view *v,
 	lc = (struct logon_ctx){ .from = from, .lk = &t->logon_keys[k],
 				 .client_nonce = lb.client_nonce };
 	if (!nonce_insert(t, lb.client_nonce)) {
+		/* No answer: a logon whose nonce can not be remembered could
+		 * be replayed, and every copy would be answered (reflection).
+		 * The client retries with a new nonce. */
 		ctr(t, SESS_CTR_nonce_cache_full);
 		drop(t, PROTO_DROP_no_buffer);
-		logon_reject(t, &lc, PROTO_E_OVERLOADED, "logon rate too high");
 		return;
 	}
 	mtu = lb.mtu ? lb.mtu : t->cfg.mtu;

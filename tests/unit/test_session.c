@@ -522,6 +522,33 @@ static void test_logon_table_full(void **state)
 	assert_int_equal(T.n_active, 2);
 }
 
+/* The nonce cache full of fresh entries: the logon is dropped unanswered
+ * (an answered logon whose nonce is not remembered could be replayed). */
+static void test_logon_nonce_cache_full(void **state)
+{
+	struct dp_sess_config c;
+	struct tcli cl;
+	size_t len;
+
+	(void)state;
+	small_config(&c);
+	c.nonce_cache = 2;
+	h_start(&c);
+	c_init(&cl, 1);
+	c_logon(&cl, 0);
+	c_init(&cl, 2);
+	c_logon(&cl, 0);
+	c_init(&cl, 3);
+	len = c_logon_dgram(&cl, dg, psk.key_id, real, 0, 0);
+	expect_silent_drop(dg, len, &cl.addr, PROTO_DROP_no_buffer);
+	assert_int_equal(T.ctr[SESS_CTR_nonce_cache_full], 1);
+	/* Two windows later the oldest nonces may go. */
+	h_clock(60001 * MS);
+	c_init(&cl, 3);
+	c_logon(&cl, 0);
+	assert_int_equal(T.ctr[SESS_CTR_logon_ok], 3);
+}
+
 static void test_logon_rate_limit(void **state)
 {
 	struct dp_sess_config c;
@@ -1418,6 +1445,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_logon_ok, teardown),
 		cmocka_unit_test_teardown(test_logon_rejections, teardown),
 		cmocka_unit_test_teardown(test_logon_table_full, teardown),
+		cmocka_unit_test_teardown(test_logon_nonce_cache_full, teardown),
 		cmocka_unit_test_teardown(test_logon_rate_limit, teardown),
 		cmocka_unit_test_teardown(test_session_drops, teardown),
 		cmocka_unit_test_teardown(test_replay_window, teardown),

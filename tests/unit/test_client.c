@@ -888,6 +888,51 @@ static void test_server_logout(void **state)
 	teardown_all();
 }
 
+/* Logging on again after the session closed starts a clean sequence: a
+ * message held from the old session (behind a hole) must not stand in for
+ * the new session's message with the same number. */
+static void test_relogon_clean_sequence(void **state)
+{
+	struct velo_client_config cfg = { 0 };
+	uint8_t lost[512] __attribute__((aligned(8)));
+	struct velo_client_event ev;
+	struct proto_msg m;
+	struct got g = { 0 };
+	uint64_t id, id2;
+
+	(void)state;
+	srv_open();
+	client_new(&cfg);
+	do_logon();
+	id = infer_text("old");
+	assert_true(srv_expect(PROTO_T_INFER, &m, 500));
+	srv_msg(PROTO_T_ACCEPT, id, 0, "");		/* 1 */
+	srv_msg_lost(lost, PROTO_T_TOKENS, id, 1, "a");	/* 2 lost */
+	srv_msg(PROTO_T_TOKENS, id, 2, "OLD");		/* 3 held */
+	collect(&g, 50, 1);
+	assert_int_equal(g.n, 1);
+	srv_send(PROTO_F_CTRL, S.seq, fill_logout, NULL);
+	for (int i = 0; i < 200 && velo_client_is_up(S.c); i++)
+		velo_client_wait(S.c, 1);
+	assert_false(velo_client_is_up(S.c));
+	while (velo_client_event_next(S.c, &ev) == 1)
+		;
+
+	S.seq = 1;
+	do_logon();
+	id2 = infer_text("new");
+	assert_true(srv_expect(PROTO_T_INFER, &m, 500));
+	srv_msg(PROTO_T_ACCEPT, id2, 0, "");		/* 1 */
+	srv_msg(PROTO_T_TOKENS, id2, 1, "x");		/* 2 */
+	srv_msg(PROTO_T_TOKENS, id2, 2, "NEW");	/* 3 */
+	memset(&g, 0, sizeof(g));
+	collect(&g, 200, 3);
+	assert_int_equal(g.n, 3);
+	assert_int_equal(g.id[2], id2);
+	assert_string_equal(g.text[2], "NEW");
+	teardown_all();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -904,6 +949,7 @@ int main(void)
 		cmocka_unit_test(test_loss_injection),
 		cmocka_unit_test(test_table_bound),
 		cmocka_unit_test(test_server_logout),
+		cmocka_unit_test(test_relogon_clean_sequence),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -912,6 +912,12 @@ static void rx_logon_reply(struct velo_client *c, const uint8_t *buf,
 		 * the ack's header says the next one all the same. */
 		c->rx_next = v->hdr->seq ? v->hdr->seq : 1;
 		c->dl_next = c->top_seen = c->gap_req_top = c->rx_next;
+		c->gap_req_ns = 0;
+		/* A new session (after a closed one) starts with an empty
+		 * ring: old slots would alias the new sequence numbers. */
+		for (uint32_t i = 0; i <= c->ring_mask; i++)
+			c->ring[i].state = RS_EMPTY;
+		c->handed = 0;
 		/* Our packet numbers go on from the LOGON's: new for the
 		 * session keys whatever the server's window starts from. */
 		c->state = ST_UP;

@@ -122,6 +122,14 @@ void shapes_list(FILE *f);
 int tokgen(const struct shape *s, char **tok_json, size_t *tok_len,
 	   char **cfg_json, size_t *cfg_len);
 
+/*
+ * ka_compute() - run the image at @path on the CPU backend (@threads, 0:
+ * all cores) and store its known-answer record in it (ka.c).
+ * Return: 0; -ENOTSUP without the CPU backend; -errno with @err set.
+ */
+int ka_compute(const char *path, unsigned threads, bool verbose, char *err,
+	       size_t err_len);
+
 /* splitmix64 step: seeds and hashes. */
 static inline uint64_t splitmix64(uint64_t *x)
 {

@@ -29,6 +29,7 @@
 #include <velo/compiler.h>
 
 #include "../lib/clock.h"
+#include "../lib/log.h"
 #include "convert.h"
 
 #define CHUNK_ELEMS	(4u << 20)	/* weights per chunk: 16 MiB of f32 */
@@ -56,7 +57,7 @@ struct opts {
 	uint64_t seed;
 	unsigned threads;
 	uint32_t data_align, tensor_align;
-	bool quiet, no_sync;
+	bool quiet, no_sync, no_ka;
 };
 
 /* ------------------------------------------------------------------------
@@ -475,25 +476,6 @@ static int ka_load(const char *file, struct ka_buf *kb, char *err, size_t el)
 out:
 	json_decref(j);
 	return rc;
-}
-
-/*
- * ka_compute() - compute the known-answer record of the image at @path by
- * running it: greedy decoding of a short fixed prompt.
- *
- * TODO(engine/cpu): once the CPU backend lands, open @path with
- * eng_image_open(ENG_IMAGE_VERIFY_FAST), run a fixed prompt (e.g. the BOS
- * token and the tokens of "The capital of France is") through it, take 16
- * greedy tokens and the top logits at the last prompt position (with a
- * tolerance from the image's dtype), and store them with
- * eng_image_ka_patch(path, &ka).  Until then velo-convert records only what
- * --known-answer gives it.
- * Return: 0, or -ENOTSUP (no backend to run the model with yet).
- */
-static int ka_compute(const char *path)
-{
-	(void)path;
-	return -ENOTSUP;
 }
 
 /* ------------------------------------------------------------------------
@@ -952,8 +934,23 @@ static int convert(const struct opts *o)
 	fprintf(stderr, "velo-convert: wrote %s: %llu bytes (%.1f MiB), %u tensors in %.2f s (%.0f MB/s written, %.0f M weights/s), peak RSS %ld MiB\n",
 		o->out, (unsigned long long)bytes, (double)bytes / 1048576.0, n, secs,
 		(double)bytes / 1e6 / secs, (double)params / 1e6 / secs, ru.ru_maxrss / 1024);
-	if (!o->ka_file && ka_compute(o->out) == -ENOTSUP)
-		fprintf(stderr, "velo-convert: note: no known-answer record: the CPU backend cannot compute one yet (pass --known-answer FILE)\n");
+	/* The record must be this image's answer: computed by running it,
+	 * unless given (--known-answer) or declined (--no-known-answer). */
+	if (!o->ka_file && !o->no_ka) {
+		uint64_t tk = clock_mono_ns();
+
+		rc = ka_compute(o->out, threads, !o->quiet, err, sizeof(err));
+		if (rc == -ENOTSUP) {
+			fprintf(stderr, "velo-convert: note: no known-answer record: %s\n", err);
+		} else if (rc) {
+			fprintf(stderr, "velo-convert: computing the known answer: %s\n", err);
+			unlink(o->out);
+			return 1;
+		} else if (!o->quiet) {
+			fprintf(stderr, "velo-convert: known answer computed and recorded in %.2f s\n",
+				(double)(clock_mono_ns() - tk) / 1e9);
+		}
+	}
 	rc = 0;
 out:
 	if (wt_up)
@@ -991,7 +988,9 @@ static void usage(FILE *f)
 		"                          f32, the embedding bf16\n"
 		"  -r, --random SHAPE      synthetic weights ~N(0, 0.02) of a named shape\n"
 		"      --seed N            seed for --random (default 1)\n"
-		"  -k, --known-answer FILE {\"prompt\":[ids],\"expect\":[ids]} (or a fixture logits.json)\n"
+		"  -k, --known-answer FILE {\"prompt\":[ids],\"expect\":[ids]} (or a fixture logits.json);\n"
+		"                          default: computed by running the image on the CPU backend\n"
+		"      --no-known-answer   record none\n"
 		"      --name S --model-version S   recorded in the header\n"
 		"  -j, --threads N         conversion threads (default: online CPUs)\n"
 		"      --align N           data alignment (default 2097152; tests use 64)\n"
@@ -1039,6 +1038,7 @@ int main(int argc, char **argv)
 		{ "align", required_argument, NULL, 'A' },
 		{ "tensor-align", required_argument, NULL, 'T' },
 		{ "no-sync", no_argument, NULL, 'S' },
+		{ "no-known-answer", no_argument, NULL, 'K' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "info", required_argument, NULL, 'i' },
 		{ "verify", required_argument, NULL, 'v' },
@@ -1052,6 +1052,9 @@ int main(int argc, char **argv)
 	int c;
 
 	o.threads = ncpu > 0 ? (unsigned)MIN(ncpu, (long)THREADS_MAX) : 1;
+	/* the engine's own info lines (tokenizer, backend) are noise here */
+	log_set_ident("velo-convert");
+	log_set_spec("eng=warn");
 	while ((c = getopt_long(argc, argv, "o:d:r:k:j:qi:v:h", lo, NULL)) != -1) {
 		switch (c) {
 		case 'o': o.out = optarg; break;
@@ -1090,6 +1093,7 @@ int main(int argc, char **argv)
 				o.tensor_align = (uint32_t)v;
 			break;
 		case 'S': o.no_sync = true; break;
+		case 'K': o.no_ka = true; break;
 		case 'q': o.quiet = true; break;
 		case 'i': o.info = optarg; break;
 		case 'v': o.verify = optarg; break;

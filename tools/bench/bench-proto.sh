@@ -139,6 +139,9 @@ except Exception:
 json.dump(out, open("%s/bench-proto.json" % r, "w"), indent=1)
 PY
 for m in backoff busy; do echo "   $m: $(cat "$R/settings-$m.txt")"; done
-[ "$ncores" -lt 4 ] && echo "   note: $ncores cores: the busy-polling echo thread and dataplane share" \
-	"cores with the client and velod's other thread; quote figures from a machine with 4+ idle cores"
+if [ "$ncores" -lt 4 ]; then
+	echo "   note: $ncores cores: the busy-polling echo thread and dataplane share" \
+		"cores with the client and velod's other thread; quote figures from a" \
+		"machine with 4+ idle cores"
+fi
 echo "   results: $R/"

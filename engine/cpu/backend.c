@@ -280,8 +280,11 @@ static void layout(struct cpu_model *cm, struct arena *a, uint32_t threads)
 	cm->seq_logit_row = carve(a, 4 * S);
 	cm->logit_tok = carve(a, 4 * S);
 	cm->blk_stamp = carve(a, 4 * (size_t)b->kv_blocks);
-	cm->tile_stride = ALIGN_UP((size_t)CPU_TILE_ROWS * cm->kmax, (size_t)16);
+	cm->tile_stride = ALIGN_UP(cpu_tile_floats(cm->kmax), (size_t)16);
 	cm->scores_stride = ALIGN_UP((size_t)cm->ctx_max, (size_t)16);
+	cm->xbw_stride = ALIGN_UP(T * cm->hidden, (size_t)16);
+	cm->xbw = carve(a, f * threads * cm->xbw_stride);
+	cm->xpw = cm->perm_hidden ? carve(a, f * threads * cm->xbw_stride) : NULL;
 	cm->tile = carve(a, f * threads * cm->tile_stride);
 	cm->scores = carve(a, f * threads * cm->scores_stride);
 }

@@ -66,6 +66,9 @@ struct cpu_mm {
 	float *resid;			/* x[t][r] += y[t][r] (part 0), or NULL */
 	size_t ld_resid;
 	bool swiglu;			/* y0 = silu(y0) * y1, rows split alike */
+	bool qkv;			/* split by heads; RoPE + KV store */
+	const float *norm_w;		/* x is the residual: RMSNorm it first */
+	bool norm_perm;			/* ... and permute it (INT4) */
 };
 
 struct cpu_model {
@@ -116,7 +119,9 @@ struct cpu_model {
 	uint32_t stamp;
 
 	/* per-thread scratch */
-	float *tile;			/* [threads][CPU_TILE_ROWS * kmax] */
+	float *xbw, *xpw;		/* [threads][T][hidden] normed, permuted */
+	size_t xbw_stride;
+	float *tile;			/* [threads][cpu_tile_floats(kmax)] */
 	float *scores;			/* [threads][ctx_max] */
 	size_t tile_stride, scores_stride;
 
@@ -127,8 +132,6 @@ struct cpu_model {
 	bool have_step;
 	struct cpu_mm mm;
 	uint32_t att_next;		/* dynamic attention work counter */
-	const float *norm_w;		/* job_norm operand */
-	bool norm_perm;
 	const float *perm_src;		/* job_perm operands */
 	uint32_t perm_cols;
 

@@ -8,11 +8,13 @@
  *
  * Every op is one pool job: matrix products split by output rows (each
  * worker streams its own slice of the weights: decode is bandwidth bound
- * and a row split reads each weight exactly once), per-token ops split by
- * tokens, attention handed out dynamically in (token, head) items because
- * their cost grows with the position.  About 9 jobs per layer; an empty
- * job round trip is ~1-2 us on 2 cores, under 1 % of a 100M-model decode
- * step.
+ * and a row split reads each weight exactly once; Q/K/V split by heads so
+ * that RoPE and the KV store ride along), attention handed out
+ * dynamically in (token, head) items because their cost grows with the
+ * position.  The norms are recomputed by each worker of the job that
+ * consumes them rather than run as a job of their own.  5 jobs per layer
+ * (7 with INT4 O / down projections); an empty job round trip is ~1-2 us
+ * on 2 idle cores, well under 1 % of a 100M-model decode step.
  *
  * Numerics follow HF transformers' float32 forward: RMSNorm as
  * w * (x * rsqrt(mean(x^2) + eps)) (mean taken in double, then rounded),
@@ -132,21 +134,6 @@ static void job_embed(void *arg, uint32_t wid, uint32_t nw)
 		embed_row(&cm->m->embed, cm->tok_id[t], cm->x + (size_t)t * cm->hidden);
 }
 
-static void job_norm(void *arg, uint32_t wid, uint32_t nw)
-{
-	struct cpu_model *cm = arg;
-	uint32_t lo, hi, H = cm->hidden;
-
-	cpu_split(cm->T, 1, wid, nw, &lo, &hi);
-	for (uint32_t t = lo; t < hi; t++) {
-		float *o = cm->xb + (size_t)t * H;
-
-		rmsnorm(cm->x + (size_t)t * H, cm->norm_w, o, H, cm->m->cfg.norm_eps);
-		if (cm->norm_perm)
-			cm->kern->x_perm(o, cm->xp + (size_t)t * cm->kmax, H);
-	}
-}
-
 /* INT4 permutation of [T][cols] rows (attention output, MLP hidden). */
 static void job_perm(void *arg, uint32_t wid, uint32_t nw)
 {
@@ -174,36 +161,6 @@ static inline void rope(float *v, const float *c, const float *s, uint32_t half)
 
 		v[i] = a * c[i] - b * s[i];
 		v[i + half] = b * c[i] + a * s[i];
-	}
-}
-
-/* RoPE on q and k, then k and v into the token's KV slot. */
-static void job_rope_kv(void *arg, uint32_t wid, uint32_t nw)
-{
-	struct cpu_model *cm = arg;
-	uint32_t lo, hi, half = cm->hd / 2;
-
-	cpu_split(cm->T, 1, wid, nw, &lo, &hi);
-	for (uint32_t t = lo; t < hi; t++) {
-		const struct eng_seq_in *sq = &cm->batch->seqs[cm->tok_seq[t]];
-		uint32_t pos = cm->tok_pos[t];
-		const float *c = cm->rope_cos + (size_t)pos * half;
-		const float *s = cm->rope_sin + (size_t)pos * half;
-		uint32_t blk = sq->blocks[pos >> cm->b_shift];
-		uint32_t slot = pos & (cm->B - 1);
-		float *q = cm->q + (size_t)t * cm->q_dim;
-		float *k = cm->k + (size_t)t * cm->kv_dim;
-		float *v = cm->v + (size_t)t * cm->kv_dim;
-
-		for (uint32_t h = 0; h < cm->n_heads; h++)
-			rope(q + h * cm->hd, c, s, half);
-		for (uint32_t h = 0; h < cm->n_kv; h++) {
-			size_t o = kv_off(cm, cm->layer, blk, h, slot);
-
-			rope(k + h * cm->hd, c, s, half);
-			memcpy(cm->kc + o, k + h * cm->hd, cm->hd * 4);
-			memcpy(cm->vc + o, v + h * cm->hd, cm->hd * 4);
-		}
 	}
 }
 
@@ -271,10 +228,10 @@ static void job_attn(void *arg, uint32_t wid, uint32_t nw)
 
 /* y[t][r] for r in [r0, r1) of one weight matrix, on worker wid. */
 static void mm_rows(struct cpu_model *cm, uint32_t wid, const struct eng_tensor *w,
-		    const float *x, const float *xp, size_t ldx, uint32_t nt,
-		    float *y, size_t ldy, uint32_t r0, uint32_t r1)
+		    const float *x, size_t ldx, const float *xp, size_t ldxp,
+		    uint32_t nt, float *y, size_t ldy, uint32_t r0, uint32_t r1)
 {
-	cpu_mm_rows(cm->kern, w, x, ldx, xp, cm->kmax, nt, y, ldy, r0, r1,
+	cpu_mm_rows(cm->kern, w, x, ldx, xp, ldxp, nt, y, ldy, r0, r1,
 		    cm->tile + (size_t)wid * cm->tile_stride);
 }
 
@@ -283,12 +240,79 @@ static inline float silu(float g)
 	return g / (1.0f + expf(-g));
 }
 
+/*
+ * Q, K, V by heads: unit u is one head of q, then of k, then of v (hd rows
+ * each, equal cost).  The worker that computes a head also adds its bias,
+ * rotates it (q, k) and stores it in the token's KV slot (k, v): no extra
+ * pass, no barrier before attention but the job's end.
+ */
+static void qkv_heads(struct cpu_model *cm, uint32_t wid, uint32_t nw,
+		      const float *x, size_t ldx, const float *xp, size_t ldxp)
+{
+	const struct cpu_mm *mm = &cm->mm;
+	uint32_t hd = cm->hd, half = hd / 2, lo, hi;
+
+	cpu_split(cm->n_heads + 2 * cm->n_kv, 1, wid, nw, &lo, &hi);
+	for (uint32_t u = lo; u < hi; u++) {
+		uint32_t p = u < cm->n_heads ? 0 : u < cm->n_heads + cm->n_kv ? 1 : 2;
+		uint32_t h = p == 0 ? u : p == 1 ? u - cm->n_heads :
+			     u - cm->n_heads - cm->n_kv;
+		const struct cpu_mm_part *pt = &mm->part[p];
+		uint32_t r0 = h * hd;
+
+		mm_rows(cm, wid, pt->w, x, ldx, xp, ldxp, mm->nt, pt->y, pt->ldy,
+			r0, r0 + hd);
+		for (uint32_t t = 0; t < mm->nt; t++) {
+			float *y = pt->y + t * pt->ldy + r0;
+			uint32_t pos = cm->tok_pos[t];
+			const struct eng_seq_in *sq = &cm->batch->seqs[cm->tok_seq[t]];
+			size_t o;
+
+			if (pt->bias)
+				for (uint32_t i = 0; i < hd; i++)
+					y[i] += pt->bias[r0 + i];
+			if (p < 2)
+				rope(y, cm->rope_cos + (size_t)pos * half,
+				     cm->rope_sin + (size_t)pos * half, half);
+			if (p == 0)
+				continue;
+			o = kv_off(cm, cm->layer, sq->blocks[pos >> cm->b_shift], h,
+				   pos & (cm->B - 1));
+			memcpy((p == 1 ? cm->kc : cm->vc) + o, y, hd * 4);
+		}
+	}
+}
+
 static void job_mm(void *arg, uint32_t wid, uint32_t nw)
 {
 	struct cpu_model *cm = arg;
 	const struct cpu_mm *mm = &cm->mm;
+	const float *x = mm->x, *xp = mm->xp;
+	size_t ldx = mm->ldx, ldxp = cm->kmax;
 	uint32_t lo, hi, base = 0;
 
+	if (mm->norm_w) {
+		/* Every worker normalises every token for itself (T x hidden,
+		 * against T x hidden x rows for its matrix share): one
+		 * barrier less per use. */
+		uint32_t H = cm->hidden;
+		float *xb = cm->xbw + (size_t)wid * cm->xbw_stride;
+		float *xq = cm->xpw ? cm->xpw + (size_t)wid * cm->xbw_stride : NULL;
+
+		for (uint32_t t = 0; t < mm->nt; t++) {
+			rmsnorm(mm->x + t * mm->ldx, mm->norm_w, xb + (size_t)t * H, H,
+				cm->m->cfg.norm_eps);
+			if (mm->norm_perm)
+				cm->kern->x_perm(xb + (size_t)t * H, xq + (size_t)t * H, H);
+		}
+		x = xb;
+		xp = xq;
+		ldx = ldxp = H;
+	}
+	if (mm->qkv) {
+		qkv_heads(cm, wid, nw, x, ldx, xp, ldxp);
+		return;
+	}
 	if (mm->swiglu) {
 		/* gate and up rows [lo, hi) on the same worker: fused epilogue */
 		const struct cpu_mm_part *g = &mm->part[0], *u = &mm->part[1];
@@ -296,8 +320,8 @@ static void job_mm(void *arg, uint32_t wid, uint32_t nw)
 		cpu_split(g->w->rows, 8, wid, nw, &lo, &hi);
 		if (lo >= hi)
 			return;
-		mm_rows(cm, wid, g->w, mm->x, mm->xp, mm->ldx, mm->nt, g->y, g->ldy, lo, hi);
-		mm_rows(cm, wid, u->w, mm->x, mm->xp, mm->ldx, mm->nt, u->y, u->ldy, lo, hi);
+		mm_rows(cm, wid, g->w, x, ldx, xp, ldxp, mm->nt, g->y, g->ldy, lo, hi);
+		mm_rows(cm, wid, u->w, x, ldx, xp, ldxp, mm->nt, u->y, u->ldy, lo, hi);
 		for (uint32_t t = 0; t < mm->nt; t++) {
 			float *gy = g->y + t * g->ldy, *uy = u->y + t * u->ldy;
 
@@ -318,8 +342,7 @@ static void job_mm(void *arg, uint32_t wid, uint32_t nw)
 			continue;
 		a -= base - rows;
 		b -= base - rows;
-		mm_rows(cm, wid, pt->w, mm->x, mm->xp, mm->ldx, mm->nt, pt->y,
-			pt->ldy, a, b);
+		mm_rows(cm, wid, pt->w, x, ldx, xp, ldxp, mm->nt, pt->y, pt->ldy, a, b);
 		for (uint32_t t = 0; t < mm->nt; t++) {
 			float *y = pt->y + t * pt->ldy;
 
@@ -367,6 +390,11 @@ static void run_perm(struct cpu_model *cm, const float *src, uint32_t cols)
 	cpu_pool_run(cm->be->pool, job_perm, cm);
 }
 
+/*
+ * One layer in 5 jobs (7 when INT4 matrices need a permuted input):
+ * norm + QKV + RoPE + KV store | attention | O + residual |
+ * norm + gate/up + SwiGLU | down + residual.
+ */
 static void layer_forward(struct cpu_model *cm, uint32_t l)
 {
 	const struct eng_layer_weights *lw = &cm->m->layers[l];
@@ -374,32 +402,30 @@ static void layer_forward(struct cpu_model *cm, uint32_t l)
 	uint32_t T = cm->T;
 
 	cm->layer = l;
-	cm->norm_w = cm->attn_norm + (size_t)l * cm->hidden;
-	cm->norm_perm = cm->perm_hidden;
-	cpu_pool_run(pool, job_norm, cm);
-
-	mm_set(cm, cm->xb, cm->xp, cm->hidden, T);
+	mm_set(cm, cm->x, NULL, cm->hidden, T);
+	cm->mm.norm_w = cm->attn_norm + (size_t)l * cm->hidden;
+	cm->mm.norm_perm = cm->perm_hidden;
 	mm_add(cm, &lw->wq, cm->bq ? cm->bq + (size_t)l * cm->q_dim : NULL, cm->q, cm->q_dim);
 	mm_add(cm, &lw->wk, cm->bk ? cm->bk + (size_t)l * cm->kv_dim : NULL, cm->k, cm->kv_dim);
 	mm_add(cm, &lw->wv, cm->bv ? cm->bv + (size_t)l * cm->kv_dim : NULL, cm->v, cm->kv_dim);
+	cm->mm.qkv = true;
 	cpu_pool_run(pool, job_mm, cm);
 
-	cpu_pool_run(pool, job_rope_kv, cm);
 	cm->att_next = 0;
 	cpu_pool_run(pool, job_attn, cm);
 
 	if (cm->perm_q)
 		run_perm(cm, cm->att, cm->q_dim);
 	mm_set(cm, cm->att, cm->xp, cm->q_dim, T);
-	/* O projection into xb (free now), then added to the residual */
+	/* O projection into xb, then added to the residual */
 	mm_add(cm, &lw->wo, cm->bo ? cm->bo + (size_t)l * cm->hidden : NULL, cm->xb, cm->hidden);
 	cm->mm.resid = cm->x;
 	cm->mm.ld_resid = cm->hidden;
 	cpu_pool_run(pool, job_mm, cm);
 
-	cm->norm_w = cm->ffn_norm + (size_t)l * cm->hidden;
-	cpu_pool_run(pool, job_norm, cm);
-	mm_set(cm, cm->xb, cm->xp, cm->hidden, T);
+	mm_set(cm, cm->x, NULL, cm->hidden, T);
+	cm->mm.norm_w = cm->ffn_norm + (size_t)l * cm->hidden;
+	cm->mm.norm_perm = cm->perm_hidden;
 	mm_add(cm, &lw->w_gate, NULL, cm->hb, cm->ffn);
 	mm_add(cm, &lw->w_up, NULL, cm->hb2, cm->ffn);
 	cm->mm.swiglu = true;

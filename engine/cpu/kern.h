@@ -14,9 +14,10 @@
  *   mv        streams the weights once and converts them in registers, for
  *             nt <= CPU_MV_T_MAX (decode: memory bound);
  *   dequant + gemm
- *             converts CPU_TILE_ROWS rows to a float32 tile, then runs a
- *             register-blocked kernel over every token (prefill: compute
- *             bound).
+ *             converts a tile of rows (cpu_tile_rows(): as many as fit
+ *             512 KiB, 4 to 64) to float32, then runs a register-blocked
+ *             kernel over every token, 16 tokens at a time against each
+ *             group of 4 rows (prefill: compute bound).
  * Within one table both routes sum in the same order (lane j of L
  * accumulates k = j mod L in increasing k, the same reduction tree, the
  * same tail loop, the same post-scale), so a token's result does not depend
@@ -39,8 +40,25 @@
 
 /* Largest token count mv handles; above it the tile route is faster. */
 #define CPU_MV_T_MAX 4
-/* Rows per dequantised tile. */
-#define CPU_TILE_ROWS 16
+/* Rows per dequantised tile: as many as fit CPU_TILE_BYTES (L2 resident),
+ * a multiple of 4 within [4, CPU_TILE_ROWS_MAX]. */
+#define CPU_TILE_ROWS_MAX 64
+#define CPU_TILE_BYTES (512u << 10)
+
+static inline uint32_t cpu_tile_rows(uint32_t cols)
+{
+	uint32_t r = CPU_TILE_BYTES / 4 / (cols ? cols : 1) / 4 * 4;
+
+	return r < 4 ? 4 : r > CPU_TILE_ROWS_MAX ? CPU_TILE_ROWS_MAX : r;
+}
+
+/* Floats of tile scratch a worker needs for inputs up to @kmax wide. */
+static inline size_t cpu_tile_floats(uint32_t kmax)
+{
+	size_t a = (size_t)CPU_TILE_BYTES / 4, b = (size_t)4 * kmax;
+
+	return (a > b ? a : b) + 16;
+}
 
 struct cpu_kern {
 	const char *name;
@@ -55,7 +73,7 @@ struct cpu_kern {
 		   const float *x, size_t ldx, uint32_t nt, float *y, size_t ldy);
 
 	/*
-	 * dequant() - rows [r0, r0 + nr) (nr <= CPU_TILE_ROWS) to tile
+	 * dequant() - rows [r0, r0 + nr) (nr <= CPU_TILE_ROWS_MAX) to tile
 	 * [nr][cols] (the kernel's order: INT4 permuted) and post[nr], the
 	 * factor the row's dot product is multiplied by (FP8 row scale; 1).
 	 * NULL in tables without a tile route.
@@ -89,7 +107,7 @@ const struct cpu_kern *cpu_kern_get(enum eng_cpu_isa isa);
 /*
  * cpu_mm_rows() - y[t * ldy + r] = W[r] . x[t] for r in [r0, r1), t < nt,
  * by the route that suits nt (mv up to CPU_MV_T_MAX tokens, else dequant +
- * gemm through @tile, CPU_TILE_ROWS * cols floats).  @xp / @ldxp: the same
+ * gemm through @tile, cpu_tile_floats(cols) floats).  @xp / @ldxp: the same
  * activations INT4-permuted (used when W is INT4 and k->x_perm_block).
  */
 void cpu_mm_rows(const struct cpu_kern *k, const struct eng_tensor *w,

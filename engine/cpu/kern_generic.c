@@ -239,7 +239,8 @@ void cpu_mm_rows(const struct cpu_kern *kr, const struct eng_tensor *w,
 		 uint32_t nt, float *y, size_t ldy, uint32_t r0, uint32_t r1,
 		 float *tile)
 {
-	float post[CPU_TILE_ROWS];
+	float post[CPU_TILE_ROWS_MAX];
+	uint32_t tr = cpu_tile_rows(w->cols);
 
 	if (w->dtype == ENG_DT_INT4_G128 && kr->x_perm_block) {
 		x = xp;
@@ -249,8 +250,8 @@ void cpu_mm_rows(const struct cpu_kern *kr, const struct eng_tensor *w,
 		kr->mv(w, r0, r1, x, ldx, nt, y, ldy);
 		return;
 	}
-	for (uint32_t r = r0; r < r1; r += CPU_TILE_ROWS) {
-		uint32_t nr = MIN((uint32_t)CPU_TILE_ROWS, r1 - r);
+	for (uint32_t r = r0; r < r1; r += tr) {
+		uint32_t nr = MIN(tr, r1 - r);
 
 		kr->dequant(w, r, nr, tile, post);
 		kr->gemm(tile, nr, w->cols, post, x, ldx, nt, y + r, ldy);

@@ -93,7 +93,7 @@ static void mm(const struct cpu_kern *k, const struct eng_tensor *w,
 {
 	uint32_t K = w->cols;
 	float *xp = malloc((size_t)nt * K * 4 + 64);
-	float *tile = malloc((size_t)CPU_TILE_ROWS * K * 4 + 64);
+	float *tile = malloc(cpu_tile_floats(K) * 4);
 
 	if (k->x_perm)
 		for (uint32_t t = 0; t < nt; t++)

@@ -258,6 +258,15 @@ check-integration: all
 bench-proto: all
 	$(Q)$(srctree)/tools/bench/bench-proto.sh $(O)
 
+# CPU engine: prefill/decode tok/s of a synthetic ~100M model in BF16, FP8,
+# INT4 and the share of the copy bandwidth measured in the same run.
+.PHONY: bench-engine
+bench-engine: all
+	$(Q)mkdir -p $(O)/results
+	$(Q)$(O)/bin/velo-bench-engine --json $(O)/results/bench-engine.json \
+		--commit $$(git -C $(srctree) rev-parse --short HEAD 2>/dev/null || echo unknown) \
+		$(BENCH_ENGINE_ARGS)
+
 clean:
 	$(Q)rm -rf $(O)/bin $(O)/lib $(O)/fuzz $(O)/tests $(O)/results \
 		$(filter-out $(O)/include $(O)/.config,$(wildcard $(O)/*))
@@ -272,6 +281,7 @@ help:
 	@echo '  check             install packages, build, run every test (CI)'
 	@echo '  fuzz              run each libFuzzer target for 10 minutes'
 	@echo '  bench-proto       protocol decode+auth throughput, PING round trip'
+	@echo '  bench-engine      CPU engine prefill/decode tok/s, share of memory bandwidth'
 	@echo '  deps              install the Debian packages the config needs'
 	@echo '  defconfig         default configuration (development machine)'
 	@echo '  <name>_defconfig  configuration from images/<name>_defconfig'

@@ -64,8 +64,8 @@ static const struct eng_model_config shape_100m = {
 struct bw_job {
 	char *src, *dst;
 	size_t len;
-	double sum;
 	bool read_only;
+	const struct cpu_kern *kern;
 	double part[ENG_CPU_THREADS_MAX];
 };
 
@@ -77,20 +77,19 @@ static void bw_worker(void *arg, uint32_t wid, uint32_t nw)
 	if (!j->read_only) {
 		memcpy(j->dst + off, j->src + off, chunk);
 	} else {
-		/* integer sum: associative, so the compiler vectorises it */
-		const uint64_t *p = (const uint64_t *)(j->src + off);
-		uint64_t s = 0;
+		/* the decode kernels' own dot product: what reading at full
+		 * speed looks like to them */
+		const float *p = (const float *)(j->src + off);
 
-		for (size_t i = 0; i < chunk / 8; i++)
-			s += p[i];
-		j->part[wid] = (double)s;
+		j->part[wid] = j->kern->dot(p, p, (uint32_t)(chunk / 4));
 	}
 }
 
 /* Best of 5: copy (read + written bytes / s) and read-only (bytes / s). */
-static void measure_bw(struct cpu_pool *pool, double *copy_bps, double *read_bps)
+static void measure_bw(struct cpu_pool *pool, const struct cpu_kern *kern,
+		       double *copy_bps, double *read_bps)
 {
-	struct bw_job j = { 0 };
+	struct bw_job j = { .kern = kern };
 
 	j.len = BW_BYTES;
 	j.src = aligned_alloc(4096, j.len);
@@ -101,7 +100,7 @@ static void measure_bw(struct cpu_pool *pool, double *copy_bps, double *read_bps
 		free(j.dst);
 		return;
 	}
-	memset(j.src, 1, j.len);
+	memset(j.src, 0x3c, j.len);	/* floats near 0.0115 */
 	memset(j.dst, 2, j.len);
 	*copy_bps = *read_bps = 0;
 	for (int ro = 0; ro < 2; ro++) {
@@ -288,6 +287,19 @@ static void cpu_name(char *buf, size_t len)
 	fclose(f);
 }
 
+/* The 1-minute load average: other work on the machine skews every figure. */
+static void load_avg(char *buf, size_t len)
+{
+	FILE *f = fopen("/proc/loadavg", "r");
+
+	snprintf(buf, len, "?");
+	if (f) {
+		if (fscanf(f, "%15s", buf) != 1)
+			snprintf(buf, len, "?");
+		fclose(f);
+	}
+}
+
 static uint64_t params(const struct eng_model_config *c)
 {
 	uint64_t q = (uint64_t)c->n_heads * c->head_dim, kv = (uint64_t)c->n_kv_heads * c->head_dim;
@@ -341,7 +353,7 @@ int main(int argc, char **argv)
 	struct result res[4];
 	unsigned n_res = 0;
 	double copy_bps, read_bps;
-	char cpu[128], date[32];
+	char cpu[128], date[32], load0[16], load1[16];
 	struct utsname un;
 	time_t now = time(NULL);
 	int c, rc;
@@ -382,7 +394,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	cbe = (struct cpu_backend *)be;
-	measure_bw(cbe->pool, &copy_bps, &read_bps);
+	load_avg(load0, sizeof(load0));
+	measure_bw(cbe->pool, cbe->kern, &copy_bps, &read_bps);
 
 	for (unsigned i = 0; i < 4; i++) {
 		if (!strstr(o.dtypes, dts[i].name))
@@ -397,6 +410,7 @@ int main(int argc, char **argv)
 		n_res++;
 	}
 
+	load_avg(load1, sizeof(load1));
 	cpu_name(cpu, sizeof(cpu));
 	uname(&un);
 	strftime(date, sizeof(date), "%Y-%m-%d", gmtime(&now));
@@ -407,8 +421,9 @@ int main(int argc, char **argv)
 	       params(&o.cfg) * 1e-6, o.cfg.hidden, o.cfg.n_layers, o.cfg.n_heads,
 	       o.cfg.n_kv_heads, o.cfg.ffn, o.cfg.vocab_size, o.prefill, o.decode,
 	       o.batch);
-	printf("memory bandwidth: copy %.2f GB/s (read + written), read-only %.2f GB/s\n\n",
-	       copy_bps * 1e-9, read_bps * 1e-9);
+	printf("memory bandwidth: copy %.2f GB/s (read + written), read-only %.2f GB/s; "
+	       "load average %s at start, %s at end\n\n", copy_bps * 1e-9,
+	       read_bps * 1e-9, load0, load1);
 	printf("%-6s %10s %12s %12s %12s %10s %10s\n", "dtype", "weights", "prefill",
 	       "decode b=1", "decode b=B", "GB/s b=1", "of copy");
 	printf("%-6s %10s %12s %12s %12s %10s %10s\n", "", "GB/token", "tok/s",
@@ -428,9 +443,10 @@ int main(int argc, char **argv)
 			fprintf(f, "{\n  \"bench\": \"velo-bench-engine\",\n"
 				   "  \"commit\": \"%s\",\n  \"date\": \"%s\",\n"
 				   "  \"machine\": {\"cpu\": \"%s\", \"cores\": %ld, "
-				   "\"kernel\": \"%s\"},\n",
+				   "\"kernel\": \"%s\", \"loadavg_start\": \"%s\", "
+				   "\"loadavg_end\": \"%s\"},\n",
 				o.commit, date, cpu, sysconf(_SC_NPROCESSORS_ONLN),
-				un.release);
+				un.release, load0, load1);
 			fprintf(f, "  \"settings\": {\"kernels\": \"%s\", \"threads\": %u, "
 				   "\"params_m\": %.1f, \"hidden\": %u, \"layers\": %u, "
 				   "\"heads\": %u, \"kv_heads\": %u, \"ffn\": %u, "

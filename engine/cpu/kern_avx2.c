@@ -67,6 +67,8 @@ ld_w(const int dt, const uint8_t *p, uint32_t k)
 	}
 }
 
+#define Q_GROUP(sf) _mm256_set1_ps(sf)
+
 TGT static inline __attribute__((always_inline)) void
 ld_q(const uint8_t *p, uint32_t k, __m256 s, __m256 *lo, __m256 *hi)
 {

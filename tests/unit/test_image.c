@@ -1395,6 +1395,130 @@ static void test_convert_llama_sharded(void **state)
 	free(h);
 }
 
+/* A raw safetensors file: 8-byte length, @hdr, @dlen data bytes. */
+static void st_raw(const char *path, const char *hdr, uint64_t hlen_field, size_t dlen)
+{
+	FILE *f = fopen(path, "wb");
+	uint8_t zero[64] = { 0 };
+
+	assert_non_null(f);
+	fwrite(&hlen_field, 8, 1, f);
+	fwrite(hdr, 1, strlen(hdr), f);
+	while (dlen) {
+		size_t n = MIN(dlen, sizeof(zero));
+
+		fwrite(zero, 1, n, f);
+		dlen -= n;
+	}
+	assert_int_equal(fclose(f), 0);
+}
+
+/* An index mapping every tensor of @h to model.safetensors, and "extra"
+ * to @extra_file. */
+static void index_write(const char *dir, const struct hf_dir *h, const char *extra_file)
+{
+	char *idx = malloc(65536), path[600];
+	size_t l = 0;
+
+	l += (size_t)snprintf(idx + l, 65536 - l, "{\"weight_map\":{\"extra\":\"%s\"", extra_file);
+	for (unsigned i = 0; i <= h->n; i++)
+		l += (size_t)snprintf(idx + l, 65536 - l, ",\"%s\":\"model.safetensors\"", h->t[i].name);
+	l += (size_t)snprintf(idx + l, 65536 - l, "}}");
+	snprintf(path, sizeof(path), "%s/model.safetensors.index.json", dir);
+	write_file(path, idx, l);
+	free(idx);
+}
+
+static void test_convert_bad_inputs(void **state)
+{
+	struct hf_dir *h = calloc(1, sizeof(*h));
+	const char *dir = tpath("hf-bad"), *out = tpath("bad2.img");
+	const char *args[] = { "-q", "--no-sync", "--no-known-answer", "--align", "64", dir, "-o", out, NULL };
+	char extra[600];
+	static const char i8[] =
+		"{\"extra\":{\"dtype\":\"I8\",\"shape\":[2,2,2],\"data_offsets\":[0,8]}}";
+	static const char beyond[] =
+		"{\"extra\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,64]}}";
+	static const char mismatch[] =
+		"{\"extra\":{\"dtype\":\"F32\",\"shape\":[4,4],\"data_offsets\":[0,16]}}";
+	static const char huge[] =
+		"{\"extra\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,16]}}";
+	static const char notjson[] = "{\"extra\":[1,2";
+
+	h->cfg = (struct eng_model_config){
+		.vocab_size = 260, .hidden = 128, .n_layers = 1, .n_heads = 2,
+		.n_kv_heads = 1, .head_dim = 64, .ffn = 256, .max_seq = 256,
+		.norm_eps = 1e-5f, .tied_embeddings = true,
+	};
+	hf_write(dir, h, false, "\"model_type\":\"llama\",\"eos_token_id\":2");
+	snprintf(extra, sizeof(extra), "%s/extra.safetensors", dir);
+
+	/* an unused tensor of a dtype velo-convert does not read: fine */
+	st_raw(extra, i8, strlen(i8), 8);
+	index_write(dir, h, "extra.safetensors");
+	assert_int_equal(run_convert(args), 0);
+	check_hf_image(out, h, ENG_DT_BF16);
+	/* broken extra shards: refused, nothing written */
+	st_raw(extra, beyond, strlen(beyond), 16);
+	assert_int_equal(run_convert(args), 1);
+	st_raw(extra, mismatch, strlen(mismatch), 16);
+	assert_int_equal(run_convert(args), 1);
+	st_raw(extra, huge, strlen(huge), 16);
+	assert_int_equal(run_convert(args), 1);
+	st_raw(extra, notjson, strlen(notjson), 16);
+	assert_int_equal(run_convert(args), 1);
+	st_raw(extra, i8, 1ull << 40, 8);		/* header length beyond the file */
+	assert_int_equal(run_convert(args), 1);
+	st_raw(extra, i8, 3, 8);			/* cut inside the JSON */
+	assert_int_equal(run_convert(args), 1);
+	write_file(extra, "abc", 3);			/* shorter than the length field */
+	assert_int_equal(run_convert(args), 1);
+	/* shard names may not leave the directory */
+	index_write(dir, h, "../hf-llama/model-00001-of-00002.safetensors");
+	assert_int_equal(run_convert(args), 1);
+	index_write(dir, h, "missing.safetensors");
+	assert_int_equal(run_convert(args), 1);
+	assert_int_equal(access(tpath("bad2.img.tmp"), F_OK), -1);
+	/* config.json problems */
+	{
+		static const char *const bad_cfg[] = {
+			"not json",
+			"[1,2]",
+			"{\"model_type\":\"llama\"}",
+			"{\"model_type\":\"llama\",\"hidden_size\":-5,\"intermediate_size\":256,"
+			"\"num_hidden_layers\":1,\"num_attention_heads\":2,\"num_key_value_heads\":1,\"vocab_size\":260,\"eos_token_id\":2}",
+			"{\"model_type\":\"llama\",\"hidden_size\":128,\"intermediate_size\":256,"
+			"\"num_hidden_layers\":1,\"num_attention_heads\":2,\"num_key_value_heads\":1,\"vocab_size\":260}",
+			"{\"model_type\":\"llama\",\"hidden_size\":128,\"intermediate_size\":256,"
+			"\"num_hidden_layers\":1,\"num_attention_heads\":2,\"num_key_value_heads\":1,\"vocab_size\":260,\"eos_token_id\":2,"
+			"\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4}}",
+			"{\"model_type\":\"llama\",\"hidden_size\":128,\"intermediate_size\":256,"
+			"\"num_hidden_layers\":1,\"num_attention_heads\":2,\"num_key_value_heads\":1,\"vocab_size\":260,\"eos_token_id\":2,"
+			"\"hidden_act\":\"gelu\"}",
+			"{\"model_type\":\"llama\",\"hidden_size\":128,\"intermediate_size\":256,"
+			"\"num_hidden_layers\":1,\"num_attention_heads\":2,\"num_key_value_heads\":1,\"vocab_size\":260,\"eos_token_id\":2,"
+			"\"mlp_bias\":true}",
+			"{\"model_type\":\"llama\",\"hidden_size\":128,\"intermediate_size\":256,"
+			"\"num_hidden_layers\":1,\"num_attention_heads\":2,\"num_key_value_heads\":1,\"vocab_size\":260,\"eos_token_id\":2,"
+			"\"tie_word_embeddings\":false}",	/* no lm_head in the weights */
+			"{\"model_type\":\"llama\",\"hidden_size\":128,\"intermediate_size\":256,"
+			"\"num_hidden_layers\":1,\"num_attention_heads\":3,\"vocab_size\":260,\"eos_token_id\":2}",
+		};
+		char path[600];
+
+		index_write(dir, h, "model.safetensors");
+		snprintf(path, sizeof(path), "%s/config.json", dir);
+		for (unsigned i = 0; i < ARRAY_SIZE(bad_cfg); i++) {
+			write_file(path, bad_cfg[i], strlen(bad_cfg[i]));
+			if (run_convert(args) != 1)
+				fail_msg("config %u accepted: %s", i, bad_cfg[i]);
+		}
+	}
+	assert_int_equal(access(tpath("bad2.img.tmp"), F_OK), -1);
+	free_hf(h);
+	free(h);
+}
+
 static void test_convert_random(void **state)
 {
 	const char *a1[] = { "--random", "tiny", "--seed", "5", "-j", "1", "-q", "--no-sync", "-o", tpath("r1.img"), NULL };
@@ -1737,6 +1861,7 @@ int main(void)
 		cmocka_unit_test(test_ka_patch),
 		cmocka_unit_test(test_convert_qwen2),
 		cmocka_unit_test(test_convert_llama_sharded),
+		cmocka_unit_test(test_convert_bad_inputs),
 		cmocka_unit_test(test_convert_random),
 		cmocka_unit_test(test_convert_fixtures),
 		cmocka_unit_test(test_xxh3_throughput),

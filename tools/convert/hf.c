@@ -95,9 +95,13 @@ static json_t *load_json(const char *dir, const char *name, bool required,
 	}
 	j = json_loadb(buf, len, 0, &je);
 	free(buf);
-	if (!j || !json_is_object(j)) {
+	if (!j) {
 		*rc = herr(err, el, -EINVAL, "%s/%s: line %d: %s", dir, name,
-			   je.line, j ? "not a JSON object" : je.text);
+			   je.line, je.text);
+		return NULL;
+	}
+	if (!json_is_object(j)) {
+		*rc = herr(err, el, -EINVAL, "%s/%s: not a JSON object", dir, name);
 		json_decref(j);
 		return NULL;
 	}
@@ -417,8 +421,9 @@ static int shard_open(struct hf_model *m, const char *file, char *err, size_t el
 		rc = st_dtype_parse(json_string_value(json_object_get(v, "dtype")),
 				    &t->dtype, &size);
 		if (rc == -ENOTSUP) {
-			/* kept, refused only if the converter needs it */
+			/* kept (without its shape), refused only if needed */
 			size = 0;
+			shape = NULL;
 		} else if (rc || !json_is_array(shape) || json_array_size(shape) > 2 ||
 			   !json_is_array(offs) || json_array_size(offs) != 2) {
 			json_decref(hdr);
@@ -430,8 +435,9 @@ static int shard_open(struct hf_model *m, const char *file, char *err, size_t el
 		for (uint32_t d = 0; d < t->ndim; d++) {
 			json_int_t x = json_integer_value(json_array_get(shape, d));
 
+			/* <= 2^30 each: numel * 4 cannot overflow */
 			if (!json_is_integer(json_array_get(shape, d)) || x < 0 ||
-			    x > (1ll << 40)) {
+			    x > (1ll << 30)) {
 				json_decref(hdr);
 				return herr(err, el, -EINVAL, "%s: tensor \"%s\": bad shape",
 					    path, key);
@@ -441,9 +447,9 @@ static int shard_open(struct hf_model *m, const char *file, char *err, size_t el
 		}
 		b = (uint64_t)json_integer_value(json_array_get(offs, 0));
 		e = (uint64_t)json_integer_value(json_array_get(offs, 1));
-		if (!json_is_integer(json_array_get(offs, 0)) ||
-		    !json_is_integer(json_array_get(offs, 1)) || b > e || e > dlen ||
-		    (size && e - b != numel * size)) {
+		if (size && (!json_is_integer(json_array_get(offs, 0)) ||
+			     !json_is_integer(json_array_get(offs, 1)) || b > e ||
+			     e > dlen || e - b != numel * size)) {
 			json_decref(hdr);
 			return herr(err, el, -EINVAL,
 				    "%s: tensor \"%s\": data [%llu, %llu) does not match its shape or the file",
@@ -454,7 +460,7 @@ static int shard_open(struct hf_model *m, const char *file, char *err, size_t el
 			json_decref(hdr);
 			return herr(err, el, -ENOMEM, "out of memory");
 		}
-		t->data = data + b;
+		t->data = size ? data + b : data;
 		t->len = size ? e - b : 0;	/* 0: unsupported dtype */
 		m->n_t++;
 	}

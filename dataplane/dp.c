@@ -179,6 +179,10 @@ static __always_inline unsigned dp_poll_worker(struct dp *dp, const bool loss)
 	dp_sess_tick(t);
 	dp_sess_flush(t);
 	dp_txq_flush(&dp->txq);
+	if (t->kick_engine) {
+		t->kick_engine = false;
+		dp_wake_kick(&dp->rings->wake_sched);
+	}
 	t->dp_ctr[DP_CTR_polls]++;
 	return work;
 }
@@ -200,8 +204,17 @@ void dp_run(struct dp *dp)
 			continue;
 		}
 		if (dp->cfg.idle_backoff && ++dp->idle >= dp->cfg.idle_polls) {
-			dp->sess.dp_ctr[DP_CTR_idle_sleeps]++;
-			dp_sock_wait(&dp->sock, dp->cfg.idle_sleep_us);
+			struct dp_wake *w = &dp->rings->wake_dp;
+			bool woke = false;
+
+			/* Asleep on the socket and on the scheduler's kick. */
+			dp_wake_prepare(w);
+			if (!dp_resp_pending(dp->rings)) {
+				dp->sess.dp_ctr[DP_CTR_idle_sleeps]++;
+				dp_sock_wait(&dp->sock, dp->cfg.idle_sleep_us, w->fd,
+					     &woke);
+			}
+			dp_wake_done(w, woke);
 		} else {
 			cpu_relax();
 		}

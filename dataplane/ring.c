@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "ring.h"
 
@@ -22,6 +24,7 @@ int dp_rings_init(struct dp_rings *r, const struct dp_rings_config *cfg)
 {
 	unsigned req_entries;
 	size_t per_slot_arena;
+	int rc = -ENOMEM;
 
 	memset(r, 0, sizeof(*r));
 	if (!cfg->slots || cfg->slots > (1u << 20) || !cfg->prompt_tokens_max ||
@@ -54,6 +57,16 @@ int dp_rings_init(struct dp_rings *r, const struct dp_rings_config *cfg)
 	r->arena = aligned_alloc(VELO_CACHE_LINE, per_slot_arena * cfg->slots);
 	if (!r->arena)
 		goto err_free_stack;
+	r->wake_dp.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (r->wake_dp.fd < 0) {
+		rc = -errno;
+		goto err_free_arena;
+	}
+	r->wake_sched.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (r->wake_sched.fd < 0) {
+		rc = -errno;
+		goto err_close_wake_dp;
+	}
 
 	memset(r->slots, 0, (size_t)cfg->slots * sizeof(*r->slots));
 	r->n_slots = cfg->slots;
@@ -75,6 +88,10 @@ int dp_rings_init(struct dp_rings *r, const struct dp_rings_config *cfg)
 	r->engine_state = PROTO_STATE_NOT_READY;
 	return 0;
 
+err_close_wake_dp:
+	close(r->wake_dp.fd);
+err_free_arena:
+	free(r->arena);
 err_free_stack:
 	free(r->free_stack);
 err_free_slots:
@@ -85,11 +102,15 @@ err_free_req:
 	free(r->req_buf);
 err:
 	memset(r, 0, sizeof(*r));
-	return -ENOMEM;
+	return rc;
 }
 
 void dp_rings_fini(struct dp_rings *r)
 {
+	if (r->n_slots) {
+		close(r->wake_sched.fd);
+		close(r->wake_dp.fd);
+	}
 	free(r->arena);
 	free(r->free_stack);
 	free(r->slots);

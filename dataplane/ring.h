@@ -36,6 +36,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include <ck_ring.h>
 
@@ -160,6 +161,53 @@ _Static_assert(sizeof(struct dp_resp) == 512, "dp_resp");
 CK_RING_PROTOTYPE(dp_req, dp_req_msg)
 CK_RING_PROTOTYPE(dp_resp, dp_resp)
 
+/*
+ * Wake-ups for a consumer that has backed off (idle backoff, development
+ * machines): the sleeper announces itself in @sleeping, checks its ring
+ * once more, then blocks in ppoll() on @fd (an eventfd) with a timeout;
+ * a producer that has just enqueued kicks it with one write() if, and only
+ * if, it sleeps.  Both sides order their store before their load with a
+ * full fence (Dekker), so a record is never left unseen for a whole sleep.
+ * Cost to the producer when nobody sleeps: one fence and one load per
+ * burst (~20 ns); a busy-polling appliance never sets @sleeping.
+ */
+struct dp_wake {
+	int fd;			/* eventfd, -1 when not created */
+	int sleeping;		/* atomic */
+};
+
+/* Producer: after a burst of enqueues. */
+static inline void dp_wake_kick(struct dp_wake *w)
+{
+	static const uint64_t one = 1;
+
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&w->sleeping, __ATOMIC_RELAXED) && w->fd >= 0) {
+		__atomic_store_n(&w->sleeping, 0, __ATOMIC_RELAXED);
+		if (write(w->fd, &one, sizeof(one)) < 0) {
+			/* EAGAIN: the counter is already non-zero: awake. */
+		}
+	}
+}
+
+/* Consumer: announce the sleep; then check the ring before blocking. */
+static inline void dp_wake_prepare(struct dp_wake *w)
+{
+	__atomic_store_n(&w->sleeping, 1, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+/* Consumer: after the sleep (woken or not). */
+static inline void dp_wake_done(struct dp_wake *w, bool fd_readable)
+{
+	uint64_t n;
+
+	__atomic_store_n(&w->sleeping, 0, __ATOMIC_RELAXED);
+	if (fd_readable && read(w->fd, &n, sizeof(n)) < 0) {
+		/* EAGAIN: someone else drained it; nothing to do. */
+	}
+}
+
 struct dp_rings_config {
 	unsigned slots;			/* request slots */
 	unsigned prompt_tokens_max;	/* per slot */
@@ -182,14 +230,17 @@ struct dp_rings {
 	int engine_state;		/* enum proto_state, as STATUS reports it:
 					   set by the scheduler, read by the
 					   dataplane (atomic) */
+	struct dp_wake wake_dp;		/* the dataplane, sleeping on responses */
+	struct dp_wake wake_sched;	/* the scheduler, sleeping on requests */
 };
 
 /*
- * dp_rings_init() - allocate the slot pool and both rings.
+ * dp_rings_init() - allocate the slot pool and both rings, create the two
+ * wake-up eventfds.
  * Memory: slots x (sizeof(dp_req_slot) + 4 x prompt_tokens_max +
  * text_bytes_max) + 2 x slots x 32 + resp_entries x 512 bytes.
  * Return: 0, -EINVAL (zero sizes, resp_entries not a power of two),
- * -ENOMEM.
+ * -ENOMEM, or eventfd()'s -errno.
  */
 int dp_rings_init(struct dp_rings *r, const struct dp_rings_config *cfg);
 void dp_rings_fini(struct dp_rings *r);
@@ -256,6 +307,17 @@ static inline bool dp_resp_enqueue(struct dp_rings *r, const struct dp_resp *m)
 static inline bool dp_resp_dequeue(struct dp_rings *r, struct dp_resp *m)
 {
 	return ck_ring_dequeue_spsc_dp_resp(&r->resp, r->resp_buf, m);
+}
+
+/* Records waiting (either side may call; a snapshot). */
+static inline bool dp_req_pending(const struct dp_rings *r)
+{
+	return ck_ring_size(&r->req) != 0;
+}
+
+static inline bool dp_resp_pending(const struct dp_rings *r)
+{
+	return ck_ring_size(&r->resp) != 0;
 }
 
 static inline unsigned dp_rings_slots_in_use(const struct dp_rings *r)

@@ -624,8 +624,10 @@ static void sess_free(struct dp_sess_table *t, struct dp_sess *s,
 					 .sess_gen = s->gen, .req_slot = e->req_slot,
 					 .request_id = e->request_id,
 					 .session_id = s->id };
-		if (dp_req_enqueue(t->rings, &m))
+		if (dp_req_enqueue(t->rings, &m)) {
 			ctr(t, SESS_CTR_cancel_to_engine);
+			t->kick_engine = true;
+		}
 	}
 	for (unsigned i = 0; i < t->cfg.frag_buffers; i++) {
 		struct dp_frag_buf *b = &t->frags[i];
@@ -1243,6 +1245,7 @@ static void rx_infer(struct dp_sess_table *t, struct dp_sess *s,
 	s->inflight_reqs++;
 	s->inflight_tokens += cost;
 	ctr(t, SESS_CTR_infer_to_engine);
+	t->kick_engine = true;
 }
 
 static void rx_cancel(struct dp_sess_table *t, struct dp_sess *s,
@@ -1270,6 +1273,7 @@ static void rx_cancel(struct dp_sess_table *t, struct dp_sess *s,
 		if (!e->cancel_sent && dp_req_enqueue(t->rings, &rm)) {
 			e->cancel_sent = 1;
 			ctr(t, SESS_CTR_cancel_to_engine);
+			t->kick_engine = true;
 		}
 		return;
 	}

@@ -280,6 +280,7 @@ struct dp_sess_table {
 	unsigned tick_cursor;
 	uint64_t rl_interval_ns, rl_tau_ns;
 	uint64_t logon_interval_ns, logon_tau_ns;
+	bool kick_engine;		/* records were enqueued for the scheduler */
 	/* counters (owned by the dataplane thread) */
 	uint64_t dp_ctr[DP_CTR__COUNT];
 	uint64_t ctr[SESS_CTR__COUNT];

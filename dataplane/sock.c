@@ -319,13 +319,16 @@ unsigned dp_sock_tx_burst(struct dp_sock *s, const struct dp_pkt *pkts,
 	return ok;
 }
 
-int dp_sock_wait(struct dp_sock *s, unsigned timeout_us)
+int dp_sock_wait(struct dp_sock *s, unsigned timeout_us, int wake_fd,
+		 bool *woke)
 {
-	struct pollfd p = { .fd = s->fd, .events = POLLIN };
+	struct pollfd p[2] = { { .fd = s->fd, .events = POLLIN },
+			       { .fd = wake_fd, .events = POLLIN } };
 	struct timespec ts = { .tv_sec = timeout_us / 1000000,
 			       .tv_nsec = (long)(timeout_us % 1000000) * 1000 };
-	int rc = ppoll(&p, 1, &ts, NULL);
+	int rc = ppoll(p, wake_fd >= 0 ? 2 : 1, &ts, NULL);
 
+	*woke = rc > 0 && wake_fd >= 0 && (p[1].revents & POLLIN);
 	if (rc < 0)
 		return -errno;
 	return rc > 0;

@@ -164,9 +164,11 @@ unsigned dp_sock_tx_burst(struct dp_sock *s, const struct dp_pkt *pkts,
 			  unsigned n);
 
 /*
- * dp_sock_wait() - block until the socket is readable, or @timeout_us.
- * Return: 1 readable, 0 timeout, -errno (-EINTR).
+ * dp_sock_wait() - block until the socket or @wake_fd (-1: none) is
+ * readable, or @timeout_us passed.  *@woke tells whether wake_fd was.
+ * Return: 1 something readable, 0 timeout, -errno (-EINTR).
  */
-int dp_sock_wait(struct dp_sock *s, unsigned timeout_us);
+int dp_sock_wait(struct dp_sock *s, unsigned timeout_us, int wake_fd,
+		 bool *woke);
 
 #endif /* VELO_DP_SOCK_H */

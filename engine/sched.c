@@ -3,6 +3,7 @@
  * sched.c — the scheduler thread, no-model edition (see sched.h).
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -125,7 +126,7 @@ static bool handle_cancel(struct eng_sched *s, const struct dp_req_msg *m)
 	return resp_send(s, &r);
 }
 
-unsigned eng_sched_poll(struct eng_sched *s)
+static unsigned sched_poll(struct eng_sched *s)
 {
 	struct dp_req_msg m;
 	unsigned n = 0;
@@ -166,6 +167,15 @@ unsigned eng_sched_poll(struct eng_sched *s)
 	return n;
 }
 
+unsigned eng_sched_poll(struct eng_sched *s)
+{
+	unsigned n = sched_poll(s);
+
+	if (n)	/* responses went out: wake the dataplane if it sleeps */
+		dp_wake_kick(&s->rings->wake_dp);
+	return n;
+}
+
 static void *sched_thread(void *arg)
 {
 	struct eng_sched *s = arg;
@@ -183,10 +193,18 @@ static void *sched_thread(void *arg)
 			continue;
 		}
 		if (s->cfg.idle_backoff && ++s->idle >= s->cfg.idle_polls) {
+			struct dp_wake *w = &s->rings->wake_sched;
 			struct timespec ts = { 0, (long)s->cfg.idle_sleep_us * 1000 };
+			struct pollfd p = { .fd = w->fd, .events = POLLIN };
+			bool woke = false;
 
-			s->ctr[ENG_SCHED_CTR_idle_sleeps]++;
-			nanosleep(&ts, NULL);
+			/* Asleep until the dataplane kicks (or the timeout). */
+			dp_wake_prepare(w);
+			if (!dp_req_pending(s->rings)) {
+				s->ctr[ENG_SCHED_CTR_idle_sleeps]++;
+				woke = ppoll(&p, 1, &ts, NULL) > 0;
+			}
+			dp_wake_done(w, woke);
 		} else {
 			cpu_relax();
 		}

@@ -6,7 +6,9 @@
  * record arrives once, in order, intact.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <time.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -175,6 +177,54 @@ static void test_spsc_threads(void **state)
 	assert_false(dp_resp_dequeue(&R, &r));
 }
 
+/* A consumer asleep on its eventfd (10 s timeout) is woken by the
+ * producer's kick at once; with nobody asleep a kick writes nothing. */
+static int woke_ok;
+
+static void *sleeper(void *arg)
+{
+	struct dp_rings *r = arg;
+	struct pollfd p = { .fd = r->wake_sched.fd, .events = POLLIN };
+	struct timespec ts = { 10, 0 };
+	struct dp_req_msg m;
+	bool woke = false;
+
+	dp_wake_prepare(&r->wake_sched);
+	if (!dp_req_pending(r))
+		woke = ppoll(&p, 1, &ts, NULL) > 0;
+	dp_wake_done(&r->wake_sched, woke);
+	woke_ok = dp_req_dequeue(r, &m) && m.request_id == 99;
+	return NULL;
+}
+
+static void test_wake(void **state)
+{
+	struct dp_rings_config c = { .slots = 2, .prompt_tokens_max = 1,
+				     .text_bytes_max = 64, .resp_entries = 4 };
+	struct dp_req_msg m = { .op = DP_REQ_INFER, .request_id = 99 };
+	struct timespec t0, t1;
+	pthread_t t;
+	uint64_t n;
+
+	(void)state;
+	assert_int_equal(dp_rings_init(&R, &c), 0);
+	assert_true(R.wake_dp.fd >= 0 && R.wake_sched.fd >= 0);
+	/* Nobody asleep: the kick costs a fence, writes nothing. */
+	dp_wake_kick(&R.wake_sched);
+	assert_int_equal(read(R.wake_sched.fd, &n, sizeof(n)), -1);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(pthread_create(&t, NULL, sleeper, &R), 0);
+	while (!__atomic_load_n(&R.wake_sched.sleeping, __ATOMIC_SEQ_CST))
+		;
+	usleep(1000);
+	assert_true(dp_req_enqueue(&R, &m));
+	dp_wake_kick(&R.wake_sched);
+	pthread_join(t, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_true(woke_ok);
+	assert_true(t1.tv_sec - t0.tv_sec < 5);	/* not the 10 s timeout */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -182,6 +232,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_slots, teardown),
 		cmocka_unit_test_teardown(test_fifo_full_empty, teardown),
 		cmocka_unit_test_teardown(test_spsc_threads, teardown),
+		cmocka_unit_test_teardown(test_wake, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

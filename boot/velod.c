@@ -542,6 +542,7 @@ static void stats_out(struct velod *v, FILE *f, bool as_json)
 
 static const char help_text[] =
 	"counters [all|json]   non-zero (all) counters, or JSON of all\n"
+	"counters help         every counter with what it counts\n"
 	"counter NAME          one counter's value\n"
 	"sessions [json]       live sessions\n"
 	"stats [json]          summary\n"
@@ -584,8 +585,16 @@ static void ctl_answer(struct velod *v, int fd)
 
 			fprintf(f, "%s\n", s ? s : "{}");
 			free(s);
+		} else if (arg && !strcmp(arg, "help")) {
+			for (unsigned b = 0; b < ctr_block_count(); b++) {
+				const struct ctr_block *blk = ctr_block_get(b);
+
+				for (unsigned i = 0; i < blk->n; i++)
+					fprintf(f, "%s.%s\t%s\n", blk->prefix,
+						blk->desc[i].name, blk->desc[i].help);
+			}
 		} else if (arg && strcmp(arg, "all")) {
-			fprintf(f, "error: counters [all|json]\n");
+			fprintf(f, "error: counters [all|json|help]\n");
 		} else {
 			counters_print(f, arg != NULL);
 		}
@@ -764,8 +773,8 @@ static int velod_main(struct velod *v)
 	n_keys = velo_keyfile_load(v->cfg.keys, keys, CONFIG_DP_KEYS_MAX, err,
 				   sizeof(err));
 	if (n_keys < 0) {
-		LOG_E(boot, "key file %s: %s%s%s", v->cfg.keys, strerror(-n_keys),
-		      *err ? ": " : "", err);
+		LOG_E(boot, "key file %s: %s", v->cfg.keys,
+		      *err ? err : strerror(-n_keys));
 		rc = n_keys;
 		goto err_free_keys;
 	}

@@ -692,6 +692,93 @@ static void test_session_drops(void **state)
 	}
 }
 
+static void expect_reject(struct tcli *cl, unsigned i, uint64_t rid,
+			  unsigned code, uint64_t seq);
+
+/* The per-session rate limit, and the body classes the decoder owns, seen
+ * through the session: each counted once, INFERs answered REJECT. */
+static void test_session_drops_body(void **state)
+{
+	struct dp_sess_config c;
+	struct tcli cl;
+	struct proto_infer_req r;
+	struct proto_enc e;
+
+	(void)state;
+	small_config(&c);
+	c.rate_pps = 1000;
+	c.rate_burst = 4;
+	c.limits.vocab_size = 100;
+	h_start(&c);
+	c_init(&cl, 0x7f000001);
+	c_logon(&cl, 0);
+	ncap = 0;
+	/* Rate: 4 back to back, the 5th dropped before the tag; 1 ms later
+	 * one more passes. */
+	for (int i = 0; i < 4; i++)
+		c_send_block(&cl, false, PROTO_T_STATUS_REQUEST, NULL, 0);
+	expect_silent_drop(dg, c_block(&cl, dg, false, PROTO_T_STATUS_REQUEST,
+				       NULL, 0), &cl.addr, PROTO_DROP_rate_limit);
+	assert_int_equal(ncap, 4);
+	h_clock(1 * MS);
+	c_send_block(&cl, false, PROTO_T_STATUS_REQUEST, NULL, 0);
+	assert_int_equal(ncap, 5);
+	h_clock(100 * MS);
+
+	/* Unknown schema. */
+	c_begin(&cl, &e, dg, false);
+	proto_enc_msg_begin(&e, PROTO_T_STATUS_REQUEST, 0);
+	proto_enc_msg_end(&e);
+	((struct proto_msg_hdr *)(dg + sizeof(struct proto_pkt_hdr)))->schema_id = 9;
+	h_rx(dg, c_end(&cl, &e), &cl.addr);
+	assert_int_equal(T.dp_ctr[DP_CTR_drop_bad_schema], 1);
+	assert_int_equal(ncap, 5);
+
+	/* INFER with invalid UTF-8, a token id outside the vocabulary, a
+	 * group running past the message: counted and answered. */
+	ncap = 0;
+	infer_req(&r, 1, "ab\xff", 4);
+	c_begin(&cl, &e, dg, false);
+	assert_int_equal(proto_enc_infer(&e, &r), 0);
+	h_rx(dg, c_end(&cl, &e), &cl.addr);
+	assert_int_equal(T.dp_ctr[DP_CTR_drop_bad_utf8], 1);
+	expect_reject(&cl, 0, 1, PROTO_E_INVALID, s_get(&cl, 0).v.hdr->seq);
+	{
+		static const uint32_t toks[] = { 5, 100 };
+
+		infer_req(&r, 2, "", 4);
+		r.f.flags = PROTO_INFER_PROMPT_TOKENS;
+		r.prompt_text = NULL;
+		r.prompt_text_len = 0;
+		r.prompt_tokens = toks;
+		r.n_prompt_tokens = 2;
+		c_begin(&cl, &e, dg, false);
+		assert_int_equal(proto_enc_infer(&e, &r), 0);
+		h_rx(dg, c_end(&cl, &e), &cl.addr);
+		assert_int_equal(T.dp_ctr[DP_CTR_drop_bad_token], 1);
+		expect_reject(&cl, 1, 2, PROTO_E_INVALID_PARAM,
+			      s_get(&cl, 1).v.hdr->seq);
+	}
+	{
+		struct proto_infer *f;
+		struct proto_group_hdr g = { .block_length = 4, .num_in_group = 500 };
+
+		c_begin(&cl, &e, dg, false);
+		f = proto_enc_msg_begin(&e, PROTO_T_INFER, sizeof(*f));
+		f->request_id = 3;
+		f->flags = PROTO_INFER_PROMPT_TOKENS;
+		proto_enc_raw(&e, &g, sizeof(g));
+		proto_enc_raw(&e, "abcdefgh", 8);
+		proto_enc_msg_end(&e);
+		h_rx(dg, c_end(&cl, &e), &cl.addr);
+		assert_true(T.dp_ctr[DP_CTR_drop_truncated_group] +
+			    T.dp_ctr[DP_CTR_drop_oversize] == 1);
+		assert_int_equal(ncap, 3);
+	}
+	assert_int_equal(sched.ctr[ENG_SCHED_CTR_infer_rx], 0);
+	assert_int_equal(dp_rings_slots_in_use(&rings), 0);
+}
+
 /* Packet numbers out of order are accepted once each; far behind: replay. */
 static void test_replay_window(void **state)
 {
@@ -1448,6 +1535,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_logon_nonce_cache_full, teardown),
 		cmocka_unit_test_teardown(test_logon_rate_limit, teardown),
 		cmocka_unit_test_teardown(test_session_drops, teardown),
+		cmocka_unit_test_teardown(test_session_drops_body, teardown),
 		cmocka_unit_test_teardown(test_replay_window, teardown),
 		cmocka_unit_test_teardown(test_heartbeat_timeout, teardown),
 		cmocka_unit_test_teardown(test_logout_and_end, teardown),

@@ -9,8 +9,9 @@
  * Work is bounded by the file: the tensor count is bounded by the count the
  * configuration implies (<= 3 + 13 * 1024) and by the metadata length.
  *
- * Cost: FAST touches the header and metadata only (a few hundred KiB for
- * an 8B model, most of it tokenizer.json), well under 10 ms.  FULL adds one
+ * Cost: FAST touches the header and metadata only: 0.03-0.08 ms for a
+ * synthetic 1B image (26 KiB of metadata) here; a real Llama-3 image's
+ * 9 MB tokenizer.json adds about 1 ms of hashing.  FULL adds one
  * XXH3-64 pass over the file.  Debian's libxxhash (its SSE2 code) measured
  * here, 2-core development VM, best of 7: 15 GB/s on a 1 MiB buffer in
  * cache, 8 GB/s on 256 MiB (memory bound), the same as the header compiled

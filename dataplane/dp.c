@@ -32,7 +32,7 @@ void dp_config_default(struct dp_config *c)
 	c->loss.seed = 1;
 	c->idle_backoff = true;
 	c->idle_polls = 64;
-	c->idle_sleep_us = 50;
+	c->idle_sleep_us = 1000;
 }
 
 static __always_inline void dp_tx_flush_worker(struct dp_txq *q, struct dp *dp,

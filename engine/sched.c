@@ -26,7 +26,7 @@ void eng_sched_config_default(struct eng_sched_config *c)
 	c->core = -1;
 	c->idle_backoff = true;
 	c->idle_polls = 64;
-	c->idle_sleep_us = 50;
+	c->idle_sleep_us = 1000;
 	c->burst = 32;
 }
 

@@ -163,7 +163,8 @@ int mgmt_cmd_parse(const char *line, struct mgmt_parsed *out, char *err,
 /*
  * mgmt_cmd_complete() - keywords that may follow the complete tokens of
  * @line and start with its unfinished last token (empty when the line ends
- * in a blank).  Writes up to @max distinct words into @out.
+ * in a blank).  Writes up to @max distinct candidates into @out: pointers
+ * into the table's strings, each word ending at a blank or the NUL.
  * Return: the number written.
  */
 unsigned mgmt_cmd_complete(const char *line, const char **out, unsigned max);
@@ -257,15 +258,22 @@ int mgmt_store_get(const struct mgmt_store *st, const char *key, char *buf,
 		   size_t len);
 
 /*
- * mgmt_store_each() - call @fn for every leaf of the running configuration
- * whose key starts with @prefix (the prefix stripped), in key order, with
- * the value as JSON text.  Used to pass "velod." keys on as --set.
+ * mgmt_store_each() - call @fn for every leaf of the running or candidate
+ * configuration under the object @prefix ("velod." or "velod"; the prefix
+ * stripped from the keys), with the value as JSON text.  Used to pass the
+ * "velod" keys on to velod as --set KEY=VALUE.
  * Return: leaves visited.
  */
-unsigned mgmt_store_each(const struct mgmt_store *st, const char *prefix,
+unsigned mgmt_store_each(const struct mgmt_store *st, enum mgmt_store_which w,
+			 const char *prefix,
 			 void (*fn)(void *arg, const char *key,
 				    const char *json),
 			 void *arg);
+
+/* Top-level keys of the candidate (valid until it changes).  Return: the
+ * number written to @out (at most @max). */
+unsigned mgmt_store_top_keys(const struct mgmt_store *st, const char **out,
+			     unsigned max);
 
 /* ------------------------------------------------------------------------
  * Model repository: a directory of model images (*.vimg), each named and

@@ -151,10 +151,10 @@ struct mgmt_store *mgmt_store_open(const char *path, unsigned history_max)
 	/* An empty store has one commit: the empty configuration. */
 	if (!json_array_size(st->history)) {
 		json_array_append_new(st->history,
-				      json_pack("{s:I, s:I, s:s, s:{}}", "serial",
+				      json_pack("{s:I, s:I, s:s, s:o}", "serial",
 						(json_int_t)0, "time_ms",
 						(json_int_t)0, "comment",
-						"initial"));
+						"initial", "config", json_object()));
 	}
 	return st;
 err_free:
@@ -608,7 +608,8 @@ static void each_walk(json_t *obj, const char *prefix, struct each_ctx *c)
 	}
 }
 
-unsigned mgmt_store_each(const struct mgmt_store *st, const char *prefix,
+unsigned mgmt_store_each(const struct mgmt_store *st, enum mgmt_store_which w,
+			 const char *prefix,
 			 void (*fn)(void *arg, const char *key,
 				    const char *json),
 			 void *arg)
@@ -618,11 +619,25 @@ unsigned mgmt_store_each(const struct mgmt_store *st, const char *prefix,
 	json_t *parent, *sub;
 
 	/* prefix "velod." names the object at "velod". */
-	snprintf(key, sizeof(key), "%.*s", (int)strcspn(prefix, "") -
+	snprintf(key, sizeof(key), "%.*s", (int)strlen(prefix) -
 		 (prefix[0] && prefix[strlen(prefix) - 1] == '.'), prefix);
-	parent = key_parent(running(st), key, false, leaf, sizeof(leaf));
+	parent = key_parent(w == MGMT_STORE_RUNNING ? running(st) : st->candidate,
+			    key, false, leaf, sizeof(leaf));
 	sub = parent ? json_object_get(parent, leaf) : NULL;
 	if (json_is_object(sub))
 		each_walk(sub, "", &c);
 	return c.n;
+}
+
+unsigned mgmt_store_top_keys(const struct mgmt_store *st, const char **out,
+			     unsigned max)
+{
+	const char *k;
+	unsigned n = 0;
+	json_t *v;
+
+	json_object_foreach(st->candidate, k, v)
+		if (n < max)
+			out[n++] = k;
+	return n;
 }

@@ -33,6 +33,7 @@
 #include <velo/compiler.h>
 
 #include "../../tools/lib/clock.h"
+#include "../core/sampler.h"
 #include "../../tools/lib/cpu.h"
 #include "../../tools/lib/log.h"
 #include "../backend.h"
@@ -41,6 +42,13 @@
 #include "synth.h"
 
 #define BW_BYTES (512u << 20)
+
+static int cmp_u64_fwd(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
 
 struct opts {
 	uint32_t threads;
@@ -122,6 +130,94 @@ static void measure_bw(struct cpu_pool *pool, const struct cpu_kern *kern,
 	}
 	free(j.src);
 	free(j.dst);
+}
+
+/* ---- pool hand-off and sampler costs ---------------------------------------- */
+
+static void empty_job(void *arg, uint32_t wid, uint32_t nw)
+{
+	(void)arg, (void)wid, (void)nw;
+}
+
+/* Median round trip of an empty job over 20000 runs, in ns. */
+static double pool_rtt_ns(struct cpu_pool *pool)
+{
+	enum { N = 20000 };
+	static uint64_t t[N];
+
+	for (int i = 0; i < N; i++) {
+		uint64_t t0 = clock_mono_ns();
+
+		cpu_pool_run(pool, empty_job, NULL);
+		t[i] = clock_mono_ns() - t0;
+	}
+	qsort(t, N, sizeof(t[0]), cmp_u64_fwd);
+	return (double)t[N / 2];
+}
+
+/* Median cost of one eng_sampler_sample over a 128256-token vocabulary
+ * (Llama 3), random logits in +-8, for a few settings, in us. */
+struct samp_cost {
+	const char *what;
+	double us;
+};
+
+static void sampler_costs(struct samp_cost *out, unsigned *n_out)
+{
+	enum { V = 128256, N = 200, WIN = 256 };
+	static const struct { const char *what; float t; uint32_t k; float p, mp, rep; } cs[] = {
+		{ "greedy", 0.0f, 0, 1.0f, 0.0f, 1.0f },
+		{ "greedy + repetition penalty", 0.0f, 0, 1.0f, 0.0f, 1.1f },
+		{ "temperature 0.8", 0.8f, 0, 1.0f, 0.0f, 1.0f },
+		{ "top-k 40", 0.8f, 40, 1.0f, 0.0f, 1.0f },
+		{ "top-p 0.9", 0.8f, 0, 0.9f, 0.0f, 1.0f },
+		{ "min-p 0.05 + top-p 0.95", 0.8f, 0, 0.95f, 0.05f, 1.0f },
+	};
+	struct eng_sampler_scratch sc;
+	float *l = malloc(V * sizeof(float));
+	void *mem = malloc(eng_sampler_size(WIN));
+	uint64_t t[N], x = 88172645463325252ull;
+
+	*n_out = 0;
+	if (!l || !mem || eng_sampler_scratch_init(&sc, V)) {
+		free(l);
+		free(mem);
+		return;
+	}
+	for (uint32_t i = 0; i < V; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		l[i] = (float)((x >> 40) * 0x1.0p-24 * 16.0 - 8.0);
+	}
+	for (unsigned c = 0; c < sizeof(cs) / sizeof(cs[0]); c++) {
+		struct eng_sampler_params p;
+		struct eng_sampler *s;
+		uint32_t tok;
+
+		eng_sampler_params_default(&p);
+		p.temperature = cs[c].t;
+		p.top_k = cs[c].k;
+		p.top_p = cs[c].p;
+		p.min_p = cs[c].mp;
+		p.repetition_penalty = cs[c].rep;
+		p.penalty_window = WIN;
+		s = eng_sampler_init(mem, eng_sampler_size(WIN), &p, WIN);
+		for (uint32_t i = 0; i < WIN; i++)
+			eng_sampler_accept(s, i * 499);
+		for (int i = 0; i < N; i++) {
+			uint64_t t0 = clock_mono_ns();
+
+			eng_sampler_sample(s, &sc, l, V, &tok);
+			t[i] = clock_mono_ns() - t0;
+		}
+		qsort(t, N, sizeof(t[0]), cmp_u64_fwd);
+		out[*n_out].what = cs[c].what;
+		out[(*n_out)++].us = t[N / 2] * 1e-3;
+	}
+	eng_sampler_scratch_fini(&sc);
+	free(l);
+	free(mem);
 }
 
 /* ---- engine runs ----------------------------------------------------------- */
@@ -354,6 +450,9 @@ int main(int argc, char **argv)
 	unsigned n_res = 0;
 	double copy_bps, read_bps;
 	char cpu[128], date[32], load0[16], load1[16];
+	struct samp_cost sc[8];
+	unsigned n_sc = 0;
+	double rtt_ns;
 	struct utsname un;
 	time_t now = time(NULL);
 	int c, rc;
@@ -396,6 +495,8 @@ int main(int argc, char **argv)
 	cbe = (struct cpu_backend *)be;
 	load_avg(load0, sizeof(load0));
 	measure_bw(cbe->pool, cbe->kern, &copy_bps, &read_bps);
+	rtt_ns = pool_rtt_ns(cbe->pool);
+	sampler_costs(sc, &n_sc);
 
 	for (unsigned i = 0; i < 4; i++) {
 		if (!strstr(o.dtypes, dts[i].name))
@@ -433,6 +534,12 @@ int main(int argc, char **argv)
 		       res[i].weight_gb, res[i].prefill_tps, res[i].decode_tps,
 		       res[i].batch_tps, res[i].decode_bps * 1e-9,
 		       100.0 * res[i].decode_bps / copy_bps);
+	printf("\nworker pool: empty job round trip %.2f us (median of 20000)\n",
+	       rtt_ns * 1e-3);
+	printf("sampler, vocab 128256, median us per token:");
+	for (unsigned i = 0; i < n_sc; i++)
+		printf("%s %s %.1f", i ? "," : "", sc[i].what, sc[i].us);
+	printf("\n");
 
 	if (o.json) {
 		FILE *f = fopen(o.json, "w");
@@ -457,7 +564,12 @@ int main(int argc, char **argv)
 				o.cfg.n_kv_heads, o.cfg.ffn, o.cfg.vocab_size,
 				o.prefill, o.decode, o.batch);
 			fprintf(f, "  \"copy_bw_gbs\": %.3f,\n  \"read_bw_gbs\": %.3f,\n"
-				   "  \"results\": [\n", copy_bps * 1e-9, read_bps * 1e-9);
+				   "  \"pool_empty_job_us\": %.3f,\n  \"sampler_us\": {",
+				copy_bps * 1e-9, read_bps * 1e-9, rtt_ns * 1e-3);
+			for (unsigned i = 0; i < n_sc; i++)
+				fprintf(f, "%s\"%s\": %.2f", i ? ", " : "", sc[i].what,
+					sc[i].us);
+			fprintf(f, "},\n  \"results\": [\n");
 			for (unsigned i = 0; i < n_res; i++)
 				fprintf(f, "    {\"dtype\": \"%s\", \"weight_gb_per_token\": %.4f, "
 					   "\"prefill_tok_s\": %.1f, \"decode_tok_s\": %.2f, "

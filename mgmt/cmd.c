@@ -324,7 +324,7 @@ size_t mgmt_cmd_help(char *buf, size_t len, bool configure)
 	size_t o = 0;
 
 	for (const struct mgmt_cmd *c = mgmt_cmds; c->words; c++) {
-		char head[64];
+		char head[96];
 		int w;
 
 		if (c->configure && !configure)

@@ -70,7 +70,8 @@ static int send_line(const char *line)
 			strerror(-rc));
 		return 3;
 	}
-	fputs(reply, h.status ? stderr : stdout);
+	/* JSON always on stdout (scripts parse it); text errors on stderr. */
+	fputs(reply, h.status && !json_out ? stderr : stdout);
 	fflush(stdout);
 	return h.status ? 1 : 0;
 }

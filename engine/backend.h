@@ -29,6 +29,14 @@
  * thread (the scheduler's), except ops->health, which any thread may call.
  * The backend's own workers (CPU worker pool, CUDA streams) are internal.
  *
+ * Determinism: the CPU backend is batch invariant — a sequence's logits are
+ * the same bits whatever else shares the step, however a prompt is chunked
+ * into steps and however many worker threads run (within one SIMD kernel
+ * table; generic, AVX2 and AVX-512 differ in the last bits).  Greedy
+ * decoding and seeded sampling are therefore reproducible under any
+ * scheduling.  A CUDA backend need not be; parity with the CPU is checked
+ * within tolerances.
+ *
  * Memory: init and model_load allocate everything; step, logits, sample and
  * kv_copy allocate nothing, take no locks shared with other threads, make
  * no blocking system call and log nothing (principle 1).  A CPU worker pool

@@ -38,41 +38,6 @@ port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1
 unshare -m bash -c "mount --bind '$T/home' '$home' && exec dropbear -F -E -s \
 	-r '$T/hostkey' -p 127.0.0.1:$port -P '$T/dropbear.pid'" 2>"$T/dropbear.err" &
 DB_PID=$!
-up() {
-	[ -n "$DB_PID" ] && kill -TERM "$DB_PID" 2>/dev/null
-	mgmt_cleanup
-}
-trap ssh_cleanup EXIT
-
-command -v dropbear >/dev/null || fail "dropbear not installed (dropbear-bin)"
-command -v dbclient >/dev/null || fail "dbclient not installed (dropbear-bin)"
-[ "$(id -u)" = 0 ] || fail "needs root for a private mount namespace (unshare -m)"
-user=$(id -un)
-home=$(getent passwd "$user" | cut -d: -f6)
-[ -d "$home" ] || fail "no home directory for $user"
-
-start_mgmtd
-
-mkdir -m 700 "$T/home" "$T/home/.ssh" "$T/chome" "$T/chome/.ssh"
-dropbearkey -t ed25519 -f "$T/hostkey" >/dev/null 2>&1 || fail "host key"
-dropbearkey -t ed25519 -f "$T/userkey" >/dev/null 2>&1 || fail "user key"
-pub=$(dropbearkey -y -f "$T/userkey" | grep '^ssh-ed25519 ')
-[ -n "$pub" ] || fail "no public key"
-printf 'command="%s --socket %s",no-port-forwarding,no-agent-forwarding,no-X11-forwarding %s\n' \
-	"$BIN/veloctl" "$MGMT_STATE/mgmt.sock" "$pub" >"$T/home/.ssh/authorized_keys"
-chmod 600 "$T/home/.ssh/authorized_keys"
-
-port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-unshare -m bash -c "mount --bind '$T/home' '$home' && exec dropbear -F -E -s -w0 \
-	-r '$T/hostkey' -p 127.0.0.1:$port -P '$T/dropbear.pid'" 2>"$T/dropbear.err" &
-DB_PID=$!
-# -w0 is not an option: dropbear refuses unknown ones, so try without.
-sleep 0.3
-if ! kill -0 "$DB_PID" 2>/dev/null; then
-	unshare -m bash -c "mount --bind '$T/home' '$home' && exec dropbear -F -E -s \
-		-r '$T/hostkey' -p 127.0.0.1:$port -P '$T/dropbear.pid'" 2>"$T/dropbear.err" &
-	DB_PID=$!
-fi
 up() { /usr/bin/python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)"; }
 wait_until 5 up || { cat "$T/dropbear.err" >&2; fail "dropbear not listening on $port"; }
 note "dropbear pid $DB_PID on 127.0.0.1:$port"

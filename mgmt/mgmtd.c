@@ -472,6 +472,17 @@ static void cmd_label(struct mgmtd *d, struct out *o, const struct mgmt_parsed *
 
 	pthread_mutex_lock(&d->lock);
 	mgmt_repo_scan(d->repo);
+	/* Traffic goes only to images that pass the full check. */
+	if (l == MGMT_LABEL_PRODUCTION || l == MGMT_LABEL_CANARY) {
+		const struct mgmt_model *m = mgmt_repo_find(d->repo, p->args[0],
+							    p->args[1]);
+		char msg[600];
+
+		if (m && model_check(d, o, m, msg, sizeof(msg))) {
+			pthread_mutex_unlock(&d->lock);
+			return;
+		}
+	}
 	rc = mgmt_repo_label(d->repo, p->args[0], p->args[1], (enum mgmt_label)l,
 			     pct);
 	pthread_mutex_unlock(&d->lock);

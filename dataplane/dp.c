@@ -9,6 +9,7 @@
  * poll on a flag that is constant after init.
  */
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 
 #include <velo/compiler.h>
@@ -29,6 +30,7 @@ void dp_config_default(struct dp_config *c)
 	c->sock.rcvbuf = 4u << 20;
 	c->sock.sndbuf = 4u << 20;
 	dp_sess_config_default(&c->sess);
+	dp_dpdk_config_default(&c->dpdk);
 	c->loss.seed = 1;
 	c->idle_backoff = true;
 	c->idle_polls = 64;
@@ -54,7 +56,10 @@ static __always_inline void dp_tx_flush_worker(struct dp_txq *q, struct dp *dp,
 		}
 		n = k;
 	}
-	sent = dp_sock_tx_burst(&dp->sock, q->pkts, n);
+	if (IS_ENABLED(CONFIG_DP_DPDK) && dp->dpdk)
+		sent = dp_dpdk_tx(dp->dpdk, q->pkts, n);
+	else
+		sent = dp_sock_tx_burst(&dp->sock, q->pkts, n);
 	c[DP_CTR_tx_datagrams] += sent;
 	for (unsigned i = 0; i < sent; i++)
 		c[DP_CTR_tx_bytes] += q->pkts[i].len;
@@ -70,6 +75,42 @@ static void dp_tx_flush_plain(struct dp_txq *q, void *arg)
 static void dp_tx_flush_loss(struct dp_txq *q, void *arg)
 {
 	dp_tx_flush_worker(q, arg, true);
+}
+
+/* The socket, or a DPDK port that answers for the "listen" address. */
+static int dp_transport_open(struct dp *dp)
+{
+	struct dp_addr a;
+	int rc;
+
+	if (dp->cfg.transport == DP_TRANSPORT_SOCK)
+		return dp_sock_open(&dp->sock, &dp->cfg.sock);
+	if (dp->cfg.transport != DP_TRANSPORT_DPDK || !IS_ENABLED(CONFIG_DP_DPDK)) {
+		LOG_E(dp, "transport dpdk: this build has no DPDK "
+		      "(CONFIG_DP_DPDK=n)");
+		return -EINVAL;
+	}
+	rc = dp_addr_parse(dp->cfg.sock.listen, 7400, &a);
+	if (rc) {
+		LOG_E(dp, "bad listen address '%s'", dp->cfg.sock.listen);
+		return rc;
+	}
+	memset(&dp->sock, 0, sizeof(dp->sock));
+	dp->sock.fd = -1;
+	dp->sock.local = a;
+	dp->dpdk = dp_dpdk_open(&dp->cfg.dpdk, &a, dp->cfg.sess.mtu,
+				dp->cfg.sock.batch);
+	return dp->dpdk ? 0 : -errno;
+}
+
+static void dp_transport_close(struct dp *dp)
+{
+	if (IS_ENABLED(CONFIG_DP_DPDK) && dp->dpdk) {
+		dp_dpdk_close(dp->dpdk);
+		dp->dpdk = NULL;
+		return;
+	}
+	dp_sock_close(&dp->sock);
 }
 
 int dp_init(struct dp *dp, const struct dp_config *cfg,
@@ -106,7 +147,7 @@ int dp_init(struct dp *dp, const struct dp_config *cfg,
 	}
 	/* The socket's rx buffers take the session MTU. */
 	dp->cfg.sock.mtu = cfg->sess.mtu;
-	rc = dp_sock_open(&dp->sock, &dp->cfg.sock);
+	rc = dp_transport_open(dp);
 	if (rc)
 		return rc;
 	/* Room for two batches before a flush: a burst's answers rarely
@@ -130,7 +171,7 @@ err_fini_sess:
 err_free_txq:
 	dp_txq_fini(&dp->txq);
 err_close_sock:
-	dp_sock_close(&dp->sock);
+	dp_transport_close(dp);
 	return rc;
 }
 
@@ -139,7 +180,7 @@ void dp_fini(struct dp *dp)
 	ctr_block_unregister(dp->loss.ctr);
 	dp_sess_fini(&dp->sess);
 	dp_txq_fini(&dp->txq);
-	dp_sock_close(&dp->sock);
+	dp_transport_close(dp);
 }
 
 static __always_inline unsigned dp_poll_worker(struct dp *dp, const bool loss)
@@ -148,8 +189,20 @@ static __always_inline unsigned dp_poll_worker(struct dp *dp, const bool loss)
 	unsigned work = 0;
 	int n;
 
-	n = dp_sock_rx_burst(&dp->sock);
-	dp_sess_clock(t, clock_mono_ns(), clock_real_ns());
+	if (IS_ENABLED(CONFIG_DP_DPDK) && dp->dpdk) {
+		/* Frames: ARP and ICMP answered, UDP to the session layer
+		 * (the clock first: datagrams are handled inside). */
+		dp_sess_clock(t, clock_mono_ns(), clock_real_ns());
+		work += dp_dpdk_rx(dp->dpdk, t, loss ? &dp->loss : NULL);
+		if (unlikely(t->now_ns - dp->link_poll_ns > 1000000000ull)) {
+			dp->link_poll_ns = t->now_ns;
+			dp_dpdk_link_poll(dp->dpdk);
+		}
+		n = 0;
+	} else {
+		n = dp_sock_rx_burst(&dp->sock);
+		dp_sess_clock(t, clock_mono_ns(), clock_real_ns());
+	}
 	if (unlikely(n < 0)) {
 		t->dp_ctr[DP_CTR_rx_errors]++;
 		n = 0;
@@ -194,6 +247,20 @@ unsigned dp_poll(struct dp *dp)
 	return dp_poll_worker(dp, false);
 }
 
+/* A port has no file descriptor to sleep on (vdevs without rx
+ * interrupts): an idle DPDK loop naps this long at most, so a frame waits
+ * at most that much more after an idle spell.  Busy polling (idle_backoff
+ * off) is the production setting. */
+#define DP_DPDK_IDLE_US 50
+
+static void dp_wait_fd(int fd, unsigned timeout_us, bool *woke)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)timeout_us * 1000 };
+
+	*woke = ppoll(&p, fd >= 0, &ts, NULL) > 0 && (p.revents & POLLIN);
+}
+
 void dp_run(struct dp *dp)
 {
 	LOG_I(dp, "dataplane loop running (idle backoff %s)",
@@ -211,8 +278,14 @@ void dp_run(struct dp *dp)
 			dp_wake_prepare(w);
 			if (!dp_resp_pending(dp->rings)) {
 				dp->sess.dp_ctr[DP_CTR_idle_sleeps]++;
-				dp_sock_wait(&dp->sock, dp->cfg.idle_sleep_us, w->fd,
-					     &woke);
+				if (IS_ENABLED(CONFIG_DP_DPDK) && dp->dpdk)
+					dp_wait_fd(w->fd, MIN(dp->cfg.idle_sleep_us,
+							      DP_DPDK_IDLE_US),
+						   &woke);
+				else
+					dp_sock_wait(&dp->sock,
+						     dp->cfg.idle_sleep_us,
+						     w->fd, &woke);
 			}
 			dp_wake_done(w, woke);
 		} else {

@@ -19,11 +19,20 @@
 #include "ring.h"
 #include "session.h"
 #include "sock.h"
+#include "dpdk/dpdk.h"
 
 #define DP_RESP_BURST 64
 
+/* The transport under the session layer (dataplane.transport). */
+enum dp_transport {
+	DP_TRANSPORT_SOCK = 0,	/* kernel UDP socket (sock.h) */
+	DP_TRANSPORT_DPDK = 1,	/* DPDK port (dpdk/dpdk.h), CONFIG_DP_DPDK */
+};
+
 struct dp_config {
-	struct dp_sock_config sock;
+	enum dp_transport transport;
+	struct dp_sock_config sock;	/* DPDK: listen is our IPv4 address:port */
+	struct dp_dpdk_config dpdk;
 	struct dp_sess_config sess;
 	struct dp_loss_config loss;
 	bool idle_backoff;		/* block after idle_polls empty polls */
@@ -36,7 +45,9 @@ void dp_config_default(struct dp_config *c);
 
 struct dp {
 	struct dp_config cfg;
-	struct dp_sock sock;
+	struct dp_sock sock;		/* DPDK: fd -1, local = our address */
+	struct dp_dpdk *dpdk;		/* DP_TRANSPORT_DPDK only */
+	uint64_t link_poll_ns;
 	struct dp_txq txq;
 	struct dp_sess_table sess;
 	struct dp_loss loss;
@@ -50,7 +61,8 @@ struct dp {
  * dp_init() - open the socket, allocate the session table and queues.
  * @keys: pre-shared keys (kept by pointer).  @rings: the scheduler rings.
  * Return: 0, -EINVAL (bad configuration, reason logged; loss settings when
- * CONFIG_DP_LOSS_INJECT is off), -ENOMEM, or a socket error (-EADDRINUSE...).
+ * CONFIG_DP_LOSS_INJECT is off; the DPDK transport when CONFIG_DP_DPDK is
+ * off), -ENOMEM, -ENODEV (no DPDK port), or a socket error (-EADDRINUSE...).
  */
 int dp_init(struct dp *dp, const struct dp_config *cfg,
 	    const struct velo_psk *keys, unsigned n_keys, struct dp_rings *rings);

@@ -1,0 +1,448 @@
+// SPDX-License-Identifier: MIT
+/*
+ * dpdk.c — the DPDK transport (see dpdk.h).
+ *
+ * One port, one rx/tx queue pair, polled by the dataplane thread (which is
+ * not an EAL lcore: the mempool is used without a per-lcore cache, which
+ * costs one ring operation per burst).  The EAL pins the calling thread to
+ * its first lcore; the caller's CPU affinity is restored afterwards so the
+ * threads velod starts later keep the cores velod gives them.
+ *
+ * Receive: the session layer wants its datagram 8-byte aligned; a frame
+ * starts at the mbuf headroom (128) so the UDP payload sits at 170 (2 mod
+ * 8): it is copied into an aligned scratch buffer (one copy of <= MTU
+ * bytes, ~40 ns for 1400 bytes here; the session layer then reads it once
+ * for the tag).  Transmit: the session layer writes into the txq's buffers;
+ * each datagram is copied behind headers written in place in an mbuf.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* velo's headers first: libbsd (pulled in by DPDK) defines __packed only
+ * when it is not defined yet. */
+#include <velo/compiler.h>
+
+#include "../../tools/lib/counters.h"
+#include "../../tools/lib/log.h"
+#include "dpdk.h"
+
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+
+#define DP_DPDK_BURST_MAX 64
+#define DP_DPDK_EAL_ARGS_MAX 64
+
+static const struct ctr_desc dp_dpdk_ctr_desc[DP_DPDK_CTR__COUNT] = {
+	foreach_dp_dpdk_counter(CTR_DESC)
+};
+
+struct dp_dpdk {
+	uint16_t port;
+	uint16_t queue;
+	unsigned burst;
+	unsigned mtu;
+	bool tx_offload;
+	struct rte_mempool *pool;
+	struct dp_pkt_if ifc;
+	uint8_t *scratch;		/* (mtu + 64), 64-byte aligned */
+	struct rte_mbuf *rx[DP_DPDK_BURST_MAX];
+	struct rte_mbuf *tx[DP_DPDK_BURST_MAX];
+	unsigned n_tx;
+	uint64_t ctr[DP_DPDK_CTR__COUNT];
+};
+
+/* The EAL can be initialised once per process. */
+static bool eal_done;
+
+static int eal_init(const char *args)
+{
+	static char buf[2048];
+	char *argv[DP_DPDK_EAL_ARGS_MAX + 2], *save = NULL, *tok;
+	int argc = 0, rc;
+	cpu_set_t aff;
+	bool have_aff;
+
+	if (eal_done)
+		return 0;
+	if (strlen(args) >= sizeof(buf)) {
+		LOG_E(dp, "dpdk.eal: longer than %zu bytes", sizeof(buf) - 1);
+		return -EINVAL;
+	}
+	/* The EAL keeps pointers into argv: static storage. */
+	snprintf(buf, sizeof(buf), "%s", args);
+	argv[argc++] = (char *)"velod";
+	for (tok = strtok_r(buf, " \t", &save); tok;
+	     tok = strtok_r(NULL, " \t", &save)) {
+		if (argc > DP_DPDK_EAL_ARGS_MAX) {
+			LOG_E(dp, "dpdk.eal: more than %d arguments",
+			      DP_DPDK_EAL_ARGS_MAX);
+			return -EINVAL;
+		}
+		argv[argc++] = tok;
+	}
+	argv[argc] = NULL;
+	have_aff = sched_getaffinity(0, sizeof(aff), &aff) == 0;
+	rc = rte_eal_init(argc, argv);
+	if (have_aff)
+		sched_setaffinity(0, sizeof(aff), &aff);
+	if (rc < 0) {
+		rc = rte_errno ? -rte_errno : -EINVAL;
+		LOG_E(dp, "rte_eal_init(\"%s\"): %s", args, rte_strerror(-rc));
+		return rc;
+	}
+	eal_done = true;
+	return 0;
+}
+
+static int port_setup(struct dp_dpdk *d, const struct dp_dpdk_config *cfg)
+{
+	struct rte_eth_dev_info info;
+	struct rte_eth_conf conf;
+	struct rte_eth_rxconf rxc;
+	struct rte_eth_txconf txc;
+	uint16_t nrx = (uint16_t)cfg->rx_desc, ntx = (uint16_t)cfg->tx_desc;
+	uint64_t rx_ck = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM;
+	uint64_t tx_ck = RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_UDP_CKSUM;
+	int rc;
+
+	rc = rte_eth_dev_info_get(d->port, &info);
+	if (rc) {
+		LOG_E(dp, "dpdk: port %u info: %s", d->port, rte_strerror(-rc));
+		return rc;
+	}
+	memset(&conf, 0, sizeof(conf));
+	if (cfg->queues > 1) {
+		/* Several dataplane lcores: spread sessions by the UDP
+		 * 5-tuple, so one client's datagrams stay on one lcore. */
+		conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+		conf.rx_adv_conf.rss_conf.rss_hf = RTE_ETH_RSS_NONFRAG_IPV4_UDP &
+						   info.flow_type_rss_offloads;
+	}
+	if (cfg->offloads && (info.rx_offload_capa & rx_ck) == rx_ck)
+		conf.rxmode.offloads |= rx_ck;
+	if (cfg->offloads && (info.tx_offload_capa & tx_ck) == tx_ck) {
+		conf.txmode.offloads |= tx_ck;
+		d->tx_offload = true;
+	}
+	rc = rte_eth_dev_configure(d->port, (uint16_t)cfg->queues,
+				   (uint16_t)cfg->queues, &conf);
+	if (rc) {
+		LOG_E(dp, "dpdk: configure port %u: %s", d->port, rte_strerror(-rc));
+		return rc;
+	}
+	rc = rte_eth_dev_adjust_nb_rx_tx_desc(d->port, &nrx, &ntx);
+	if (rc)
+		return rc;
+	rxc = info.default_rxconf;
+	rxc.offloads = conf.rxmode.offloads;
+	txc = info.default_txconf;
+	txc.offloads = conf.txmode.offloads;
+	for (uint16_t q = 0; q < cfg->queues; q++) {
+		rc = rte_eth_rx_queue_setup(d->port, q, nrx,
+					    (unsigned)rte_eth_dev_socket_id(d->port),
+					    &rxc, d->pool);
+		if (!rc)
+			rc = rte_eth_tx_queue_setup(d->port, q, ntx,
+						    (unsigned)rte_eth_dev_socket_id(d->port),
+						    &txc);
+		if (rc) {
+			LOG_E(dp, "dpdk: port %u queue %u setup: %s", d->port, q,
+			      rte_strerror(-rc));
+			return rc;
+		}
+	}
+	rc = rte_eth_dev_start(d->port);
+	if (rc) {
+		LOG_E(dp, "dpdk: start port %u: %s", d->port, rte_strerror(-rc));
+		return rc;
+	}
+	LOG_I(dp, "dpdk: port %u (%s) started: %u queue(s), %u/%u descriptors, "
+	      "checksums rx %s tx %s", d->port, info.driver_name, cfg->queues,
+	      nrx, ntx, conf.rxmode.offloads ? "offloaded" : "software",
+	      d->tx_offload ? "offloaded" : "software");
+	return 0;
+}
+
+void dp_dpdk_link_poll(struct dp_dpdk *d)
+{
+	struct rte_eth_link link;
+	uint64_t up;
+
+	memset(&link, 0, sizeof(link));
+	if (rte_eth_link_get_nowait(d->port, &link))
+		return;
+	up = link.link_status == RTE_ETH_LINK_UP;
+	if (up != d->ctr[DP_DPDK_CTR_link_up])
+		d->ctr[DP_DPDK_CTR_link_changes]++;
+	__atomic_store_n(&d->ctr[DP_DPDK_CTR_link_up], up, __ATOMIC_RELAXED);
+	__atomic_store_n(&d->ctr[DP_DPDK_CTR_link_speed_mbps],
+			 up ? link.link_speed : 0, __ATOMIC_RELAXED);
+}
+
+struct dp_dpdk *dp_dpdk_open(const struct dp_dpdk_config *cfg,
+			     const struct dp_addr *local, unsigned mtu,
+			     unsigned burst)
+{
+	struct rte_ether_addr mac;
+	struct dp_dpdk *d;
+	unsigned mbufs;
+	char name[32];
+	int rc;
+
+	if (local->u.sa.sa_family != AF_INET || !local->u.in4.sin_port) {
+		LOG_E(dp, "dpdk: listen must be an IPv4 address and a port");
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!burst || burst > DP_DPDK_BURST_MAX || cfg->queues != 1 ||
+	    cfg->rx_desc < 32 || cfg->tx_desc < 32 || cfg->vlan > 4094 ||
+	    mtu + DP_PKT_HDR_LEN_MAX > RTE_MBUF_DEFAULT_DATAROOM) {
+		LOG_E(dp, "dpdk: bad configuration (burst 1..%d, queues 1, "
+		      "descriptors >= 32, vlan <= 4094, mtu + %d <= %d)",
+		      DP_DPDK_BURST_MAX, DP_PKT_HDR_LEN_MAX,
+		      RTE_MBUF_DEFAULT_DATAROOM);
+		errno = EINVAL;
+		return NULL;
+	}
+	rc = eal_init(cfg->eal ? cfg->eal : "");
+	if (rc) {
+		errno = -rc;
+		return NULL;
+	}
+	if (!rte_eth_dev_is_valid_port((uint16_t)cfg->port)) {
+		LOG_E(dp, "dpdk: no port %u (%u available: check dpdk.eal's "
+		      "--vdev or the PCI allow-list)", cfg->port,
+		      (unsigned)rte_eth_dev_count_avail());
+		errno = ENODEV;
+		return NULL;
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	d->port = (uint16_t)cfg->port;
+	d->burst = burst;
+	d->mtu = mtu;
+	d->scratch = aligned_alloc(VELO_CACHE_LINE, ALIGN_UP(mtu + 64, 64u));
+	if (!d->scratch) {
+		rc = -ENOMEM;
+		goto err_free;
+	}
+	/* Pool budget: every rx descriptor holds an mbuf, every tx
+	 * descriptor may, plus one rx burst, one tx burst and replies in
+	 * flight, plus slack for the PMD's own staging. */
+	mbufs = cfg->mbufs ? cfg->mbufs
+			   : cfg->rx_desc + cfg->tx_desc + 4 * burst + 256;
+	snprintf(name, sizeof(name), "velo_mb_%u", cfg->port);
+	d->pool = rte_pktmbuf_pool_create(name, mbufs, 0, 0,
+					  RTE_MBUF_DEFAULT_BUF_SIZE,
+					  rte_eth_dev_socket_id(d->port));
+	if (!d->pool) {
+		rc = -(rte_errno ? rte_errno : ENOMEM);
+		LOG_E(dp, "dpdk: mbuf pool of %u: %s", mbufs, rte_strerror(-rc));
+		goto err_free;
+	}
+	rc = port_setup(d, cfg);
+	if (rc)
+		goto err_free_pool;
+	rc = rte_eth_macaddr_get(d->port, &mac);
+	if (!rc)
+		rc = dp_pkt_if_init(&d->ifc, mac.addr_bytes,
+				    local->u.in4.sin_addr.s_addr,
+				    local->u.in4.sin_port, (uint16_t)cfg->vlan);
+	if (rc) {
+		LOG_E(dp, "dpdk: bad local address or MAC");
+		goto err_stop;
+	}
+	d->ifc.tx_csum_offload = d->tx_offload;
+	dp_dpdk_link_poll(d);
+	LOG_I(dp, "dpdk: port %u mac %02x:%02x:%02x:%02x:%02x:%02x, link %s "
+	      "%u Mb/s, %u mbufs", d->port, mac.addr_bytes[0], mac.addr_bytes[1],
+	      mac.addr_bytes[2], mac.addr_bytes[3], mac.addr_bytes[4],
+	      mac.addr_bytes[5], d->ctr[DP_DPDK_CTR_link_up] ? "up" : "down",
+	      (unsigned)d->ctr[DP_DPDK_CTR_link_speed_mbps], mbufs);
+	rc = ctr_block_register("dpdk", dp_dpdk_ctr_desc, d->ctr,
+				DP_DPDK_CTR__COUNT);
+	if (rc)
+		goto err_stop;
+	rc = ctr_block_register("pkt", dp_pkt_ctr_desc, d->ifc.ctr,
+				DP_PKT_CTR__COUNT);
+	if (rc)
+		goto err_unregister;
+	return d;
+
+err_unregister:
+	ctr_block_unregister(d->ctr);
+err_stop:
+	rte_eth_dev_stop(d->port);
+	rte_eth_dev_close(d->port);
+err_free_pool:
+	rte_mempool_free(d->pool);
+err_free:
+	free(d->scratch);
+	free(d);
+	errno = -rc;
+	return NULL;
+}
+
+void dp_dpdk_close(struct dp_dpdk *d)
+{
+	if (!d)
+		return;
+	ctr_block_unregister(d->ifc.ctr);
+	ctr_block_unregister(d->ctr);
+	if (d->n_tx)
+		rte_pktmbuf_free_bulk(d->tx, d->n_tx);
+	rte_eth_dev_stop(d->port);
+	rte_eth_dev_close(d->port);
+	rte_mempool_free(d->pool);
+	free(d->scratch);
+	free(d);
+}
+
+static void tx_push(struct dp_dpdk *d)
+{
+	uint16_t sent = 0;
+	unsigned spins = 0;
+
+	while (sent < d->n_tx) {
+		uint16_t k = rte_eth_tx_burst(d->port, d->queue, d->tx + sent,
+					      (uint16_t)(d->n_tx - sent));
+
+		sent = (uint16_t)(sent + k);
+		/* Bounded: a full tx ring drains in microseconds; past that
+		 * the peer's retransmission recovers the datagrams. */
+		if (!k && ++spins > 16)
+			break;
+	}
+	d->ctr[DP_DPDK_CTR_tx_mbufs] += sent;
+	if (sent < d->n_tx) {
+		d->ctr[DP_DPDK_CTR_tx_full] += d->n_tx - sent;
+		rte_pktmbuf_free_bulk(d->tx + sent, d->n_tx - sent);
+	}
+	d->n_tx = 0;
+}
+
+static __always_inline void rx_one(struct dp_dpdk *d, struct dp_sess_table *t,
+				   struct dp_loss *loss, struct rte_mbuf *m)
+{
+	struct dp_pkt_rx_info info;
+	uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
+	enum dp_pkt_verdict v;
+
+	if (unlikely(m->nb_segs != 1)) {
+		d->ctr[DP_DPDK_CTR_rx_multiseg]++;
+		rte_pktmbuf_free(m);
+		return;
+	}
+	/* The port's verdict replaces the software checksums when it has
+	 * checked both; a bad or unknown one is re-checked (and counted). */
+	d->ifc.rx_csum_ok = (m->ol_flags & (RTE_MBUF_F_RX_IP_CKSUM_MASK |
+					    RTE_MBUF_F_RX_L4_CKSUM_MASK)) ==
+			    (RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_GOOD);
+	v = dp_pkt_rx(&d->ifc, frame, m->data_len, &info);
+	if (v == DP_PKT_REPLY) {
+		if (info.reply_len > m->data_len) {	/* padding to 60 */
+			memset(frame + m->data_len, 0, info.reply_len - m->data_len);
+		}
+		m->data_len = (uint16_t)info.reply_len;
+		m->pkt_len = info.reply_len;
+		m->ol_flags = 0;
+		if (d->n_tx == DP_DPDK_BURST_MAX)
+			tx_push(d);
+		d->tx[d->n_tx++] = m;
+		d->ctr[DP_DPDK_CTR_replies_tx]++;
+		return;
+	}
+	if (v == DP_PKT_UDP) {
+		const uint8_t *p = frame + info.payload_off;
+		unsigned n = info.payload_len;
+
+		if (unlikely(n > d->mtu)) {
+			d->ctr[DP_DPDK_CTR_rx_oversize]++;
+			t->dp_ctr[DP_CTR_rx_datagrams]++;
+			t->dp_ctr[DP_CTR_rx_bytes] += n;
+			t->dp_ctr[DP_CTR_drop_oversize]++;
+		} else if (!loss || !dp_loss_drop(loss, DP_LOSS_RX, p, n)) {
+			memcpy(d->scratch, p, n);
+			dp_sess_rx(t, d->scratch, n, &info.from);
+		}
+	}
+	rte_pktmbuf_free(m);
+}
+
+unsigned dp_dpdk_rx(struct dp_dpdk *d, struct dp_sess_table *t,
+		    struct dp_loss *loss)
+{
+	uint16_t n = rte_eth_rx_burst(d->port, d->queue, d->rx,
+				      (uint16_t)d->burst);
+
+	if (!n)
+		return 0;
+	d->ctr[DP_DPDK_CTR_rx_bursts]++;
+	d->ctr[DP_DPDK_CTR_rx_mbufs] += n;
+	t->dp_ctr[DP_CTR_rx_bursts]++;
+	/* Prefetch the headers two frames ahead (l3fwd's pattern). */
+	for (unsigned i = 0; i < n && i < 2; i++)
+		rte_prefetch0(rte_pktmbuf_mtod(d->rx[i], void *));
+	for (unsigned i = 0; i < n; i++) {
+		if (i + 2 < n)
+			rte_prefetch0(rte_pktmbuf_mtod(d->rx[i + 2], void *));
+		rx_one(d, t, loss, d->rx[i]);
+	}
+	if (d->n_tx)
+		tx_push(d);
+	return n;
+}
+
+unsigned dp_dpdk_tx(struct dp_dpdk *d, const struct dp_pkt *pkts, unsigned n)
+{
+	unsigned hl = dp_pkt_hdr_len(&d->ifc), ok = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		struct rte_mbuf *m;
+		uint8_t *frame;
+		int len;
+
+		if (unlikely(pkts[i].len + hl > RTE_MBUF_DEFAULT_DATAROOM))
+			continue;	/* cannot happen: mtu checked at open */
+		m = rte_pktmbuf_alloc(d->pool);
+		if (unlikely(!m)) {
+			d->ctr[DP_DPDK_CTR_tx_alloc_fail]++;
+			continue;
+		}
+		frame = rte_pktmbuf_mtod(m, uint8_t *);
+		memcpy(frame + hl, pkts[i].data, pkts[i].len);
+		len = dp_pkt_udp_build(&d->ifc, frame, pkts[i].len, &pkts[i].addr);
+		if (unlikely(len < 0)) {
+			rte_pktmbuf_free(m);
+			continue;
+		}
+		m->data_len = (uint16_t)len;
+		m->pkt_len = (uint32_t)len;
+		if (d->tx_offload) {
+			m->ol_flags = RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM |
+				      RTE_MBUF_F_TX_UDP_CKSUM;
+			m->l2_len = hl - DP_PKT_IP_LEN - DP_PKT_UDP_LEN;
+			m->l3_len = DP_PKT_IP_LEN;
+		}
+		if (d->n_tx == DP_DPDK_BURST_MAX)
+			tx_push(d);
+		d->tx[d->n_tx++] = m;
+		ok++;
+	}
+	if (d->n_tx) {
+		uint64_t full = d->ctr[DP_DPDK_CTR_tx_full];
+
+		tx_push(d);
+		ok -= (unsigned)MIN((uint64_t)ok, d->ctr[DP_DPDK_CTR_tx_full] - full);
+	}
+	return ok;
+}

@@ -87,7 +87,21 @@ static json_t *cfg_defaults(void)
 	set(o, "idle_sleep_us", json_integer(d.idle_sleep_us));
 	set(o, "rcvbuf", json_integer(d.sock.rcvbuf));
 	set(o, "sndbuf", json_integer(d.sock.sndbuf));
+	set(o, "transport", json_string("socket"));	/* or "dpdk" */
 	set(root, "dataplane", o);
+
+	/* DPDK transport (docs/dpdk.md): used when dataplane.transport is
+	 * "dpdk"; "listen" is then the address the port answers for. */
+	o = json_object();
+	set(o, "eal", json_string(d.dpdk.eal));
+	set(o, "port", json_integer(d.dpdk.port));
+	set(o, "mbufs", json_integer(d.dpdk.mbufs));
+	set(o, "rx_desc", json_integer(d.dpdk.rx_desc));
+	set(o, "tx_desc", json_integer(d.dpdk.tx_desc));
+	set(o, "queues", json_integer(d.dpdk.queues));
+	set(o, "vlan", json_integer(d.dpdk.vlan));
+	set(o, "offloads", json_boolean(d.dpdk.offloads));
+	set(root, "dpdk", o);
 
 	o = json_object();
 	set(o, "core", json_integer(CONFIG_BOOT_SCHED_CORE));
@@ -138,6 +152,8 @@ static json_t *cfg_defaults(void)
 	set(o, "tx_ctrl", json_real(0));
 	set(o, "patterns", json_array());
 	set(root, "loss", o);
+	/* Models loaded (eagerly, self-tested) at start; see docs/velod.md. */
+	set(root, "models", json_array());
 	return root;
 }
 
@@ -274,7 +290,12 @@ static int get_int(json_t *root, const char *path, long long lo, long long hi,
 		dst = (__typeof__(dst))x_;                                    \
 	} while (0)
 
+#define MODEL_KEYS "name, image, label, backend, kv_blocks, kv_block_tokens, " \
+	"seqs_max, step_tokens_max, threads, queue_max"
+
 struct velod_cfg {
+	struct eng_sched_model_config models[ENG_SCHED_MODELS_MAX];
+	unsigned n_models;
 	struct dp_config dp;
 	struct eng_sched_config sched;
 	struct dp_rings_config rings;
@@ -284,6 +305,63 @@ struct velod_cfg {
 	const char *log;
 	char listen[128];
 };
+
+/* "models": [{...}]: strings and integers, unknown keys are errors. */
+static int models_extract(json_t *root, struct velod_cfg *c, char *err,
+			  size_t errlen)
+{
+	json_t *arr = cfg_get(root, "models"), *o, *v;
+	size_t i;
+
+	if (json_array_size(arr) > ENG_SCHED_MODELS_MAX) {
+		snprintf(err, errlen, "at most %d models", ENG_SCHED_MODELS_MAX);
+		return -EINVAL;
+	}
+	json_array_foreach(arr, i, o) {
+		struct eng_sched_model_config *m = &c->models[i];
+		const char *k;
+
+		if (!json_is_object(o)) {
+			snprintf(err, errlen, "models[%zu] must be an object", i);
+			return -EINVAL;
+		}
+		memset(m, 0, sizeof(*m));
+		m->seqs_max = 16;
+		m->step_tokens_max = 256;
+		m->kv_blocks = 256;
+		json_object_foreach(o, k, v) {
+			const char **str = !strcmp(k, "name") ? &m->name :
+					   !strcmp(k, "image") ? &m->image :
+					   !strcmp(k, "label") ? &m->label :
+					   !strcmp(k, "backend") ? &m->backend : NULL;
+			uint32_t *num = !strcmp(k, "kv_blocks") ? &m->kv_blocks :
+					!strcmp(k, "kv_block_tokens") ? &m->kv_block_tokens :
+					!strcmp(k, "seqs_max") ? &m->seqs_max :
+					!strcmp(k, "step_tokens_max") ? &m->step_tokens_max :
+					!strcmp(k, "threads") ? &m->threads :
+					!strcmp(k, "queue_max") ? &m->queue_max : NULL;
+
+			if (str && json_is_string(v)) {
+				*str = json_string_value(v);
+			} else if (num && json_is_integer(v) &&
+				   json_integer_value(v) >= 0 &&
+				   json_integer_value(v) <= (1 << 24)) {
+				*num = (uint32_t)json_integer_value(v);
+			} else {
+				snprintf(err, errlen, "models[%zu].%s: %s", i, k,
+					 str || num ? "wrong type or out of range" :
+					 "unknown key (known: " MODEL_KEYS ")");
+				return -EINVAL;
+			}
+		}
+		if (!m->image || !*m->image) {
+			snprintf(err, errlen, "models[%zu].image is required", i);
+			return -EINVAL;
+		}
+	}
+	c->n_models = (unsigned)json_array_size(arr);
+	return 0;
+}
 
 static int cfg_extract(json_t *root, struct velod_cfg *c, char *err,
 		       size_t errlen)
@@ -309,6 +387,27 @@ static int cfg_extract(json_t *root, struct velod_cfg *c, char *err,
 	GET_U("dataplane.idle_sleep_us", 1, 1000000, c->dp.idle_sleep_us);
 	GET_U("dataplane.rcvbuf", 0, U, c->dp.sock.rcvbuf);
 	GET_U("dataplane.sndbuf", 0, U, c->dp.sock.sndbuf);
+	{
+		const char *tr = json_string_value(cfg_get(root, "dataplane.transport"));
+
+		if (!strcmp(tr, "socket")) {
+			c->dp.transport = DP_TRANSPORT_SOCK;
+		} else if (!strcmp(tr, "dpdk")) {
+			c->dp.transport = DP_TRANSPORT_DPDK;
+		} else {
+			snprintf(err, errlen, "'dataplane.transport' must be "
+				 "\"socket\" or \"dpdk\"");
+			return -EINVAL;
+		}
+	}
+	c->dp.dpdk.eal = json_string_value(cfg_get(root, "dpdk.eal"));
+	GET_U("dpdk.port", 0, 65535, c->dp.dpdk.port);
+	GET_U("dpdk.mbufs", 0, 1 << 24, c->dp.dpdk.mbufs);
+	GET_U("dpdk.rx_desc", 32, 32768, c->dp.dpdk.rx_desc);
+	GET_U("dpdk.tx_desc", 32, 32768, c->dp.dpdk.tx_desc);
+	GET_U("dpdk.queues", 1, 1, c->dp.dpdk.queues);
+	GET_U("dpdk.vlan", 0, 4094, c->dp.dpdk.vlan);
+	c->dp.dpdk.offloads = json_is_true(cfg_get(root, "dpdk.offloads"));
 
 	GET_U("scheduler.core", -1, 4095, c->sched.core);
 	c->sched.idle_backoff = json_is_true(cfg_get(root, "scheduler.idle_backoff"));
@@ -375,6 +474,9 @@ static int cfg_extract(json_t *root, struct velod_cfg *c, char *err,
 	}
 	c->dp.loss.n_patterns = (unsigned)i;
 	c->dp.sock.mtu = c->dp.sess.mtu;
+	c->sched.text_bytes_max = c->dp.sess.limits.text_bytes_max;
+	if (models_extract(root, c, err, errlen))
+		return -EINVAL;
 	return dp_sess_config_check(&c->dp.sess, err, errlen);
 }
 
@@ -505,6 +607,14 @@ static void stats_out(struct velod *v, FILE *f, bool as_json)
 	set(o, "reassembly_in_use", json_integer(__atomic_load_n(&t->frags_used, __ATOMIC_RELAXED)));
 	set(o, "engine_state", json_string(dp_rings_engine_state(&v->rings) ==
 					   PROTO_STATE_READY ? "ready" : "not_ready"));
+	{
+		char why[ENG_SCHED_WHY_LEN + 96] = "";
+		bool ok = eng_sched_ready(&v->sched, why, sizeof(why));
+
+		set(o, "ready", json_boolean(ok));
+		set(o, "not_ready_reason", json_string(ok ? "" : why));
+		set(o, "models", json_integer(eng_sched_model_count(&v->sched)));
+	}
 	set(o, "rx_datagrams", json_integer((json_int_t)rd64(&t->dp_ctr[DP_CTR_rx_datagrams])));
 	set(o, "tx_datagrams", json_integer((json_int_t)rd64(&t->dp_ctr[DP_CTR_tx_datagrams])));
 	set(o, "rx_bytes", json_integer((json_int_t)rd64(&t->dp_ctr[DP_CTR_rx_bytes])));
@@ -540,12 +650,96 @@ static void stats_out(struct velod *v, FILE *f, bool as_json)
 	json_decref(o);
 }
 
+static const char *const state_names[] = {
+	[ENG_MODEL_EMPTY] = "empty", [ENG_MODEL_LOADING] = "loading",
+	[ENG_MODEL_READY] = "ready", [ENG_MODEL_FAILED] = "failed",
+};
+
+/* models [json] / model status NAME [json] */
+static void models_out(struct velod *v, FILE *f, const char *only, bool as_json)
+{
+	json_t *arr = json_array();
+	unsigned shown = 0;
+
+	for (unsigned i = 0; i < eng_sched_model_count(&v->sched); i++) {
+		struct eng_sched_model_status st;
+		json_t *o;
+
+		if (eng_sched_model_status(&v->sched, i, &st) ||
+		    (only && strcmp(only, st.name) && strcmp(only, st.image)))
+			continue;
+		shown++;
+		if (!as_json && !only) {
+			if (shown == 1)
+				fprintf(f, "%-3s %-20s %-12s %-12s %-7s %s\n", "id",
+					"name", "version", "label", "state", "image");
+			fprintf(f, "%-3u %-20s %-12s %-12s %-7s %s%s%s\n", st.id,
+				st.name, st.version, st.label, state_names[st.state],
+				st.image, st.why[0] ? "  -- " : "", st.why);
+			continue;
+		}
+		o = json_object();
+		set(o, "id", json_integer(st.id));
+		set(o, "name", json_string(st.name));
+		set(o, "version", json_string(st.version));
+		set(o, "label", json_string(st.label));
+		set(o, "state", json_string(state_names[st.state]));
+		set(o, "routed", json_boolean(st.state == ENG_MODEL_READY));
+		set(o, "image", json_string(st.image));
+		set(o, "reason", json_string(st.why));
+		set(o, "vocab", json_integer(st.vocab));
+		set(o, "ctx_max", json_integer(st.ctx_max));
+		set(o, "kv_blocks", json_integer(st.kv_blocks));
+		set(o, "kv_block_tokens", json_integer(st.kv_block_tokens));
+		set(o, "seqs_max", json_integer(st.seqs_max));
+		set(o, "step_tokens_max", json_integer(st.step_tokens_max));
+		set(o, "threads", json_integer(st.threads));
+		set(o, "mem_bytes", json_integer((json_int_t)st.mem_bytes));
+		set(o, "kv_bytes", json_integer((json_int_t)st.kv_bytes));
+		set(o, "load_s", json_real(st.load_s));
+		set(o, "selftest_s", json_real(st.selftest_s));
+		set(o, "selftest_prompt_tokens", json_integer(st.ka_prompt));
+		set(o, "selftest_expect_tokens", json_integer(st.ka_expect));
+		set(o, "prefill_us_per_token", json_real(st.prefill_us_per_token));
+		set(o, "decode_us_per_step", json_real(st.decode_us_per_step));
+		json_array_append_new(arr, o);
+	}
+	if (only && !shown) {
+		fprintf(f, "error: no model '%s'\n", only);
+	} else if (as_json || only) {
+		char *s = json_dumps(only && !as_json ? json_array_get(arr, 0) : arr,
+				     JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+
+		if (only && !as_json) {
+			/* key value lines */
+			json_t *o = json_array_get(arr, 0), *x;
+			const char *k;
+
+			json_object_foreach(o, k, x) {
+				char *t = json_dumps(x, JSON_ENCODE_ANY | JSON_REAL_PRECISION(6));
+
+				fprintf(f, "%s %s\n", k, t ? t : "?");
+				free(t);
+			}
+		} else {
+			fprintf(f, "%s\n", s ? s : "[]");
+		}
+		free(s);
+	} else if (!shown) {
+		fprintf(f, "no models configured\n");
+	}
+	json_decref(arr);
+}
+
 static const char help_text[] =
 	"counters [all|json]   non-zero (all) counters, or JSON of all\n"
 	"counters help         every counter with what it counts\n"
 	"counter NAME          one counter's value\n"
 	"sessions [json]       live sessions\n"
 	"stats [json]          summary\n"
+	"ready                 'ready', or 'not ready: REASON' (exit 1 with -q)\n"
+	"models [json]         configured models: state, version, label, why\n"
+	"model status NAME [json]  one model: sizes, self-test, measured costs\n"
 	"shutdown              clean shutdown\n"
 	"help                  this list\n";
 
@@ -609,6 +803,24 @@ static void ctl_answer(struct velod *v, int fd)
 		sessions_out(v, f, arg && !strcmp(arg, "json"));
 	} else if (!strcmp(cmd, "stats")) {
 		stats_out(v, f, arg && !strcmp(arg, "json"));
+	} else if (!strcmp(cmd, "ready")) {
+		char why[ENG_SCHED_WHY_LEN + 96] = "";
+
+		if (eng_sched_ready(&v->sched, why, sizeof(why)))
+			fprintf(f, "ready\n");
+		else
+			fprintf(f, "error: not ready: %s\n", why);
+	} else if (!strcmp(cmd, "models")) {
+		models_out(v, f, NULL, arg && !strcmp(arg, "json"));
+	} else if (!strcmp(cmd, "model")) {
+		char *name = arg ? strtok_r(NULL, " \t", &save) : NULL;
+		char *fmt = name ? strtok_r(NULL, " \t", &save) : NULL;
+
+		if (!arg || strcmp(arg, "status") || !name)
+			fprintf(f, "error: model status NAME [json] (load, swap, unload, "
+				"rollback, confirm: not yet)\n");
+		else
+			models_out(v, f, name, fmt && !strcmp(fmt, "json"));
 	} else if (!strcmp(cmd, "shutdown")) {
 		fprintf(f, "ok\n");
 		v->quit = true;
@@ -806,6 +1018,17 @@ static int velod_main(struct velod *v)
 		LOG_E(boot, "dataplane init: %s", strerror(-rc));
 		goto err_fini_sched;
 	}
+	/* Models: eager load and self-test before anything is routed.  A
+	 * failed model is kept (unrouted, with its reason) and velod runs
+	 * not ready, so that the control socket can say why. */
+	for (unsigned i = 0; i < v->cfg.n_models; i++) {
+		char merr[ENG_SCHED_WHY_LEN];
+
+		if (eng_sched_model_load(&v->sched, &v->cfg.models[i], merr,
+					 sizeof(merr)))
+			fprintf(stderr, "velod: model %s: not routed: %s\n",
+				v->cfg.models[i].image, merr);
+	}
 	v->ctl_fd = -1;
 	if (v->cfg.control && *v->cfg.control) {
 		v->ctl_fd = ctl_open(v->cfg.control);
@@ -823,10 +1046,19 @@ static int velod_main(struct velod *v)
 	pthread_setname_np(v->dp_thread, "velo-dp");
 	v->start_ns = clock_mono_ns();
 
-	printf("velod: ready listen=%s control=%s pid=%d\n",
-	       dp_addr_format(&v->dp.sock.local, addr, sizeof(addr)),
-	       v->cfg.control && *v->cfg.control ? v->cfg.control : "-",
-	       (int)getpid());
+	{
+		char why[ENG_SCHED_WHY_LEN + 96] = "";
+		bool ok = eng_sched_ready(&v->sched, why, sizeof(why));
+
+		/* "ready" means serving: listening, with every configured
+		 * model routed (or none configured: protocol only). */
+		printf("velod: %s listen=%s control=%s pid=%d models=%u%s%s\n",
+		       ok || !v->cfg.n_models ? "ready" : "up (not ready)",
+		       dp_addr_format(&v->dp.sock.local, addr, sizeof(addr)),
+		       v->cfg.control && *v->cfg.control ? v->cfg.control : "-",
+		       (int)getpid(), eng_sched_model_count(&v->sched),
+		       ok || !v->cfg.n_models ? "" : " reason=", ok ? "" : why);
+	}
 	fflush(stdout);
 
 	rc = serve(v);

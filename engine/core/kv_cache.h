@@ -122,7 +122,7 @@ struct eng_kvc;
 	X(begins, "sequences begun (prefix lookups)")                         \
 	X(hit_blocks, "prompt blocks taken from the prefix cache")            \
 	X(hit_tokens, "prompt tokens taken from the prefix cache")            \
-	X(miss_blocks, "full prompt blocks looked up and not found")          \
+	X(miss_blocks, "full prompt blocks not found in the prefix cache")          \
 	X(collisions, "hash matches whose tokens or parent differed")         \
 	X(registered, "full blocks registered in the prefix cache")           \
 	X(dup_blocks, "full blocks not registered: same prefix already cached") \

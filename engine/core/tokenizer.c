@@ -1092,8 +1092,11 @@ struct eng_tokenizer *eng_tok_load(const void *blob, size_t len,
 		goto err_free;
 	}
 	if (h.tokenizer_config_json_len) {
+		/* INT_AS_REAL: transformers writes model_max_length = 1e30 as an
+		 * integer literal (over int64) when a tokenizer has no limit;
+		 * nothing read from this file is an integer. */
 		cfg = json_loadb(js + h.tokenizer_json_len, h.tokenizer_config_json_len,
-				 JSON_ALLOW_NUL, &je);
+				 JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
 		if (!json_is_object(cfg)) {
 			seterr(err, errlen, "tokenizer_config.json: %s (line %d)",
 			       je.text, je.line);

@@ -42,6 +42,16 @@ static const struct ctr_desc mgmt_ctr_desc[] = {
 };
 
 #define VELOD_QUERY_MS	1000
+#define SWAPS_MAX	8	/* model names with an unconfirmed swap */
+#define SWAP_CONFIRM_MIN_DEFAULT 10	/* system.swap_confirm_minutes */
+
+/* A swap velod made and nobody confirmed yet: rolled back at deadline_ms
+ * (CLOCK_MONOTONIC), as commit confirmed does for the configuration. */
+struct swap_pending {
+	char name[MGMT_MODEL_NAME_LEN];
+	char from[MGMT_MODEL_VERSION_LEN], to[MGMT_MODEL_VERSION_LEN];
+	uint64_t deadline_ms;		/* 0: slot free */
+};
 #define CLI_READ_MS	2000
 #define REPLY_MAX	MGMT_FRAME_REPLY_MAX
 
@@ -56,6 +66,9 @@ struct mgmtd {
 	struct super super;
 	pthread_mutex_t lock;		/* store and repo, against metrics */
 	char loaded[MGMT_MODEL_NAME_LEN + MGMT_MODEL_VERSION_LEN + 2];
+	char loaded_file[256];		/* reloaded into a restarted velod */
+	pid_t loaded_pid;		/* the velod that holds it */
+	struct swap_pending swaps[SWAPS_MAX];
 	int listen_fd;
 };
 
@@ -63,6 +76,7 @@ static volatile sig_atomic_t stop_flag;
 static int sig_pipe[2] = { -1, -1 };
 static char reply[REPLY_MAX + 1];
 static char vbuf[REPLY_MAX];
+static char verr[1024];		/* why the last velod_ask() failed */
 
 static void on_signal(int sig)
 {
@@ -185,20 +199,29 @@ static int velod_ask(struct mgmtd *d, struct out *o, const char *cmd)
 	int rc;
 
 	if (!d->super.v.ready) {
-		fail(o, -EAGAIN, "velod is not running (%s)",
-		     d->super.v.last_exit[0] ? d->super.v.last_exit : "starting");
+		snprintf(verr, sizeof(verr), "velod is not running (%s)",
+			 d->super.v.last_exit[0] ? d->super.v.last_exit
+						 : "starting");
+		fail(o, -EAGAIN, "%s", verr);
 		return -EAGAIN;
 	}
 	rc = mgmt_velod_query(d->super.cfg.ctl_path, cmd, vbuf, sizeof(vbuf),
 			      VELOD_QUERY_MS);
 	if (rc < 0) {
-		fail(o, rc, "velod did not answer '%s': %s", cmd, strerror(-rc));
+		snprintf(verr, sizeof(verr), "velod did not answer '%s': %s", cmd,
+			 strerror(-rc));
+		fail(o, rc, "%s", verr);
 		return rc;
 	}
 	if (!strncmp(vbuf, "error:", 6)) {
-		fail(o, -EREMOTEIO, "velod: %s", vbuf + 7 - (vbuf[6] != ' '));
-		if (o->len && reply[o->len - 2] == '\n')
-			reply[--o->len] = '\0';
+		size_t l;
+
+		snprintf(verr, sizeof(verr), "velod: %.1000s",
+			 vbuf + 7 - (vbuf[6] != ' '));
+		l = strlen(verr);
+		while (l && verr[l - 1] == '\n')
+			verr[--l] = '\0';
+		fail(o, -EREMOTEIO, "%s", verr);
 		return -EREMOTEIO;
 	}
 	return 0;
@@ -265,6 +288,18 @@ static void cmd_show_status(struct mgmtd *d, struct out *o)
 		    (unsigned long long)(v.confirm_left_ms + 999) / 1000);
 	say(o, "\nmodels:   %u image(s) in the repository, %u refused\n",
 	    v.models, v.models_bad);
+	say(o, "loaded:   %s\n", d->loaded[0] ? d->loaded : "none");
+	for (unsigned i = 0; i < SWAPS_MAX; i++) {
+		const struct swap_pending *sp = &d->swaps[i];
+
+		if (sp->deadline_ms)
+			say(o, "swap:     %s %s -> %s, rolls back in %llu s unless "
+			    "confirmed (model confirm %s)\n", sp->name,
+			    sp->from[0] ? sp->from : "?", sp->to,
+			    (unsigned long long)(sp->deadline_ms > now
+				? (sp->deadline_ms - now + 999) / 1000 : 0),
+			    sp->name);
+	}
 }
 
 static void cmd_show_models(struct mgmtd *d, struct out *o)
@@ -396,6 +431,119 @@ static int model_check(struct mgmtd *d, struct out *o,
 	return 0;
 }
 
+static uint64_t swap_window_ms(struct mgmtd *d)
+{
+	char v[32];
+	long min = SWAP_CONFIRM_MIN_DEFAULT;
+
+	if (!mgmt_store_get(d->store, "system.swap_confirm_minutes", v, sizeof(v)) &&
+	    atol(v) >= 1 && atol(v) <= 1440)
+		min = atol(v);
+	return (uint64_t)min * d->minute_ms;
+}
+
+static void loaded_set(struct mgmtd *d, const char *name, const char *version,
+		       const char *file)
+{
+	if (name[0])
+		snprintf(d->loaded, sizeof(d->loaded), "%s %s", name, version);
+	else
+		d->loaded[0] = '\0';
+	snprintf(d->loaded_file, sizeof(d->loaded_file), "%s", file);
+	d->loaded_pid = d->super.v.pid;
+}
+
+/* Under d->lock. */
+static void swap_arm(struct mgmtd *d, const char *name, const char *to)
+{
+	struct swap_pending *free_slot = NULL, *sp = NULL;
+	size_t nl = strlen(name);
+
+	for (unsigned i = 0; i < SWAPS_MAX; i++) {
+		if (d->swaps[i].deadline_ms && !strcmp(d->swaps[i].name, name))
+			sp = &d->swaps[i];
+		else if (!d->swaps[i].deadline_ms && !free_slot)
+			free_slot = &d->swaps[i];
+	}
+	if (!sp) {
+		sp = free_slot ? free_slot : &d->swaps[0];
+		snprintf(sp->name, sizeof(sp->name), "%s", name);
+		/* From: what was loaded under that name (kept across a second
+		 * swap before confirming: the rollback goes to the confirmed). */
+		sp->from[0] = '\0';
+		if (!strncmp(d->loaded, name, nl) && d->loaded[nl] == ' ')
+			snprintf(sp->from, sizeof(sp->from), "%s", d->loaded + nl + 1);
+	}
+	snprintf(sp->to, sizeof(sp->to), "%s", to);
+	sp->deadline_ms = mgmt_now_ms() + swap_window_ms(d);
+}
+
+static void swap_clear(struct mgmtd *d, const char *name, bool rolled_back)
+{
+	for (unsigned i = 0; i < SWAPS_MAX; i++) {
+		struct swap_pending *sp = &d->swaps[i];
+
+		if (!sp->deadline_ms || strcmp(sp->name, name))
+			continue;
+		if (rolled_back && sp->from[0])
+			snprintf(d->loaded, sizeof(d->loaded), "%s %s", sp->name,
+				 sp->from);
+		sp->deadline_ms = 0;
+	}
+}
+
+/* Main loop: roll back swaps whose time is up; reload the model into a
+ * velod that restarted without it. */
+static void models_tick(struct mgmtd *d)
+{
+	uint64_t now = mgmt_now_ms();
+
+	for (unsigned i = 0; i < SWAPS_MAX; i++) {
+		struct swap_pending *sp = &d->swaps[i];
+		char q[160];
+		int rc;
+
+		if (!sp->deadline_ms || now < sp->deadline_ms)
+			continue;
+		snprintf(q, sizeof(q), "model rollback %s", sp->name);
+		rc = d->super.v.ready
+			? mgmt_velod_query(d->super.cfg.ctl_path, q, vbuf,
+					   sizeof(vbuf), VELOD_QUERY_MS)
+			: -EAGAIN;
+		if (rc < 0 || !strncmp(vbuf, "error:", 6))
+			LOG_E(mgmt, "swap of %s to %s not confirmed; rollback "
+			      "failed: %s", sp->name, sp->to,
+			      rc < 0 ? strerror(-rc) : vbuf);
+		else
+			LOG_W(mgmt, "swap of %s to %s not confirmed: rolled back "
+			      "to %s", sp->name, sp->to, sp->from[0] ? sp->from : "?");
+		mgmt_ctr_inc(MGMT_CTR_model_auto_rollbacks);
+		pthread_mutex_lock(&d->lock);
+		swap_clear(d, sp->name, true);
+		pthread_mutex_unlock(&d->lock);
+	}
+	if (d->loaded[0] && d->super.v.ready && d->super.v.pid != d->loaded_pid) {
+		char q[512], name[MGMT_MODEL_NAME_LEN], ver[MGMT_MODEL_VERSION_LEN];
+		int rc;
+
+		/* The slots died with the old process. */
+		if (sscanf(d->loaded, "%63s %31s", name, ver) != 2)
+			return;
+		snprintf(q, sizeof(q), "model load %s %s %s", name, ver,
+			 d->loaded_file);
+		rc = mgmt_velod_query(d->super.cfg.ctl_path, q, vbuf, sizeof(vbuf),
+				      VELOD_QUERY_MS);
+		d->loaded_pid = d->super.v.pid;
+		if (rc < 0 || !strncmp(vbuf, "error:", 6))
+			LOG_E(mgmt, "reload of %s into velod pid %d failed: %s",
+			      d->loaded, (int)d->loaded_pid,
+			      rc < 0 ? strerror(-rc) : vbuf);
+		else
+			LOG_I(mgmt, "%s reloaded into velod pid %d", d->loaded,
+			      (int)d->loaded_pid);
+	}
+}
+
 static void cmd_model(struct mgmtd *d, struct out *o, const struct mgmt_parsed *p)
 {
 	const struct mgmt_model *m = NULL;
@@ -439,26 +587,39 @@ static void cmd_model(struct mgmtd *d, struct out *o, const struct mgmt_parsed *
 	if (velod_ask(d, o, q)) {
 		if (m) {
 			/* Keep the check's result in the refusal. */
-			char prev[2048];
-
-			snprintf(prev, sizeof(prev), "%.*s", (int)o->len, reply);
 			o->len = 0;
-			fail(o, o->status, "%s; %s", msg,
-			     prev + (o->json ? 0 : 7));
-			if (o->len >= 2 && reply[o->len - 2] == '\n')
-				reply[--o->len] = '\0';
+			fail(o, o->status, "%s; %s", msg, verr);
 		}
 		return;
 	}
 	pthread_mutex_lock(&d->lock);
-	if (id == MGMT_CMD_MODEL_LOAD || id == MGMT_CMD_MODEL_SWAP)
-		snprintf(d->loaded, sizeof(d->loaded), "%s %s", m->name, m->version);
-	if (id == MGMT_CMD_MODEL_UNLOAD)
-		d->loaded[0] = '\0';
-	if (id == MGMT_CMD_MODEL_SWAP)
-		mgmt_ctr_inc(MGMT_CTR_model_swaps);
-	pthread_mutex_unlock(&d->lock);
-	done(o, "%s%svelod: %s", m ? msg : "", m ? "; " : "", vbuf);
+	{
+		char ans[512];
+		size_t l;
+
+		snprintf(ans, sizeof(ans), "%.500s", vbuf);
+		l = strlen(ans);
+		while (l && ans[l - 1] == '\n')
+			ans[--l] = '\0';
+		if (id == MGMT_CMD_MODEL_SWAP) {
+			swap_arm(d, m->name, m->version);
+			mgmt_ctr_inc(MGMT_CTR_model_swaps);
+		}
+		else if (id == MGMT_CMD_MODEL_CONFIRM ||
+			 id == MGMT_CMD_MODEL_ROLLBACK)
+			swap_clear(d, p->args[0], id == MGMT_CMD_MODEL_ROLLBACK);
+		if (id == MGMT_CMD_MODEL_LOAD || id == MGMT_CMD_MODEL_SWAP)
+			loaded_set(d, m->name, m->version, m->file);
+		if (id == MGMT_CMD_MODEL_UNLOAD)
+			loaded_set(d, "", "", "");
+		pthread_mutex_unlock(&d->lock);
+		if (id == MGMT_CMD_MODEL_SWAP)
+			done(o, "%s; velod: %s; rolls back by itself in %llu s "
+			     "unless confirmed (model confirm %s)", msg, ans,
+			     (unsigned long long)swap_window_ms(d) / 1000, m->name);
+		else
+			done(o, "%s%svelod: %s", m ? msg : "", m ? "; " : "", ans);
+	}
 	return;
 out:
 	pthread_mutex_unlock(&d->lock);
@@ -1072,6 +1233,8 @@ int main(int argc, char **argv)
 			apply(d, "commit confirmed not confirmed: rolled back");
 		}
 		pthread_mutex_unlock(&d->lock);
+		if (!d->no_velod)
+			models_tick(d);
 		while ((cfd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
 			serve_client(d, cfd);
 			close(cfd);

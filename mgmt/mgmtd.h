@@ -33,6 +33,7 @@
 	X(model_checks_ok, "model images that passed the full check")         \
 	X(model_refused, "model images refused (corrupt, truncated, bad)")    \
 	X(model_swaps, "model swaps velod completed")                         \
+	X(model_auto_rollbacks, "swaps rolled back for want of a confirm")    \
 	X(metrics_scrapes, "HTTP requests served")
 
 #define MGMT_CTR_ENUM(name, help) MGMT_CTR_##name,

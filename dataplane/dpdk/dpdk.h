@@ -44,7 +44,7 @@ enum dp_dpdk_ctr {
 
 struct dp_dpdk_config {
 	const char *eal;	/* EAL arguments, space-separated, e.g.
-				 * "--no-huge --no-pci --in-memory -m 128
+				 * "--no-huge --no-pci -m 128
 				 *  --vdev=net_af_packet0,iface=eth1" */
 	unsigned port;		/* ethdev port id (0: the first) */
 	unsigned mbufs;		/* pool size; 0: rx_desc + tx_desc + 4 x burst + 256 */
@@ -58,7 +58,7 @@ struct dp_dpdk_config {
 /* Defaults: development vdev settings without a port (dpdk.eal adds one). */
 static inline void dp_dpdk_config_default(struct dp_dpdk_config *c)
 {
-	c->eal = "--no-huge --no-pci --in-memory -m 128";
+	c->eal = "--no-huge --no-pci -m 128 --no-telemetry";
 	c->port = 0;
 	c->mbufs = 0;
 	c->rx_desc = 512;

@@ -69,6 +69,9 @@ struct mgmtd {
 	char loaded_file[256];		/* reloaded into a restarted velod */
 	pid_t loaded_pid;		/* the velod that holds it */
 	struct swap_pending swaps[SWAPS_MAX];
+	/* velod without runtime model commands loads its "models" at start:
+	 * the --set argument that carries the loaded model ("" : none). */
+	char *model_arg;
 	int listen_fd;
 };
 
@@ -431,6 +434,10 @@ static int model_check(struct mgmtd *d, struct out *o,
 	return 0;
 }
 
+static void apply(struct mgmtd *d, const char *why);
+static int validate(struct mgmtd *d, enum mgmt_store_which w,
+		    const char *model_arg, char *err, size_t len);
+
 static uint64_t swap_window_ms(struct mgmtd *d)
 {
 	char v[32];
@@ -522,7 +529,8 @@ static void models_tick(struct mgmtd *d)
 		swap_clear(d, sp->name, true);
 		pthread_mutex_unlock(&d->lock);
 	}
-	if (d->loaded[0] && d->super.v.ready && d->super.v.pid != d->loaded_pid) {
+	if (d->loaded[0] && d->loaded_pid != -1 && d->super.v.ready &&
+	    d->super.v.pid != d->loaded_pid) {
 		char q[512], name[MGMT_MODEL_NAME_LEN], ver[MGMT_MODEL_VERSION_LEN];
 		int rc;
 
@@ -542,6 +550,51 @@ static void models_tick(struct mgmtd *d)
 			LOG_I(mgmt, "%s reloaded into velod pid %d", d->loaded,
 			      (int)d->loaded_pid);
 	}
+}
+
+/* velod has no runtime load (yet): it loads the "models" of its
+ * configuration at start.  Restart it with this one (or none). */
+static void model_at_start(struct mgmtd *d, struct out *o,
+			   const struct mgmt_model *m, const char *msg)
+{
+	json_t *j = m ? json_pack("[{s:s, s:s, s:s}]", "name", m->name, "image",
+				  m->file, "label", "production")
+		      : json_array();
+	char *t = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	char *arg = NULL, err[1024];
+
+	json_decref(j);
+	if (!t || asprintf(&arg, "models=%s", t) < 0) {
+		free(t);
+		fail(o, -ENOMEM, "out of memory");
+		return;
+	}
+	free(t);
+	pthread_mutex_lock(&d->lock);
+	/* velod must accept it before it is restarted with it, or it would
+	 * be restarted into a loop of start-up failures. */
+	if (validate(d, MGMT_STORE_RUNNING, arg, err, sizeof(err))) {
+		pthread_mutex_unlock(&d->lock);
+		free(arg);
+		fail(o, -EREMOTEIO, "%s%svelod can not load models: %s", msg,
+		     msg[0] ? "; " : "", err);
+		return;
+	}
+	free(d->model_arg);
+	d->model_arg = arg;
+	if (m)
+		loaded_set(d, m->name, m->version, m->file);
+	else
+		loaded_set(d, "", "", "");
+	d->loaded_pid = -1;	/* not to be sent "model load" again */
+	apply(d, m ? "model load (velod loads models at start)" : "model unload");
+	pthread_mutex_unlock(&d->lock);
+	if (m)
+		done(o, "%s; velod loads models only at start: restarting it "
+		     "with %s %s (sessions are lost; show status says when the "
+		     "self-test passed)", msg, m->name, m->version);
+	else
+		done(o, "velod restarting without models");
 }
 
 static void cmd_model(struct mgmtd *d, struct out *o, const struct mgmt_parsed *p)
@@ -585,6 +638,15 @@ static void cmd_model(struct mgmtd *d, struct out *o, const struct mgmt_parsed *
 	pthread_mutex_unlock(&d->lock);
 	/* velod owns the model slots; its answer is the operator's answer. */
 	if (velod_ask(d, o, q)) {
+		if ((id == MGMT_CMD_MODEL_LOAD || id == MGMT_CMD_MODEL_UNLOAD) &&
+		    o->status == -EREMOTEIO &&
+		    (strstr(verr, "unknown command") || strstr(verr, "not yet"))) {
+			o->len = 0;
+			o->status = 0;
+			model_at_start(d, o, id == MGMT_CMD_MODEL_LOAD ? m : NULL,
+				       m ? msg : "");
+			return;
+		}
 		if (m) {
 			/* Keep the check's result in the refusal. */
 			o->len = 0;
@@ -691,7 +753,8 @@ static void args_free(struct args_ctx *c)
 
 /* Validation before a commit: known top-level keys, and velod itself
  * accepts the velod subtree (velod --print-config exits 0). */
-static int validate(struct mgmtd *d, char *err, size_t len)
+static int validate(struct mgmtd *d, enum mgmt_store_which w,
+		    const char *model_arg, char *err, size_t len)
 {
 	const char *top[32];
 	unsigned n = mgmt_store_top_keys(d->store, top, 32);
@@ -707,7 +770,11 @@ static int validate(struct mgmtd *d, char *err, size_t len)
 				 top[i]);
 			return -EINVAL;
 		}
-	mgmt_store_each(d->store, MGMT_STORE_CANDIDATE, "velod", args_add, &a);
+	mgmt_store_each(d->store, w, "velod", args_add, &a);
+	if (model_arg && a.n + 2 <= SUPER_ARGS_MAX) {
+		a.v[a.n++] = strdup("--set");
+		a.v[a.n++] = strdup(model_arg);
+	}
 	if (a.overflow) {
 		args_free(&a);
 		snprintf(err, len, "more than %d velod keys", SUPER_ARGS_MAX / 2);
@@ -778,6 +845,10 @@ static void apply(struct mgmtd *d, const char *why)
 	bool same = a.n == d->super.n_args;
 
 	mgmt_store_each(d->store, MGMT_STORE_RUNNING, "velod", args_add, &a);
+	if (d->model_arg && a.n + 2 <= SUPER_ARGS_MAX) {
+		a.v[a.n++] = strdup("--set");
+		a.v[a.n++] = strdup(d->model_arg);
+	}
 	same = a.n == d->super.n_args;
 	for (unsigned i = 0; same && i < a.n; i++)
 		same = !strcmp(a.v[i], d->super.args[i]);
@@ -796,7 +867,7 @@ static void cmd_commit(struct mgmtd *d, struct out *o, uint64_t confirm_ms)
 	int rc;
 
 	pthread_mutex_lock(&d->lock);
-	rc = validate(d, err, sizeof(err));
+	rc = validate(d, MGMT_STORE_CANDIDATE, d->model_arg, err, sizeof(err));
 	if (rc) {
 		pthread_mutex_unlock(&d->lock);
 		mgmt_ctr_inc(MGMT_CTR_commits_refused);
@@ -1253,6 +1324,7 @@ err_pipe:
 	close(sig_pipe[0]);
 	close(sig_pipe[1]);
 err_repo:
+	free(d->model_arg);
 	mgmt_repo_close(d->repo);
 err_store:
 	mgmt_store_close(d->store);

@@ -127,8 +127,11 @@ static void render_metrics(struct page *p)
 	    "vllm:num_requests_waiting %llu\n",
 	    (unsigned long long)(up ? jget(c, "sched.waiting") : 0));
 	{
-		uint64_t used = up ? jget(c, "kv.blocks_used") : 0,
-			 total = up ? jget(c, "kv.blocks_total") : 0;
+		/* Cached blocks hold a reusable prefix but are free to take. */
+		uint64_t used = up ? jget(c, "sched.kv_blocks_used") : 0,
+			 total = up ? used + jget(c, "sched.kv_blocks_free") +
+					      jget(c, "sched.kv_blocks_cached")
+				    : 0;
 
 		put(p, "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means "
 		    "100 percent usage.\n# TYPE vllm:kv_cache_usage_perc gauge\n"
@@ -137,8 +140,10 @@ static void render_metrics(struct page *p)
 	}
 	put(p, "# HELP vllm:request_success_total Count of successfully "
 	    "processed requests.\n# TYPE vllm:request_success_total counter\n");
+	/* vLLM's "stop" is EOS or a stop sequence. */
 	put(p, "vllm:request_success_total{finished_reason=\"stop\"} %llu\n",
-	    (unsigned long long)(up ? jget(c, "sched.done_stop") : 0));
+	    (unsigned long long)(up ? jget(c, "sched.done_stop") +
+					      jget(c, "sched.done_eos") : 0));
 	put(p, "vllm:request_success_total{finished_reason=\"length\"} %llu\n",
 	    (unsigned long long)(up ? jget(c, "sched.done_length") : 0));
 	put(p, "vllm:request_success_total{finished_reason=\"abort\"} %llu\n",
@@ -250,8 +255,9 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn,
 			    ? "does not answer" : "is not running");
 		} else if (strcmp(v.sv.engine_state, "ready")) {
 			code = 503;
-			put(&p, "not ready: engine %s (no model has passed its "
-			    "self-test)\n", v.sv.engine_state);
+			put(&p, "not ready: engine %s (%s)\n", v.sv.engine_state,
+			    v.sv.engine_why[0] ? v.sv.engine_why
+					       : "no model has passed its self-test");
 		} else {
 			put(&p, "ready\n");
 		}

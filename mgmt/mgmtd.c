@@ -277,8 +277,11 @@ static void cmd_show_status(struct mgmtd *d, struct out *o)
 		? "ok (velod answers its control socket)"
 		: "unhealthy (velod does not answer)");
 	say(o, "engine:   %s\n", v.sv.engine_state);
-	say(o, "ready:    %s\n", ready ? "yes"
-		: "no (no model has passed its self-test)");
+	if (ready)
+		say(o, "ready:    yes\n");
+	else
+		say(o, "ready:    no (%s)\n", v.sv.engine_why[0] ? v.sv.engine_why
+			: "no model has passed its self-test");
 	say(o, "restarts: %llu after exits, %llu after wedges, %llu asked\n",
 	    (unsigned long long)mgmt_ctr[MGMT_CTR_velod_exits],
 	    (unsigned long long)mgmt_ctr[MGMT_CTR_velod_wedges],

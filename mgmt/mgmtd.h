@@ -63,6 +63,7 @@ struct super_view {
 	bool ready;			/* ready line seen */
 	bool answering;			/* last heartbeat answered */
 	char engine_state[32];		/* from velod "stats json" */
+	char engine_why[128];		/* its not_ready_reason, if any */
 	char listen[128];		/* from the ready line */
 	uint64_t started_ms, ready_ms, last_ok_ms;	/* CLOCK_MONOTONIC */
 	uint64_t next_start_ms;		/* when stopped: next attempt */

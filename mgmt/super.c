@@ -75,9 +75,15 @@ static void *hb_main(void *arg)
 				s->v.answering = j != NULL;
 				if (j) {
 					s->v.last_ok_ms = mgmt_now_ms();
+					const char *why = json_string_value(
+						json_object_get(j, "not_ready_reason"));
+
 					snprintf(s->v.engine_state,
 						 sizeof(s->v.engine_state), "%s",
 						 es ? es : "unknown");
+					snprintf(s->v.engine_why,
+						 sizeof(s->v.engine_why), "%s",
+						 why ? why : "");
 				}
 			}
 			pthread_mutex_unlock(&s->lock);

@@ -73,6 +73,9 @@ if [ "$rc" = 0 ]; then
 	SERVER=$(velod_field listen)
 	loaded=1
 	note "tiny 1 loaded, self-test passed, engine ready"
+	# One generation, so that the success counter has something to count.
+	expect_rc 0 client gen --max-tokens 4 "Hello"
+	note "generated: $(cat "$T/out")"
 else
 	grep -q 'velod' "$T/err" || fail "load tiny 1 failed without velod's reason"
 	note "velod can not load models: load verified, refused by velod"
@@ -111,6 +114,8 @@ done
 val() { grep -v "^#" "$T/metrics" | grep -F "$1 " | head -1 | awk '{ print $NF }'; }
 [ "$(val velo_velod_up)" = 1 ] || fail "velo_velod_up $(val velo_velod_up)"
 [ "$(val velo_ready)" = "$loaded" ] || fail "velo_ready $(val velo_ready), model loaded: $loaded"
+done_n=$(grep '^vllm:request_success_total' "$T/metrics" | awk '{ s += $NF } END { print s + 0 }')
+[ "$done_n" = "$loaded" ] || fail "vllm:request_success_total sums to $done_n, $loaded generation(s) done"
 [ "$(val 'velo_auth_failures_total{reason="bad_tag"}')" -ge 1 ] ||
 	fail "forged datagrams not counted as auth failures"
 [ "$(val velo_model_images_refused_total)" -ge 4 ] ||

@@ -13,7 +13,7 @@
  *     when a TOKENS chunk is cut; chunks are bounded to what one response
  *     record holds (DP_RESP_TOKENS_MAX ids, DP_RESP_TEXT_MAX bytes).
  *
- * The state is one fixed-size struct (about 2.3 KiB) that lives in the
+ * The state is one fixed-size struct (about 2.9 KiB) that lives in the
  * request's slot; it holds no pointers (it may be copied) and nothing is
  * allocated.  One thread (the scheduler's) uses a given stream.
  *
@@ -91,13 +91,15 @@
 #define ENG_STREAM_STOP_IDS_MAX 64	/* = PROTO_STOP_TOKENS_MAX */
 #define ENG_STREAM_CHUNK_IDS_MAX 32	/* = DP_RESP_TOKENS_MAX */
 #define ENG_STREAM_CHUNK_TEXT_MAX 304	/* = DP_RESP_TEXT_MAX */
-/* Text pending between chunks: a full chunk, the held-back stop-sequence
- * tail and one detokenizer output. */
-#define ENG_STREAM_TEXT_BUF 1024
-/* Largest eng_tok_detok_bytes_max() a stream accepts (init: -E2BIG). */
+/* Text pending between chunks: less than a chunk, the held-back
+ * stop-sequence tail, and what one push adds at most (a detokenizer output
+ * and, when it finishes the stream, the detokenizer's flush). */
+#define ENG_STREAM_TEXT_BUF 1536
+/* Largest eng_tok_detok_bytes_max() a stream accepts (init: -E2BIG):
+ * 584 bytes (the fixture tokenizers need 55 to 124). */
 #define ENG_STREAM_DETOK_BYTES_MAX                                            \
-	(ENG_STREAM_TEXT_BUF - ENG_STREAM_CHUNK_TEXT_MAX -                    \
-	 ENG_STREAM_STOP_SEQ_BYTES_MAX)
+	((ENG_STREAM_TEXT_BUF - ENG_STREAM_CHUNK_TEXT_MAX -                   \
+	  ENG_STREAM_STOP_SEQ_BYTES_MAX) / 2)
 
 /* Parameters, resolved by the scheduler from the INFER and the server's
  * defaults; copied by eng_stream_init(). */

@@ -1,6 +1,24 @@
 // SPDX-License-Identifier: MIT
 /*
- * sched.c — the scheduler thread, no-model edition (see sched.h).
+ * sched.c — the scheduler loop (see sched.h): admission, priority + EDF
+ * waiting queue, continuous batching with chunked prefill, paged KV with
+ * prefix caching (core/kv_cache.h), preemption by recomputation, cancel,
+ * deadlines, streaming (core/stream.h) and DONE accounting.
+ *
+ * A request is (toks[0, n_tot), n_kv): the tokens known so far (prompt, then
+ * every generated token appended) and how many of them are in its KV
+ * blocks.  A step feeds toks[n_kv, n_kv + chunk); when that reaches n_tot
+ * the step asks for logits and the sampled token is appended.  Decode is
+ * chunk 1, prefill any chunk, and a preempted request is simply one whose
+ * n_kv went back to its prefix-cache hit: it recomputes prompt + generated
+ * tokens and then samples exactly what it would have (greedy), with no
+ * special case.
+ *
+ * Bounds: request records per poll cfg.burst; sequences per step seqs_max;
+ * tokens per step step_tokens_max; waiting queue queue_max (sorted insert,
+ * O(queue_max)); every stop-token check O(64).  The response ring is never
+ * overrun: a poll takes requests and runs a step only while the ring has
+ * room for every record they can produce, otherwise it waits (counted).
  */
 #include <errno.h>
 #include <poll.h>
@@ -10,9 +28,43 @@
 
 #include <velo/compiler.h>
 
+#include "../tools/lib/clock.h"
 #include "../tools/lib/cpu.h"
 #include "../tools/lib/log.h"
-#include "sched.h"
+#include "core/kv_cache.h"
+#include "core/stream.h"
+#include "sched_priv.h"
+
+/* Penalty window of every request's sampler (tokens). */
+#define SAMPLER_WINDOW CONFIG_ENGINE_SCHED_PENALTY_WINDOW
+/* EWMA weight of a new step measurement. */
+#define EWMA_NEW (1.0 / (1 << CONFIG_ENGINE_SCHED_EWMA_SHIFT))
+
+enum req_state { REQ_FREE = 0, REQ_WAITING, REQ_RUNNING };
+
+struct eng_sched_req {
+	uint8_t state;			/* enum req_state */
+	uint8_t prio;
+	uint8_t model;
+	uint8_t ignore_eos;
+	uint8_t in_step;		/* in the step being built */
+	uint8_t reserved[3];
+	uint16_t sess_slot;
+	uint16_t reserved1;
+	uint32_t sess_gen;
+	uint32_t slot;
+	uint64_t request_id;
+	uint64_t order;			/* admission order (ties) */
+	uint64_t arrival_ns, run_ns, prefill_ns, first_tok_ns, last_tok_ns;
+	uint64_t deadline_ns;		/* monotonic; UINT64_MAX: none */
+	uint32_t *toks;			/* (tok_cap) prompt + generated */
+	uint32_t n_prompt, n_tot, n_kv, n_cached;
+	uint32_t max_tokens, min_tokens;
+	uint32_t preempted;
+	struct eng_sampler *sampler;
+	struct eng_kvc_seq kseq;	/* block table: blk_mem */
+	struct eng_stream stream;
+};
 
 static const struct ctr_desc eng_sched_ctr_desc[ENG_SCHED_CTR__COUNT] = {
 #define X(name, help) { #name, help },
@@ -28,6 +80,12 @@ void eng_sched_config_default(struct eng_sched_config *c)
 	c->idle_polls = 64;
 	c->idle_sleep_us = 1000;
 	c->burst = 32;
+	c->text_bytes_max = 4096;
+}
+
+static size_t sampler_bytes(void)
+{
+	return ALIGN_UP(eng_sampler_size(SAMPLER_WINDOW), (size_t)64);
 }
 
 int eng_sched_init(struct eng_sched *s, const struct eng_sched_config *cfg,
@@ -40,21 +98,30 @@ int eng_sched_init(struct eng_sched *s, const struct eng_sched_config *cfg,
 		return -EINVAL;
 	s->cfg = *cfg;
 	s->rings = rings;
-	s->slot_state = calloc(rings->n_slots, sizeof(*s->slot_state));
-	if (!s->slot_state)
-		return -ENOMEM;
+	s->reqs = calloc(rings->n_slots, sizeof(*s->reqs));
+	s->sampler_mem = aligned_alloc(64, rings->n_slots * sampler_bytes());
+	if (!s->reqs || !s->sampler_mem) {
+		rc = -ENOMEM;
+		goto err_free;
+	}
+	for (unsigned i = 0; i < rings->n_slots; i++)
+		s->reqs[i].slot = i;
 	if (register_counters) {
 		rc = ctr_block_register("sched", eng_sched_ctr_desc, s->ctr,
 					ENG_SCHED_CTR__COUNT);
-		if (rc) {
-			free(s->slot_state);
-			s->slot_state = NULL;
-			return rc;
-		}
+		if (rc)
+			goto err_free;
 		s->registered = true;
 	}
 	dp_rings_engine_state_set(rings, PROTO_STATE_NOT_READY);
 	return 0;
+
+err_free:
+	free(s->sampler_mem);
+	free(s->reqs);
+	s->reqs = NULL;
+	s->sampler_mem = NULL;
+	return rc;
 }
 
 void eng_sched_fini(struct eng_sched *s)
@@ -63,86 +130,791 @@ void eng_sched_fini(struct eng_sched *s)
 		eng_sched_stop(s);
 	if (s->registered)
 		ctr_block_unregister(s->ctr);
-	free(s->slot_state);
+	for (unsigned i = 0; i < s->n_models; i++)
+		sched_model_destroy(s->models[i]);
+	free(s->tok_mem);
+	free(s->blk_mem);
+	free(s->sampler_mem);
+	free(s->reqs);
 	memset(s, 0, sizeof(*s));
 }
 
-/* Send a response, or hold it when the ring is full (returns false). */
-static bool resp_send(struct eng_sched *s, const struct dp_resp *r)
+/* Init time (model load): every request's token array holds @cap ids. */
+int sched_tok_cap_ensure(struct eng_sched *s, uint32_t cap, uint32_t blocks)
 {
-	if (dp_resp_enqueue(s->rings, r))
-		return true;
-	s->pending = *r;
-	s->has_pending = true;
-	s->ctr[ENG_SCHED_CTR_resp_ring_full]++;
-	return false;
+	uint32_t *mem, *bmem;
+
+	if (cap <= s->tok_cap && blocks <= s->blk_cap)
+		return 0;
+	cap = MAX(cap, s->tok_cap);
+	blocks = MAX(blocks, s->blk_cap);
+	mem = malloc((size_t)s->rings->n_slots * cap * sizeof(*mem));
+	bmem = malloc((size_t)s->rings->n_slots * blocks * sizeof(*bmem));
+	if (!mem || !bmem) {
+		free(mem);
+		free(bmem);
+		return -ENOMEM;
+	}
+	free(s->tok_mem);
+	free(s->blk_mem);
+	s->tok_mem = mem;
+	s->blk_mem = bmem;
+	s->tok_cap = cap;
+	s->blk_cap = blocks;
+	for (unsigned i = 0; i < s->rings->n_slots; i++) {
+		s->reqs[i].toks = mem + (size_t)i * cap;
+		eng_kvc_seq_init(&s->reqs[i].kseq, bmem + (size_t)i * blocks, blocks);
+	}
+	return 0;
 }
 
-static void resp_init(struct dp_resp *r, const struct dp_req_msg *m,
-		      enum dp_resp_kind kind, uint8_t flags)
+/* ------------------------------------------------------------------------
+ * Responses.  Callers checked that the ring has room (resp_room).
+ */
+
+static unsigned resp_room(const struct eng_sched *s)
 {
-	memset(r, 0, offsetof(struct dp_resp, tokens));
-	r->kind = (uint8_t)kind;
-	r->flags = flags;
-	r->sess_slot = m->sess_slot;
-	r->sess_gen = m->sess_gen;
-	r->req_slot = m->req_slot;
-	r->request_id = m->request_id;
+	unsigned cap = ck_ring_capacity(&s->rings->resp) - 1;
+	unsigned used = ck_ring_size(&s->rings->resp);
+
+	return used < cap ? cap - used : 0;
 }
 
-static bool handle_infer(struct eng_sched *s, const struct dp_req_msg *m)
+static struct dp_resp *resp_get(struct eng_sched *s, const struct eng_sched_req *r,
+				enum dp_resp_kind kind, uint8_t flags)
 {
-	static const char text[] = "no model loaded";
-	struct eng_slot_state *st = &s->slot_state[m->req_slot];
-	struct dp_resp r;
+	struct dp_resp *p = dp_resp_reserve(s->rings);
+
+	/* VERIFY: the room was checked; a miss is a scheduler bug. */
+	VERIFY(p);
+	memset(p, 0, offsetof(struct dp_resp, tokens));
+	p->kind = (uint8_t)kind;
+	p->flags = flags;
+	p->sess_slot = r->sess_slot;
+	p->sess_gen = r->sess_gen;
+	p->req_slot = r->slot;
+	p->request_id = r->request_id;
+	return p;
+}
+
+static void resp_put(struct eng_sched *s)
+{
+	dp_resp_commit(s->rings);
+	s->sent++;
+}
+
+static void reject(struct eng_sched *s, struct eng_sched_req *r, uint16_t code,
+		   uint32_t retry_ms, const char *text, enum eng_sched_ctr c)
+{
+	struct dp_resp *p = resp_get(s, r, DP_RESP_REJECT, DP_RESP_F_FINAL);
+	size_t n = strlen(text);
+
+	p->u.reject.request_id = r->request_id;
+	p->u.reject.code = code;
+	p->u.reject.retry_after_ms = retry_ms;
+	n = MIN(n, sizeof(p->text));
+	memcpy(p->text, text, n);
+	p->text_len = (uint16_t)n;
+	resp_put(s);
+	s->ctr[c]++;
+	r->state = REQ_FREE;
+}
+
+/* Every chunk the stream has ready, one TOKENS record each (the stream
+ * cuts chunks to what one record holds). */
+static void send_ready(struct eng_sched *s, struct eng_sched_req *r)
+{
+	while (eng_stream_ready(&r->stream)) {
+		struct dp_resp *p = resp_get(s, r, DP_RESP_TOKENS, 0);
+		uint16_t nt = 0, nx = 0, fl = 0;
+		uint32_t fi = 0;
+
+		eng_stream_take_chunk(&r->stream, p->tokens, &nt, p->text, &nx,
+				      &fl, &fi);
+		p->n_tokens = nt;
+		p->text_len = nx;
+		p->u.tokens.request_id = r->request_id;
+		p->u.tokens.first_index = fi;
+		p->u.tokens.flags = fl;
+		resp_put(s);
+		s->ctr[ENG_SCHED_CTR_tokens_msgs]++;
+	}
+}
+
+static uint32_t us_between(uint64_t a, uint64_t b)
+{
+	return b > a ? (uint32_t)MIN((b - a) / 1000, (uint64_t)UINT32_MAX) : 0;
+}
+
+static void req_release_kv(struct eng_sched_model *sm, struct eng_sched_req *r)
+{
+	if (r->state == REQ_RUNNING)
+		eng_kvc_seq_release(sm->kv, &r->kseq);
+}
+
+static void queue_remove(uint32_t *q, uint32_t *n, uint32_t idx)
+{
+	for (uint32_t i = 0; i < *n; i++)
+		if (q[i] == idx) {
+			memmove(q + i, q + i + 1, (*n - i - 1) * sizeof(*q));
+			(*n)--;
+			return;
+		}
+}
+
+/* Earlier in the waiting order: priority class, deadline, admission. */
+static bool before(const struct eng_sched_req *a, const struct eng_sched_req *b)
+{
+	if (a->prio != b->prio)
+		return a->prio < b->prio;
+	if (a->deadline_ns != b->deadline_ns)
+		return a->deadline_ns < b->deadline_ns;
+	return a->order < b->order;
+}
+
+static void waiting_insert(struct eng_sched *s, struct eng_sched_model *sm,
+			   struct eng_sched_req *r)
+{
+	uint32_t i = sm->n_waiting;
+
+	while (i && before(r, &s->reqs[sm->waiting[i - 1]])) {
+		sm->waiting[i] = sm->waiting[i - 1];
+		i--;
+	}
+	sm->waiting[i] = r->slot;
+	sm->n_waiting++;
+	r->state = REQ_WAITING;
+}
+
+/* Finish: flush the stream, DONE (final), free everything.  The caller
+ * checked room for the flush records and DONE. */
+static void finish(struct eng_sched *s, struct eng_sched_model *sm,
+		   struct eng_sched_req *r, enum proto_finish why)
+{
+	static const enum eng_sched_ctr fc[] = {
+		[PROTO_FINISH_EOS] = ENG_SCHED_CTR_done_eos,
+		[PROTO_FINISH_STOP_SEQUENCE] = ENG_SCHED_CTR_done_stop,
+		[PROTO_FINISH_STOP_TOKEN] = ENG_SCHED_CTR_done_stop,
+		[PROTO_FINISH_LENGTH] = ENG_SCHED_CTR_done_length,
+		[PROTO_FINISH_CANCELLED] = ENG_SCHED_CTR_done_cancel,
+		[PROTO_FINISH_DEADLINE] = ENG_SCHED_CTR_done_deadline,
+		[PROTO_FINISH_DRAINED] = ENG_SCHED_CTR_done_cancel,
+		[PROTO_FINISH_ERROR] = ENG_SCHED_CTR_done_error,
+	};
+	uint32_t ngen = r->n_tot - r->n_prompt;
+	struct dp_resp *p;
+	size_t nl, vl;
+
+	/* the held-back text and the LAST chunk (no-op when the stream
+	 * itself decided the end) */
+	if (eng_stream_finish_reason(&r->stream) < 0)
+		eng_stream_finish(&r->stream, sm->tok, why);
+	send_ready(s, r);
+	p = resp_get(s, r, DP_RESP_DONE, DP_RESP_F_FINAL);
+	p->u.done.request_id = r->request_id;
+	p->u.done.prompt_tokens = r->n_prompt;
+	p->u.done.cached_prompt_tokens = r->n_cached;
+	p->u.done.completion_tokens = ngen;
+	p->u.done.finish_reason = (uint8_t)why;
+	p->u.done.queue_us = r->run_ns ? us_between(r->arrival_ns, r->run_ns) :
+				 us_between(r->arrival_ns, clock_mono_ns());
+	p->u.done.prefill_us = r->prefill_ns ? us_between(r->run_ns, r->prefill_ns) : 0;
+	p->u.done.ttft_us = r->first_tok_ns ? us_between(r->arrival_ns, r->first_tok_ns) : 0;
+	p->u.done.decode_us = r->first_tok_ns ? us_between(r->first_tok_ns, r->last_tok_ns) : 0;
+	p->u.done.mean_itl_us = ngen > 1 ? p->u.done.decode_us / (ngen - 1) : 0;
+	nl = strnlen(sm->st.name, sizeof(sm->st.name));
+	vl = strnlen(sm->st.version, sizeof(sm->st.version));
+	memcpy(p->text, sm->st.name, nl);
+	memcpy(p->text + nl, sm->st.version, vl);
+	p->name_len = (uint16_t)nl;
+	p->text_len = (uint16_t)(nl + vl);
+	resp_put(s);
+	s->ctr[fc[why]]++;
+	if (r->state == REQ_RUNNING) {
+		req_release_kv(sm, r);
+		queue_remove(sm->running, &sm->n_running, r->slot);
+	} else if (r->state == REQ_WAITING) {
+		queue_remove(sm->waiting, &sm->n_waiting, r->slot);
+	}
+	r->state = REQ_FREE;
+}
+
+/* ------------------------------------------------------------------------
+ * Admission.
+ */
+
+static struct eng_sched_model *model_find(struct eng_sched *s,
+					  const struct dp_req_slot *q)
+{
+	const char *name = dp_req_str(q, q->model);
+	const char *ver = dp_req_str(q, q->version);
+	struct eng_sched_model *label_hit = NULL;
+
+	for (unsigned i = 0; i < s->n_models; i++) {
+		struct eng_sched_model *sm = s->models[i];
+
+		if (sm->st.state != ENG_MODEL_READY)
+			continue;
+		if (q->f.model_id && q->f.model_id != sm->st.id)
+			continue;
+		if (q->model.len && (q->model.len != strlen(sm->st.name) ||
+				     memcmp(name, sm->st.name, q->model.len)))
+			continue;
+		if (!q->version.len) {
+			if (!strcmp(sm->st.label, "production"))
+				return sm;
+			if (!label_hit)
+				label_hit = sm;
+			continue;
+		}
+		if ((q->version.len == strlen(sm->st.version) &&
+		     !memcmp(ver, sm->st.version, q->version.len)) ||
+		    (q->version.len == strlen(sm->st.label) &&
+		     !memcmp(ver, sm->st.label, q->version.len)))
+			return sm;
+	}
+	return q->version.len ? NULL : label_hit;
+}
+
+static void sampler_params(const struct proto_infer *f,
+			   struct eng_sampler_params *p)
+{
+	eng_sampler_params_default(p);
+	p->temperature = f->temperature;
+	p->top_k = f->top_k;
+	p->top_p = f->top_p > 0 ? f->top_p : 1.0f;
+	p->min_p = f->min_p;
+	p->repetition_penalty = f->repetition_penalty > 0 ? f->repetition_penalty : 1.0f;
+	p->presence_penalty = f->presence_penalty;
+	p->frequency_penalty = f->frequency_penalty;
+	p->penalty_window = SAMPLER_WINDOW;
+	p->seed = f->seed;
+}
+
+/* Handle one INFER.  Produces exactly one record (ACCEPT or REJECT). */
+static void handle_infer(struct eng_sched *s, const struct dp_req_msg *m)
+{
+	struct eng_sched_req *r = &s->reqs[m->req_slot];
+	const struct dp_req_slot *q = &s->rings->slots[m->req_slot];
+	struct eng_sampler_params sp;
+	struct eng_stream_params stp;
+	struct eng_sched_model *sm;
+	uint64_t now = clock_mono_ns(), est;
+	struct dp_resp *p;
+	char why[96];
+	int rc;
 
 	s->ctr[ENG_SCHED_CTR_infer_rx]++;
-	/* No model: admitted and refused at once.  (The serving path marks
-	 * the slot active here and keeps it until DONE.) */
-	st->active = 0;
-	resp_init(&r, m, DP_RESP_REJECT, DP_RESP_F_FINAL);
-	r.u.reject.request_id = m->request_id;
-	r.u.reject.code = PROTO_E_NOT_READY;
-	r.u.reject.retry_after_ms = 0;
-	memcpy(r.text, text, sizeof(text) - 1);
-	r.text_len = sizeof(text) - 1;
-	s->ctr[ENG_SCHED_CTR_reject_not_ready]++;
-	return resp_send(s, &r);
+	r->state = REQ_FREE;
+	r->sess_slot = m->sess_slot;
+	r->sess_gen = m->sess_gen;
+	r->request_id = m->request_id;
+	sm = model_find(s, q);
+	if (!sm) {
+		if (!s->ctr[ENG_SCHED_CTR_models_ready])
+			reject(s, r, PROTO_E_NOT_READY, 1000, "no model loaded",
+			       ENG_SCHED_CTR_reject_not_ready);
+		else
+			reject(s, r, PROTO_E_UNKNOWN_MODEL, 0,
+			       "no such model, id, version or label",
+			       ENG_SCHED_CTR_reject_unknown_model);
+		return;
+	}
+	r->model = (uint8_t)sm->index;
+	/* the prompt */
+	if (q->f.flags & PROTO_INFER_PROMPT_TOKENS) {
+		if (q->n_prompt_tokens >= sm->ctx_max) {
+			reject(s, r, PROTO_E_TOO_LARGE, 0, "prompt too long for the context",
+			       ENG_SCHED_CTR_reject_too_large);
+			return;
+		}
+		for (uint32_t i = 0; i < q->n_prompt_tokens; i++) {
+			if (q->prompt_tokens[i] >= sm->vocab) {
+				reject(s, r, PROTO_E_INVALID_PARAM, 0,
+				       "prompt token id beyond the vocabulary",
+				       ENG_SCHED_CTR_reject_invalid);
+				return;
+			}
+			r->toks[i] = q->prompt_tokens[i];
+		}
+		r->n_prompt = q->n_prompt_tokens;
+	} else if (q->f.flags & PROTO_INFER_PROMPT_TEXT) {
+		size_t n = 0;
+
+		/* BOS and friends as the tokenizer's template adds them. */
+		rc = eng_tok_encode(sm->tok, dp_req_str(q, q->prompt_text),
+				    q->prompt_text.len, true, r->toks,
+				    sm->ctx_max - 1, &n);
+		if (rc == -ENOSPC || rc == -E2BIG) {
+			reject(s, r, PROTO_E_TOO_LARGE, 0, "prompt too long for the context",
+			       ENG_SCHED_CTR_reject_too_large);
+			return;
+		}
+		if (rc) {
+			reject(s, r, PROTO_E_INVALID, 0, "prompt text could not be tokenized",
+			       ENG_SCHED_CTR_reject_invalid);
+			return;
+		}
+		r->n_prompt = (uint32_t)n;
+	} else {
+		/* Chat templates are not applied by this scheduler yet. */
+		reject(s, r, PROTO_E_INVALID_PARAM, 0,
+		       "chat messages not supported: send the prompt as text or tokens",
+		       ENG_SCHED_CTR_reject_invalid);
+		return;
+	}
+	if (!r->n_prompt) {
+		reject(s, r, PROTO_E_INVALID, 0, "empty prompt",
+		       ENG_SCHED_CTR_reject_invalid);
+		return;
+	}
+	if (q->n_logit_bias || q->f.logprobs) {
+		reject(s, r, PROTO_E_INVALID_PARAM, 0,
+		       "logit_bias and logprobs are not supported yet",
+		       ENG_SCHED_CTR_reject_invalid);
+		return;
+	}
+	sampler_params(&q->f, &sp);
+	r->sampler = eng_sampler_init(s->sampler_mem + (size_t)r->slot * sampler_bytes(),
+				      sampler_bytes(), &sp, SAMPLER_WINDOW);
+	if (!r->sampler) {
+		reject(s, r, PROTO_E_INVALID_PARAM, 0, "sampling parameter out of range",
+		       ENG_SCHED_CTR_reject_invalid);
+		return;
+	}
+	r->max_tokens = q->f.max_tokens ? q->f.max_tokens : sm->ctx_max;
+	r->min_tokens = q->f.min_tokens;
+	memset(&stp, 0, sizeof(stp));
+	stp.mode = (enum proto_stream)q->f.stream;
+	stp.every_k = q->f.stream_k;
+	stp.max_tokens = r->max_tokens;
+	stp.min_tokens = r->min_tokens;
+	stp.eos_id = sm->m->cfg.n_eos ? sm->m->cfg.eos_ids[0] : ENG_TOK_NONE;
+	stp.ignore_eos = !!(q->f.flags & PROTO_INFER_IGNORE_EOS);
+	stp.detok_flags = ENG_DETOK_SKIP_SPECIAL |
+		((q->f.flags & PROTO_INFER_PROMPT_TEXT) ? ENG_DETOK_CONTINUE : 0);
+	stp.stop_ids = q->stop_tokens;
+	stp.n_stop_ids = q->n_stop_tokens;
+	for (uint32_t i = 0; i < q->n_stop_seqs && i < ENG_STREAM_STOP_SEQS_MAX; i++) {
+		stp.stop_seqs[i] = dp_req_str(q, q->stop_seqs[i]);
+		stp.stop_seq_lens[i] = q->stop_seqs[i].len;
+	}
+	stp.n_stop_seqs = q->n_stop_seqs;
+	rc = eng_stream_init(&r->stream, sm->tok, &stp);
+	if (rc) {
+		reject(s, r, PROTO_E_INVALID_PARAM, 0, "stream parameters out of range",
+		       ENG_SCHED_CTR_reject_invalid);
+		return;
+	}
+	for (uint32_t i = 0; i < r->n_prompt; i++)
+		eng_sampler_accept(r->sampler, r->toks[i]);
+	r->n_tot = r->n_prompt;
+	r->n_kv = 0;
+	r->n_cached = 0;
+	r->preempted = 0;
+	r->prio = q->f.priority;
+	r->ignore_eos = !!(q->f.flags & PROTO_INFER_IGNORE_EOS);
+	r->arrival_ns = q->arrival_ns ? q->arrival_ns : now;
+	r->run_ns = r->prefill_ns = r->first_tok_ns = r->last_tok_ns = 0;
+	r->deadline_ns = UINT64_MAX;
+	if (q->f.deadline_ns) {
+		uint64_t real = clock_real_ns();
+
+		r->deadline_ns = q->f.deadline_ns > real ?
+				 now + (q->f.deadline_ns - real) : now;
+	}
+	/* Feasibility from measured costs: the whole prompt's prefill plus
+	 * the decodes min_tokens needs (at least the first token), after the
+	 * queue ahead at one step each. */
+	est = (uint64_t)(sm->prefill_ns_tok * r->n_prompt +
+			 sm->decode_ns_step * MAX(r->min_tokens, 1u));
+	if (r->deadline_ns != UINT64_MAX && now + est > r->deadline_ns) {
+		snprintf(why, sizeof(why), "deadline infeasible: needs about %llu us",
+			 (unsigned long long)(est / 1000));
+		reject(s, r, PROTO_E_DEADLINE, 0, why, ENG_SCHED_CTR_reject_deadline);
+		return;
+	}
+	if (q->f.ttft_target_us &&
+	    sm->prefill_ns_tok * r->n_prompt > q->f.ttft_target_us * 1000.0) {
+		reject(s, r, PROTO_E_DEADLINE, 0, "TTFT target infeasible",
+		       ENG_SCHED_CTR_reject_deadline);
+		return;
+	}
+	if (sm->n_waiting >= sm->queue_max) {
+		uint32_t retry = (uint32_t)MIN(sm->decode_ns_step * 16 / 1e6 + 1, 1000.0);
+
+		reject(s, r, PROTO_E_OVERLOADED, retry, "queue full",
+		       ENG_SCHED_CTR_reject_overloaded);
+		return;
+	}
+	r->order = ++s->order;
+	waiting_insert(s, sm, r);
+	p = resp_get(s, r, DP_RESP_ACCEPT, 0);
+	p->u.accept.request_id = r->request_id;
+	p->u.accept.queue_position = sm->n_waiting - 1;
+	p->u.accept.server_time_ns = clock_real_ns();
+	resp_put(s);
+	s->ctr[ENG_SCHED_CTR_accepted]++;
 }
 
-static bool handle_cancel(struct eng_sched *s, const struct dp_req_msg *m)
+/* CANCEL: CANCEL_ACK, and for a request in flight its DONE CANCELLED
+ * (the final record that gives the slot back); its blocks are freed now. */
+static void handle_cancel(struct eng_sched *s, const struct dp_req_msg *m)
 {
-	struct eng_slot_state *st = &s->slot_state[m->req_slot];
-	bool found = st->active && st->request_id == m->request_id &&
-		     st->sess_gen == m->sess_gen && st->sess_slot == m->sess_slot;
-	struct dp_resp r;
+	struct eng_sched_req *r = &s->reqs[m->req_slot];
+	bool found = r->state != REQ_FREE && r->request_id == m->request_id &&
+		     r->sess_gen == m->sess_gen && r->sess_slot == m->sess_slot;
+	struct eng_sched_req tmp;
+	struct dp_resp *p;
 
 	s->ctr[ENG_SCHED_CTR_cancel_rx]++;
 	s->ctr[found ? ENG_SCHED_CTR_cancel_found : ENG_SCHED_CTR_cancel_not_found]++;
-	resp_init(&r, m, DP_RESP_CANCEL_ACK, 0);
-	r.u.cancel_ack.request_id = m->request_id;
-	r.u.cancel_ack.found = found;
-	r.u.cancel_ack.tokens_generated = 0;
-	return resp_send(s, &r);
+	if (!found) {
+		memset(&tmp, 0, sizeof(tmp));
+		tmp.sess_slot = m->sess_slot;
+		tmp.sess_gen = m->sess_gen;
+		tmp.slot = m->req_slot;
+		tmp.request_id = m->request_id;
+		r = &tmp;
+	}
+	p = resp_get(s, r, DP_RESP_CANCEL_ACK, 0);
+	p->u.cancel_ack.request_id = m->request_id;
+	p->u.cancel_ack.found = found;
+	p->u.cancel_ack.tokens_generated = found ? r->n_tot - r->n_prompt : 0;
+	resp_put(s);
+	if (found)
+		finish(s, s->models[r->model], r, PROTO_FINISH_CANCELLED);
 }
+
+/* ------------------------------------------------------------------------
+ * Steps.
+ */
+
+#define FINISH_RECORDS_MAX SCHED_FINISH_RECORDS_MAX
+
+/* Worst-case records one step of @sm sends: per sequence its chunks and
+ * DONE. */
+static unsigned step_records_max(const struct eng_sched_model *sm)
+{
+	return sm->budget.seqs_max * FINISH_RECORDS_MAX + 4;
+}
+
+static void update_gauges(struct eng_sched *s)
+{
+	uint64_t qd = 0, run = 0, used = 0, fr = 0, cached = 0;
+
+	for (unsigned i = 0; i < s->n_models; i++) {
+		struct eng_sched_model *sm = s->models[i];
+		const uint64_t *kc;
+
+		if (sm->st.state != ENG_MODEL_READY)
+			continue;
+		qd += sm->n_waiting;
+		run += sm->n_running;
+		kc = eng_kvc_counters(sm->kv);
+		used += kc[ENG_KVC_CTR_blocks_used];
+		fr += kc[ENG_KVC_CTR_blocks_free] + kc[ENG_KVC_CTR_blocks_cached];
+		cached += kc[ENG_KVC_CTR_blocks_cached];
+	}
+	s->ctr[ENG_SCHED_CTR_waiting] = qd;
+	s->ctr[ENG_SCHED_CTR_running] = run;
+	s->ctr[ENG_SCHED_CTR_kv_blocks_used] = used;
+	s->ctr[ENG_SCHED_CTR_kv_blocks_free] = fr;
+	s->ctr[ENG_SCHED_CTR_kv_blocks_cached] = cached;
+}
+
+/* Expire requests whose deadline passed: DONE DEADLINE. */
+static void expire(struct eng_sched *s, struct eng_sched_model *sm, uint64_t now)
+{
+	for (uint32_t i = sm->n_running; i-- > 0;) {
+		struct eng_sched_req *r = &s->reqs[sm->running[i]];
+
+		if (r->deadline_ns <= now && resp_room(s) >= FINISH_RECORDS_MAX)
+			finish(s, sm, r, PROTO_FINISH_DEADLINE);
+	}
+	for (uint32_t i = sm->n_waiting; i-- > 0;) {
+		struct eng_sched_req *r = &s->reqs[sm->waiting[i]];
+
+		if (r->deadline_ns <= now && resp_room(s) >= FINISH_RECORDS_MAX)
+			finish(s, sm, r, PROTO_FINISH_DEADLINE);
+	}
+}
+
+/* The running request to preempt: lowest priority class, then latest
+ * deadline, then latest admitted.  Never @keep. */
+static struct eng_sched_req *victim(struct eng_sched *s, struct eng_sched_model *sm,
+				    const struct eng_sched_req *keep)
+{
+	struct eng_sched_req *v = NULL;
+
+	for (uint32_t i = 0; i < sm->n_running; i++) {
+		struct eng_sched_req *r = &s->reqs[sm->running[i]];
+
+		if (r == keep || r->in_step)
+			continue;
+		if (!v || before(v, r))
+			v = r;
+	}
+	return v;
+}
+
+static void preempt(struct eng_sched *s, struct eng_sched_model *sm,
+		    struct eng_sched_req *r)
+{
+	eng_kvc_seq_release(sm->kv, &r->kseq);
+	queue_remove(sm->running, &sm->n_running, r->slot);
+	r->n_kv = 0;
+	r->preempted++;
+	s->ctr[ENG_SCHED_CTR_preemptions]++;
+	/* Back to the waiting queue even over queue_max: it was admitted. */
+	if (sm->n_waiting < sm->queue_max + s->rings->n_slots)
+		waiting_insert(s, sm, r);
+}
+
+/*
+ * Make room for @r to hold @positions: reserve, preempting running
+ * requests that come after @r in the order (never one before it) while
+ * the pool is short.  Return: 0, or -ENOSPC.
+ */
+static int kv_reserve(struct eng_sched *s, struct eng_sched_model *sm,
+		      struct eng_sched_req *r, uint32_t positions)
+{
+	for (;;) {
+		struct eng_sched_req *v;
+		int rc = eng_kvc_seq_reserve(sm->kv, &r->kseq, positions);
+
+		if (rc != -ENOSPC)
+			return rc;
+		v = victim(s, sm, r);
+		if (!v || before(v, r))
+			return -ENOSPC;
+		preempt(s, sm, v);
+	}
+}
+
+/* A token was sampled for @r: append, stream, maybe finish. */
+static void token_out(struct eng_sched *s, struct eng_sched_model *sm,
+		      struct eng_sched_req *r, uint32_t t, uint64_t now)
+{
+	int rc;
+
+	r->toks[r->n_tot++] = t;
+	eng_sampler_accept(r->sampler, t);
+	if (!r->first_tok_ns)
+		r->first_tok_ns = now;
+	r->last_tok_ns = now;
+	s->ctr[ENG_SCHED_CTR_tokens_decoded]++;
+	rc = eng_stream_push(&r->stream, sm->tok, t, NULL);
+	send_ready(s, r);
+	if (rc == 1)
+		finish(s, sm, r, (enum proto_finish)eng_stream_finish_reason(&r->stream));
+	else if (rc < 0)
+		finish(s, sm, r, PROTO_FINISH_ERROR);
+	else if (r->n_tot >= sm->ctx_max)
+		finish(s, sm, r, PROTO_FINISH_LENGTH);
+}
+
+/* Add @r's next chunk to the step (at most @budget tokens).  Returns the
+ * tokens added, 0 when it could not be placed. */
+static uint32_t step_add(struct eng_sched *s, struct eng_sched_model *sm,
+			 struct eng_sched_req *r, uint32_t budget, uint32_t *n)
+{
+	uint32_t chunk = MIN(r->n_tot - r->n_kv, budget);
+	struct eng_seq_in *in = &sm->seq_in[*n];
+	const uint32_t *blocks;
+	uint32_t nb;
+
+	if (!chunk || kv_reserve(s, sm, r, r->n_kv + chunk))
+		return 0;
+	blocks = r->kseq.blocks;
+	nb = r->kseq.n_blocks;
+	in->tokens = r->toks + r->n_kv;
+	in->n_tokens = chunk;
+	in->pos = r->n_kv;
+	in->blocks = blocks;
+	in->n_blocks = nb;
+	in->flags = r->n_kv + chunk == r->n_tot ? ENG_SEQ_LOGITS : 0;
+	sm->step_req[*n] = r;
+	r->in_step = 1;
+	sm->samplers[*n] = in->flags ? r->sampler : NULL;
+	(*n)++;
+	return chunk;
+}
+
+static void step_hist(struct eng_sched *s, uint64_t ns)
+{
+	enum eng_sched_ctr c = ns < 100000 ? ENG_SCHED_CTR_step_lt_100us :
+			       ns < 300000 ? ENG_SCHED_CTR_step_lt_300us :
+			       ns < 1000000 ? ENG_SCHED_CTR_step_lt_1ms :
+			       ns < 3000000 ? ENG_SCHED_CTR_step_lt_3ms :
+			       ns < 10000000 ? ENG_SCHED_CTR_step_lt_10ms :
+			       ns < 30000000 ? ENG_SCHED_CTR_step_lt_30ms :
+			       ENG_SCHED_CTR_step_ge_30ms;
+	s->ctr[c]++;
+}
+
+/* Running requests in priority / deadline order (insertion sort,
+ * seqs_max at most), so that the first ones get their blocks first. */
+static void running_sort(struct eng_sched *s, struct eng_sched_model *sm)
+{
+	for (uint32_t i = 1; i < sm->n_running; i++) {
+		uint32_t x = sm->running[i], j = i;
+
+		while (j && before(&s->reqs[x], &s->reqs[sm->running[j - 1]])) {
+			sm->running[j] = sm->running[j - 1];
+			j--;
+		}
+		sm->running[j] = x;
+	}
+}
+
+/* One step of @sm.  Returns 1 when a step ran. */
+static unsigned model_step(struct eng_sched *s, struct eng_sched_model *sm)
+{
+	uint32_t budget = sm->budget.step_tokens_max, n = 0, prefill = 0, dec = 0;
+	uint64_t t0, t1;
+	int rc;
+
+	t0 = clock_mono_ns();
+	expire(s, sm, t0);
+	if (!sm->n_running && !sm->n_waiting)
+		return 0;
+	if (resp_room(s) < step_records_max(sm)) {
+		s->ctr[ENG_SCHED_CTR_resp_ring_full]++;
+		return 0;
+	}
+	running_sort(s, sm);
+	/* 1. decodes of running requests first (a long prompt never stalls
+	 *    them), then 2. their unfinished prefills.  A running request
+	 *    that cannot get its blocks (everything ahead of it holds them)
+	 *    is preempted itself. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (uint32_t i = 0; i < sm->n_running && n < sm->budget.seqs_max &&
+		     budget; i++) {
+			struct eng_sched_req *r = &s->reqs[sm->running[i]];
+			bool decode = r->n_tot - r->n_kv == 1;
+			uint32_t k;
+
+			if (decode != (pass == 0))
+				continue;
+			if (r->in_step)
+				continue;
+			k = step_add(s, sm, r, budget, &n);
+			if (!k) {
+				if (r->state == REQ_RUNNING) {
+					preempt(s, sm, r);
+					i--;
+				}
+				continue;
+			}
+			budget -= k;
+			if (decode)
+				dec++;
+			else
+				prefill += k;
+		}
+	}
+	/* 3. waiting requests in priority / deadline order */
+	while (sm->n_waiting && n < sm->budget.seqs_max && budget &&
+	       sm->n_running < sm->budget.seqs_max) {
+		struct eng_sched_req *r = &s->reqs[sm->waiting[0]];
+		uint32_t cached, k;
+
+		rc = eng_kvc_seq_begin(sm->kv, &r->kseq, r->toks, r->n_tot);
+		if (rc < 0)
+			break;
+		cached = (uint32_t)rc;
+		memmove(sm->waiting, sm->waiting + 1, (sm->n_waiting - 1) * sizeof(uint32_t));
+		sm->n_waiting--;
+		r->state = REQ_RUNNING;
+		sm->running[sm->n_running++] = r->slot;
+		r->n_kv = cached;
+		if (!r->preempted) {
+			r->n_cached = cached;
+			s->ctr[ENG_SCHED_CTR_prefix_hit_tokens] += cached;
+		}
+		if (!r->run_ns)
+			r->run_ns = t0;
+		k = step_add(s, sm, r, budget, &n);
+		if (!k) {
+			/* no blocks even after preemption: back in line */
+			eng_kvc_seq_release(sm->kv, &r->kseq);
+			sm->n_running--;
+			r->n_kv = 0;
+			waiting_insert(s, sm, r);
+			break;
+		}
+		budget -= k;
+		if (r->n_tot - cached == 1 && r->preempted)
+			dec++;
+		else
+			prefill += k;
+	}
+	for (uint32_t i = 0; i < n; i++)
+		sm->step_req[i]->in_step = 0;
+	if (!n)
+		return 0;
+	rc = sm->ops->step(sm->bm, &(struct eng_batch){ sm->seq_in, n });
+	if (!rc)
+		rc = sm->ops->sample(sm->bm, sm->samplers, n, sm->sampled);
+	t1 = clock_mono_ns();
+	s->ctr[ENG_SCHED_CTR_steps]++;
+	s->ctr[ENG_SCHED_CTR_step_ns_total] += t1 - t0;
+	step_hist(s, t1 - t0);
+	if (rc) {
+		/* The step failed: fail its requests explicitly. */
+		s->ctr[ENG_SCHED_CTR_step_fail]++;
+		for (uint32_t i = 0; i < n; i++) {
+			struct eng_sched_req *r = sm->step_req[i];
+			struct dp_resp *p = resp_get(s, r, DP_RESP_ERROR, DP_RESP_F_FINAL);
+
+			p->u.error.request_id = r->request_id;
+			p->u.error.code = PROTO_E_INTERNAL;
+			memcpy(p->text, "engine step failed", 18);
+			p->text_len = 18;
+			resp_put(s);
+			s->ctr[ENG_SCHED_CTR_done_error]++;
+			req_release_kv(sm, r);
+			queue_remove(sm->running, &sm->n_running, r->slot);
+			r->state = REQ_FREE;
+		}
+		return 1;
+	}
+	if (dec && !prefill)
+		sm->decode_ns_step += EWMA_NEW * ((double)(t1 - t0) - sm->decode_ns_step);
+	else if (prefill && !dec)
+		sm->prefill_ns_tok += EWMA_NEW * ((double)(t1 - t0) / prefill -
+						  sm->prefill_ns_tok);
+	s->ctr[ENG_SCHED_CTR_tokens_prefilled] += prefill;
+	for (uint32_t i = 0; i < n; i++) {
+		struct eng_sched_req *r = sm->step_req[i];
+		const struct eng_seq_in *in = &sm->seq_in[i];
+
+		r->n_kv += in->n_tokens;
+		eng_kvc_seq_commit(sm->kv, &r->kseq, r->toks, r->n_kv);
+		if (!(in->flags & ENG_SEQ_LOGITS))
+			continue;
+		if (!r->prefill_ns)
+			r->prefill_ns = t1;
+		token_out(s, sm, r, sm->sampled[i], t1);
+	}
+	return 1;
+}
+
+/* ------------------------------------------------------------------------
+ * The loop.
+ */
 
 static unsigned sched_poll(struct eng_sched *s)
 {
 	struct dp_req_msg m;
-	unsigned n = 0;
+	unsigned n = 0, work = 0;
 
 	s->ctr[ENG_SCHED_CTR_polls]++;
-	if (s->has_pending) {
-		if (!dp_resp_enqueue(s->rings, &s->pending))
-			return 0;
-		s->has_pending = false;
-		n++;
-	}
-	/* Every record makes exactly one response now: stop taking records
-	 * as soon as one response has to wait. */
-	while (n < s->cfg.burst && dp_req_dequeue(s->rings, &m)) {
-		bool ok;
-
+	/* A record makes at most FINISH_RECORDS_MAX responses (CANCEL: ACK,
+	 * the stream's last chunks, DONE): take records only while they fit. */
+	while (n < s->cfg.burst && resp_room(s) >= FINISH_RECORDS_MAX &&
+	       dp_req_dequeue(s->rings, &m)) {
 		n++;
 		s->ctr[ENG_SCHED_CTR_req_rx]++;
 		if (unlikely(m.req_slot >= s->rings->n_slots)) {
@@ -151,27 +923,31 @@ static unsigned sched_poll(struct eng_sched *s)
 		}
 		switch (m.op) {
 		case DP_REQ_INFER:
-			ok = handle_infer(s, &m);
+			handle_infer(s, &m);
 			break;
 		case DP_REQ_CANCEL:
-			ok = handle_cancel(s, &m);
+			handle_cancel(s, &m);
 			break;
 		default:
 			s->ctr[ENG_SCHED_CTR_bad_record]++;
-			ok = true;
 			break;
 		}
-		if (!ok)
-			break;
 	}
-	return n;
+	for (unsigned i = 0; i < s->n_models; i++)
+		if (s->models[i]->st.state == ENG_MODEL_READY)
+			work += model_step(s, s->models[i]);
+	if (n || work)
+		update_gauges(s);
+	return n + work;
 }
 
 unsigned eng_sched_poll(struct eng_sched *s)
 {
-	unsigned n = sched_poll(s);
+	unsigned n;
 
-	if (n)	/* responses went out: wake the dataplane if it sleeps */
+	s->sent = 0;
+	n = sched_poll(s);
+	if (s->sent)	/* responses went out: wake the dataplane if it sleeps */
 		dp_wake_kick(&s->rings->wake_dp);
 	return n;
 }
@@ -184,9 +960,8 @@ static void *sched_thread(void *arg)
 	if (rc)
 		LOG_W(eng, "scheduler: cannot pin to core %d: %s (unpinned)",
 		      s->cfg.core, strerror(-rc));
-	LOG_I(eng, "scheduler running on core %d (idle backoff %s), no model "
-	      "loaded: INFER answered NOT_READY", s->cfg.core,
-	      s->cfg.idle_backoff ? "on" : "off");
+	LOG_I(eng, "scheduler running on core %d (idle backoff %s), %u model(s)",
+	      s->cfg.core, s->cfg.idle_backoff ? "on" : "off", s->n_models);
 	while (!__atomic_load_n(&s->stop, __ATOMIC_RELAXED)) {
 		if (eng_sched_poll(s)) {
 			s->idle = 0;

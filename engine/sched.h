@@ -1,20 +1,29 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * engine/sched.h — the scheduler thread: the engine side of the rings
- * between the dataplane and the engine (dataplane/ring.h).
+ * engine/sched.h — the scheduler: the engine side of the rings between the
+ * dataplane and the engine (dataplane/ring.h), and the models it serves.
  *
- * It takes DP_REQ_INFER and DP_REQ_CANCEL records from the request ring and
- * answers through the response ring.  With no model loaded (today) every
- * INFER is answered REJECT NOT_READY "no model loaded" (final: the request
- * slot goes back to the dataplane) and every CANCEL with CANCEL_ACK found=0.
- * The serving-path issue turns eng_sched_poll() into the real scheduler
- * (admission, batching, streaming TOKENS, DONE); the ring records already
- * carry what it needs (ring.h).
+ * Life cycle (one scheduler per engine instance):
+ *   eng_sched_init()        pools sized from the ring's slot count
+ *   eng_sched_model_load()  per configured model, before start: image
+ *                           opened (FULL verify), tokenizer, backend, model
+ *                           loaded from explicit budgets, KV cache, then the
+ *                           image's known-answer self-test; only a model that
+ *                           passed is routed (sched_model.c)
+ *   eng_sched_start()       the loop on its pinned core
+ *   eng_sched_stop(), eng_sched_fini()
  *
- * Per request slot the scheduler keeps its own state (slot_active): a
- * CANCEL is "found" only when the slot is active here with the same request
- * id and session generation, never judged from the slot's contents (the
- * dataplane may already have reused it; see ring.h).
+ * The loop (sched.c): drain the request ring (burst), admit (model lookup,
+ * tokenization of a text prompt, size and deadline feasibility, queue
+ * bound) and answer ACCEPT or REJECT at once; then, per model with work,
+ * one step: decodes of the running requests plus chunked prefill of waiting
+ * or partially prefilled ones within step_tokens_max; sample; stream TOKENS;
+ * finish with DONE.  No allocation, no locks, no blocking call in the loop:
+ * every pool is sized at init.
+ *
+ * Per request slot the scheduler keeps its own state: a CANCEL is "found"
+ * only when the slot is active here with the same request id and session
+ * generation, never judged from the slot's contents (see ring.h).
  */
 #ifndef VELO_ENG_SCHED_H
 #define VELO_ENG_SCHED_H
@@ -26,17 +35,61 @@
 #include "../dataplane/ring.h"
 #include "../tools/lib/counters.h"
 
+/* Models one scheduler serves at most (versions of one name included). */
+#define ENG_SCHED_MODELS_MAX 4
+#define ENG_SCHED_NAME_LEN 64
+#define ENG_SCHED_VERSION_LEN 32
+#define ENG_SCHED_LABEL_LEN 32
+#define ENG_SCHED_WHY_LEN 160
+
+/*
+ * Counters and gauges of the "sched" block.  Gauges ("gauge:") are set by the
+ * scheduler thread and read racily by the control socket: a snapshot.
+ */
 #define foreach_eng_sched_counter(X)                                          \
 	X(req_rx, "records taken from the request ring")                      \
 	X(infer_rx, "INFER requests received")                                \
 	X(cancel_rx, "CANCEL requests received")                              \
-	X(reject_not_ready, "INFER answered REJECT NOT_READY (no model)")     \
+	X(accepted, "INFER admitted (ACCEPT sent)")                           \
+	X(reject_not_ready, "REJECT NOT_READY: no model routed")              \
+	X(reject_unknown_model, "REJECT UNKNOWN_MODEL: no such name/id/version") \
+	X(reject_invalid, "REJECT INVALID/INVALID_PARAM (chat, bad tokens, text)") \
+	X(reject_too_large, "REJECT TOO_LARGE: prompt + 1 over the context")  \
+	X(reject_deadline, "REJECT DEADLINE: infeasible from measured costs") \
+	X(reject_overloaded, "REJECT OVERLOADED: waiting queue full")         \
 	X(cancel_found, "CANCEL of a request in flight here")                 \
 	X(cancel_not_found, "CANCEL of a request not in flight here")         \
+	X(done_eos, "DONE finish EOS")                                      \
+	X(done_stop, "DONE finish STOP_SEQUENCE or STOP_TOKEN")              \
+	X(done_length, "DONE finish LENGTH (max_tokens or context)")        \
+	X(done_cancel, "DONE finish CANCELLED")                          \
+	X(done_deadline, "DONE finish DEADLINE (expired while queued or running)") \
+	X(done_error, "ERROR after admission (backend step failed)")        \
+	X(steps, "engine steps run")                                          \
+	X(step_fail, "engine steps that failed")                              \
+	X(step_lt_100us, "steps under 100 us")                                \
+	X(step_lt_300us, "steps 100-300 us")                                  \
+	X(step_lt_1ms, "steps 0.3-1 ms")                                      \
+	X(step_lt_3ms, "steps 1-3 ms")                                        \
+	X(step_lt_10ms, "steps 3-10 ms")                                      \
+	X(step_lt_30ms, "steps 10-30 ms")                                     \
+	X(step_ge_30ms, "steps 30 ms or more")                                \
+	X(step_ns_total, "nanoseconds spent in engine steps (incl. sampling)") \
+	X(tokens_prefilled, "prompt positions computed (prefill chunks)")     \
+	X(tokens_decoded, "tokens generated")                                 \
+	X(prefix_hit_tokens, "prompt tokens served from the prefix cache")    \
+	X(preemptions, "running requests preempted (recomputation)")          \
+	X(tokens_msgs, "TOKENS records sent")                                 \
 	X(bad_record, "request records with an unknown op or slot")           \
-	X(resp_ring_full, "responses held back: response ring full")          \
+	X(resp_ring_full, "polls that found the response ring full")          \
 	X(polls, "scheduler loop iterations")                                 \
-	X(idle_sleeps, "idle backoff sleeps")
+	X(idle_sleeps, "idle backoff sleeps")                                 \
+	X(waiting, "gauge: requests waiting (not yet running)")         \
+	X(running, "gauge: requests running (holding KV)")                  \
+	X(kv_blocks_used, "gauge: KV blocks referenced by requests")        \
+	X(kv_blocks_free, "gauge: KV blocks free (cached ones included)")   \
+	X(kv_blocks_cached, "gauge: free KV blocks kept for prefix hits")   \
+	X(models_ready, "gauge: models routed")
 
 enum eng_sched_ctr {
 #define X(name, help) ENG_SCHED_CTR_##name,
@@ -51,24 +104,65 @@ struct eng_sched_config {
 	unsigned idle_polls;		/* empty polls before sleeping */
 	unsigned idle_sleep_us;
 	unsigned burst;			/* request records per poll (<= 64) */
+	unsigned text_bytes_max;	/* longest text prompt (tokenizer budget) */
 };
 
 void eng_sched_config_default(struct eng_sched_config *c);
 
-struct eng_slot_state {
-	uint64_t request_id;
-	uint32_t sess_gen;
-	uint16_t sess_slot;
-	uint8_t active;
-	uint8_t reserved;
+/* One model to serve (velod's "models" entries). */
+struct eng_sched_model_config {
+	const char *name;		/* routing name; NULL/"": the image's */
+	const char *image;		/* path of the model image */
+	const char *label;		/* "production" when NULL/"" */
+	const char *backend;		/* "cpu" */
+	uint32_t kv_blocks;		/* KV pool (blocks of kv_block_tokens) */
+	uint32_t kv_block_tokens;	/* 0: 16 */
+	uint32_t seqs_max;		/* sequences per step */
+	uint32_t step_tokens_max;	/* tokens per step (chunked prefill) */
+	uint32_t threads;		/* backend workers; 0: backend default */
+	uint32_t queue_max;		/* waiting requests; 0: seqs_max * 4 */
+};
+
+enum eng_model_state {
+	ENG_MODEL_EMPTY = 0,
+	ENG_MODEL_LOADING,
+	ENG_MODEL_READY,		/* self-test passed, routed */
+	ENG_MODEL_FAILED,		/* load or self-test failed: unrouted */
+};
+
+struct eng_sched_model;			/* private (sched_priv.h) */
+struct eng_sched_req;
+
+/* A snapshot of one model for status commands. */
+struct eng_sched_model_status {
+	char name[ENG_SCHED_NAME_LEN];
+	char version[ENG_SCHED_VERSION_LEN];
+	char label[ENG_SCHED_LABEL_LEN];
+	char image[256];
+	char why[ENG_SCHED_WHY_LEN];	/* failure reason, or "" */
+	enum eng_model_state state;
+	uint32_t id;			/* catalogue id (1-based) */
+	uint32_t vocab, ctx_max, kv_blocks, kv_block_tokens, seqs_max,
+		 step_tokens_max, threads;
+	uint64_t mem_bytes, kv_bytes, weight_bytes;
+	double load_s, selftest_s;
+	double prefill_us_per_token, decode_us_per_step;	/* EWMA */
+	uint32_t ka_prompt, ka_expect;	/* self-test sizes */
 };
 
 struct eng_sched {
 	struct eng_sched_config cfg;
 	struct dp_rings *rings;		/* not owned */
-	struct eng_slot_state *slot_state; /* (rings->n_slots) */
-	struct dp_resp pending;		/* held while the response ring is full */
-	bool has_pending;
+	struct eng_sched_req *reqs;	/* (rings->n_slots) */
+	uint8_t *sampler_mem;		/* (n_slots) samplers */
+	uint32_t *tok_mem;		/* (n_slots, tok_cap) token arrays */
+	uint32_t tok_cap;		/* largest model context */
+	uint32_t *blk_mem;		/* (n_slots, blk_cap) block tables */
+	uint32_t blk_cap;
+	uint64_t order;			/* admissions so far */
+	unsigned sent;			/* responses this poll */
+	struct eng_sched_model *models[ENG_SCHED_MODELS_MAX];
+	unsigned n_models;
 	unsigned idle;
 	int stop;			/* atomic */
 	bool started;
@@ -78,7 +172,8 @@ struct eng_sched {
 };
 
 /*
- * eng_sched_init() - set up the scheduler over @rings.
+ * eng_sched_init() - set up the scheduler over @rings (no model yet: every
+ * INFER is answered REJECT NOT_READY until a model is routed).
  * @register_counters: add the "sched" counter block.
  * Return: 0, -EINVAL, -ENOMEM, -ENOSPC (counter registry full).
  */
@@ -86,7 +181,30 @@ int eng_sched_init(struct eng_sched *s, const struct eng_sched_config *cfg,
 		   struct dp_rings *rings, bool register_counters);
 void eng_sched_fini(struct eng_sched *s);
 
-/* One iteration (tests call it directly).  Returns the records handled. */
+/*
+ * eng_sched_model_load() - load, self-test and route one model.  Before
+ * eng_sched_start() only (the loop owns the models once it runs).  A model
+ * that fails is kept in the table as FAILED (unrouted) with its reason, so
+ * that status commands show it.
+ * @err: the reason on failure (also logged).
+ * Return: 0 when routed; -ENOSPC (table full), -EINVAL (bad config or
+ * image), -EBADMSG (image checksum), -ENOMEM, -EIO (self-test mismatch),
+ * -ENOTSUP (backend), or the backend's -errno.
+ */
+int eng_sched_model_load(struct eng_sched *s,
+			 const struct eng_sched_model_config *mc, char *err,
+			 size_t errlen);
+
+/* Models in the table (routed or not). */
+unsigned eng_sched_model_count(const struct eng_sched *s);
+/* Snapshot of model @i (< count).  Return: 0 or -ENOENT. */
+int eng_sched_model_status(const struct eng_sched *s, unsigned i,
+			   struct eng_sched_model_status *st);
+/* True when at least one model is routed and none failed. */
+bool eng_sched_ready(const struct eng_sched *s, char *why, size_t whylen);
+
+/* One iteration (tests call it directly).  Returns the work done (records
+ * handled + steps run); 0 means idle. */
 unsigned eng_sched_poll(struct eng_sched *s);
 
 /*

@@ -1,8 +1,11 @@
 #!/bin/bash
 # run.sh BUILDDIR — what `make run` does after building: make a key if there
-# is none, then start velod in the foreground on loopback with the default
-# configuration, and say how to talk to it.  Ctrl-C stops it (counters are
-# printed on the way out).
+# is none, then start velod in the foreground on loopback with the CPU
+# backend and the bundled model (images/models/fortune-5m-int4.velo, a 5 M
+# parameter Llama trained on fortune cookies: docs/bundled-model.md), and
+# say how to talk to it.  velod loads the image, runs its known-answer
+# self-test, and only then says ready.  Ctrl-C stops it (counters are
+# printed on the way out).  VELO_MODEL=path picks another image.
 set -eu
 O=$1
 bin=$O/bin
@@ -12,12 +15,19 @@ if [ ! -s "$key" ]; then
 	id=$("$bin/velo-keygen" -o "$key" --comment "make run")
 	echo "  KEY     $key (key id $id)"
 fi
+src=$(cd "$(dirname "$0")/../.." && pwd)
+model=${VELO_MODEL:-$src/images/models/fortune-5m-int4.velo}
+[ -f "$model" ] || { echo "run: model image $model missing" >&2; exit 1; }
+# one worker thread: the dataplane and the scheduler have the other cores
 cfg=$O/velod-run.json
-[ -f "$cfg" ] || cat > "$cfg" <<JSON
+cat > "$cfg" <<JSON
 {
   "listen": "127.0.0.1:$port",
   "keys": "$key",
-  "control_socket": "$O/velod.sock"
+  "control_socket": "$O/velod.sock",
+  "models": [{ "name": "fortune", "image": "$model", "label": "production",
+               "backend": "cpu", "kv_blocks": 512, "seqs_max": 16,
+               "step_tokens_max": 256, "threads": 1 }]
 }
 JSON
 cat <<MSG
@@ -25,7 +35,9 @@ cat <<MSG
   velod is starting on udp 127.0.0.1:$port (config $cfg).
   In another terminal, from $(pwd):
     $bin/velo-client ping -n 20                 # round trips
-    $bin/velo-client gen "Once upon a time"     # streams an answer
+    $bin/velo-client gen "A wise man"           # streams an answer
+    $bin/velo-client gen --stream sentence --max-tokens 80 "Never"
+    $bin/velod -s $O/velod.sock -q models       # loaded models, self-test
     $bin/velod -s $O/velod.sock -q counters     # live counters
   Ctrl-C here stops velod.
 

@@ -1,0 +1,409 @@
+// SPDX-License-Identifier: MIT
+/*
+ * sched_model.c — loading the models a scheduler serves, before its loop
+ * starts: image (FULL verify: one pass over every byte, so a corrupt image
+ * is refused before any tensor is used), tokenizer from the image's blob,
+ * backend and model from explicit budgets, KV cache, then the image's
+ * known-answer self-test.  Only a model that passes is routed.
+ *
+ * The self-test also seeds the admission costs: its prefill gives the
+ * per-token prefill cost and its decodes the per-step decode cost, so the
+ * very first request is judged on measured numbers, not guesses.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <velo/compiler.h>
+
+#include "../tools/lib/clock.h"
+#include "../tools/lib/log.h"
+#include "core/kv_cache.h"
+#include "sched_priv.h"
+
+#define SELFTEST_BLOCKS_MAX 64
+
+/*
+ * Run the known-answer record through the loaded model: the prompt
+ * (chunked by step_tokens_max), then greedy decodes; every expected token
+ * must match exactly and every recorded logit lie within the tolerance.
+ * Uses KV blocks 0.. of the fresh pool before the KV cache hands any out.
+ */
+int sched_model_selftest(struct eng_sched_model *sm, char *err, size_t errlen)
+{
+	const struct eng_model *m = sm->m;
+	const struct eng_backend_ops *ops = sm->ops;
+	uint32_t blocks[SELFTEST_BLOCKS_MAX], B = sm->budget.kv_block_tokens;
+	uint32_t np = m->ka_prompt_len, ne = m->ka_expect_len, nb, pos = 0;
+	uint32_t steps = ne ? ne : 1, tok = 0;
+	uint64_t t0, t_prefill = 0, t_decode = 0;
+	const float *lg;
+	int rc;
+
+	if (!np) {
+		snprintf(err, errlen, "image has no known-answer record");
+		return -EINVAL;
+	}
+	nb = eng_kv_blocks_for(np + steps, B);
+	if (nb > SELFTEST_BLOCKS_MAX || nb > sm->budget.kv_blocks ||
+	    np + steps > sm->ctx_max) {
+		snprintf(err, errlen, "known-answer run (%u positions) does not fit "
+			 "the KV budget (%u blocks of %u, ctx %u)", np + steps,
+			 sm->budget.kv_blocks, B, sm->ctx_max);
+		return -EINVAL;
+	}
+	for (uint32_t i = 0; i < nb; i++)
+		blocks[i] = i;
+	/* prefill in chunks of step_tokens_max; logits on the last one */
+	t0 = clock_mono_ns();
+	while (pos < np) {
+		uint32_t n = MIN(np - pos, sm->budget.step_tokens_max);
+		struct eng_seq_in in = {
+			.tokens = m->ka_prompt + pos, .n_tokens = n, .pos = pos,
+			.blocks = blocks, .n_blocks = nb,
+			.flags = pos + n == np ? ENG_SEQ_LOGITS : 0,
+		};
+		struct eng_batch b = { &in, 1 };
+
+		rc = ops->step(sm->bm, &b);
+		if (rc) {
+			snprintf(err, errlen, "self-test prefill step: %s", strerror(-rc));
+			return rc;
+		}
+		pos += n;
+	}
+	for (uint32_t s = 0; s < steps; s++) {
+		uint32_t best = 0;
+
+		if (s) {
+			struct eng_seq_in in = {
+				.tokens = &tok, .n_tokens = 1, .pos = np + s - 1,
+				.blocks = blocks, .n_blocks = nb,
+				.flags = ENG_SEQ_LOGITS,
+			};
+			struct eng_batch b = { &in, 1 };
+
+			rc = ops->step(sm->bm, &b);
+			if (rc) {
+				snprintf(err, errlen, "self-test decode step %u: %s",
+					 s, strerror(-rc));
+				return rc;
+			}
+		}
+		rc = ops->logits(sm->bm, 0, &lg);
+		if (rc) {
+			snprintf(err, errlen, "self-test logits: %s", strerror(-rc));
+			return rc;
+		}
+		if (!s) {
+			t_prefill = clock_mono_ns() - t0;
+			t0 = clock_mono_ns();
+			for (uint32_t k = 0; k < m->ka_n_logits; k++) {
+				const struct eng_ka_logit *e = &m->ka_logits[k];
+
+				if (e->id >= sm->vocab ||
+				    !(fabsf(lg[e->id] - e->logit) <= m->ka_logit_tol)) {
+					snprintf(err, errlen, "self-test: logit of token %u is %.4f, "
+						 "expected %.4f within %.3g", e->id,
+						 e->id < sm->vocab ? (double)lg[e->id] : NAN,
+						 (double)e->logit, (double)m->ka_logit_tol);
+					return -EIO;
+				}
+			}
+		}
+		for (uint32_t i = 1; i < sm->vocab; i++)
+			if (lg[i] > lg[best])
+				best = i;
+		if (s < ne && best != m->ka_expect[s]) {
+			snprintf(err, errlen, "self-test: greedy token %u is %u, expected %u",
+				 s, best, m->ka_expect[s]);
+			return -EIO;
+		}
+		tok = best;
+	}
+	t_decode = clock_mono_ns() - t0;
+	sm->prefill_ns_tok = (double)t_prefill / np;
+	sm->decode_ns_step = steps > 1 ? (double)t_decode / (steps - 1) :
+					 sm->prefill_ns_tok;
+	sm->st.ka_prompt = np;
+	sm->st.ka_expect = ne;
+	return 0;
+}
+
+static void model_free(struct eng_sched_model *sm)
+{
+	if (sm->kv_registered)
+		ctr_block_unregister(eng_kvc_counters(sm->kv));
+	sm->kv_registered = false;
+	if (sm->kv)
+		eng_kvc_fini(sm->kv);
+	if (sm->bm)
+		sm->ops->model_unload(sm->bm);
+	if (sm->be && sm->ops->fini)
+		sm->ops->fini(sm->be);
+	eng_tok_free(sm->tok);
+	eng_image_close(sm->img);
+	free(sm->seq_in);
+	free(sm->samplers);
+	free(sm->sampled);
+	free(sm->step_req);
+	free(sm->waiting);
+	free(sm->running);
+	sm->kv = NULL;
+	sm->bm = NULL;
+	sm->be = NULL;
+	sm->tok = NULL;
+	sm->img = NULL;
+	sm->m = NULL;
+	sm->seq_in = NULL;
+	sm->samplers = NULL;
+	sm->sampled = NULL;
+	sm->step_req = NULL;
+	sm->waiting = NULL;
+	sm->running = NULL;
+}
+
+void sched_model_destroy(struct eng_sched_model *sm)
+{
+	if (!sm)
+		return;
+	model_free(sm);
+	free(sm);
+}
+
+static int model_load(struct eng_sched *s, struct eng_sched_model *sm,
+		      const struct eng_sched_model_config *mc, char *err,
+		      size_t errlen)
+{
+	struct eng_backend_budget bb = { 0 };
+	struct eng_be_model_info info;
+	struct eng_kvc_config kc;
+	uint64_t t0 = clock_mono_ns(), t1;
+	uint32_t B, S;
+	int rc;
+
+	if (!mc->image || !*mc->image) {
+		snprintf(err, errlen, "no image path");
+		return -EINVAL;
+	}
+	if (!mc->backend || !*mc->backend || !strcmp(mc->backend, "cpu")) {
+		if (!IS_ENABLED(CONFIG_ENGINE_CPU)) {
+			snprintf(err, errlen, "the CPU backend is not built (CONFIG_ENGINE_CPU)");
+			return -ENOTSUP;
+		}
+		sm->ops = &eng_cpu_ops;
+	} else {
+		snprintf(err, errlen, "unknown backend '%s' (this build has: cpu)",
+			 mc->backend);
+		return -ENOTSUP;
+	}
+	if (!mc->kv_blocks || !mc->seqs_max || !mc->step_tokens_max ||
+	    mc->seqs_max > 4096 || mc->step_tokens_max > (1u << 20)) {
+		snprintf(err, errlen, "kv_blocks, seqs_max and step_tokens_max must be set "
+			 "(seqs_max <= 4096)");
+		return -EINVAL;
+	}
+	/* A step runs only when the response ring has room for everything
+	 * it can send (sched.c): the ring must hold that much. */
+	if (mc->seqs_max * SCHED_FINISH_RECORDS_MAX + 4 >
+	    ck_ring_capacity(&s->rings->resp) - 1) {
+		snprintf(err, errlen, "seqs_max %u needs a response ring of %u entries "
+			 "(requests.response_ring is %u)", mc->seqs_max,
+			 mc->seqs_max * SCHED_FINISH_RECORDS_MAX + 5,
+			 ck_ring_capacity(&s->rings->resp));
+		return -EINVAL;
+	}
+	rc = eng_image_open(mc->image, ENG_IMAGE_VERIFY_FULL, &sm->img, err, errlen);
+	if (rc)
+		return rc;
+	sm->m = eng_image_model(sm->img);
+	snprintf(sm->st.name, sizeof(sm->st.name), "%s",
+		 mc->name && *mc->name ? mc->name : sm->m->name);
+	snprintf(sm->st.version, sizeof(sm->st.version), "%s", sm->m->version);
+	sm->vocab = sm->m->cfg.vocab_size;
+	sm->tok = eng_tok_load(sm->m->tokenizer_blob, sm->m->tokenizer_blob_len,
+			       s->cfg.text_bytes_max, err, errlen);
+	if (!sm->tok) {
+		rc = -errno ?: -EINVAL;
+		return rc;
+	}
+	bb.cpu.threads = mc->threads;
+	rc = sm->ops->init(&bb, &sm->be);
+	if (rc) {
+		snprintf(err, errlen, "backend init: %s", strerror(-rc));
+		return rc;
+	}
+	B = mc->kv_block_tokens ? mc->kv_block_tokens : ENG_KV_BLOCK_TOKENS_DEFAULT;
+	S = MIN(mc->kv_blocks, eng_kv_blocks_for(sm->m->cfg.max_seq ?
+						 sm->m->cfg.max_seq : 1u << 20, B));
+	sm->budget = (struct eng_model_budget){
+		.seqs_max = mc->seqs_max, .step_tokens_max = mc->step_tokens_max,
+		.kv_blocks = mc->kv_blocks, .kv_block_tokens = B,
+		.seq_blocks_max = S, .kv_dtype = ENG_KV_F32,
+	};
+	rc = sm->ops->model_load(sm->be, sm->m, &sm->budget, &sm->bm);
+	if (rc) {
+		snprintf(err, errlen, "model load on %s: %s", sm->ops->name,
+			 strerror(-rc));
+		return rc;
+	}
+	sm->ops->model_info(sm->bm, &info);
+	sm->ctx_max = info.ctx_max;
+	sm->st.mem_bytes = info.mem_bytes;
+	sm->st.kv_bytes = info.kv_bytes;
+	sm->st.weight_bytes = info.weight_bytes;
+	sm->st.threads = info.threads;
+	sm->queue_max = mc->queue_max ? mc->queue_max : mc->seqs_max * 4;
+	rc = sched_tok_cap_ensure(s, sm->ctx_max + 1, S);
+	if (rc) {
+		snprintf(err, errlen, "out of memory (token arrays)");
+		return rc;
+	}
+
+	sm->seq_in = calloc(mc->seqs_max, sizeof(*sm->seq_in));
+	sm->samplers = calloc(mc->seqs_max, sizeof(*sm->samplers));
+	sm->sampled = calloc(mc->seqs_max, sizeof(*sm->sampled));
+	sm->step_req = calloc(mc->seqs_max, sizeof(*sm->step_req));
+	sm->running = calloc(mc->seqs_max, sizeof(*sm->running));
+	sm->waiting = calloc(sm->queue_max, sizeof(*sm->waiting));
+	if (!sm->seq_in || !sm->samplers || !sm->sampled || !sm->step_req ||
+	    !sm->running || !sm->waiting) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	t1 = clock_mono_ns();
+	sm->st.state = ENG_MODEL_LOADING;
+	rc = sched_model_selftest(sm, err, errlen);
+	sm->st.selftest_s = (double)(clock_mono_ns() - t1) / 1e9;
+	if (rc)
+		return rc;
+	memset(&kc, 0, sizeof(kc));
+	kc.n_blocks = mc->kv_blocks;
+	kc.block_tokens = B;
+	kc.prefix_cache = true;
+	kc.seed = sm->m->cfg.vocab_size * 0x9e3779b97f4a7c15ull ^ s->n_models;
+	for (const char *c = sm->m->version; *c; c++)
+		kc.seed = kc.seed * 131 + (uint8_t)*c;
+	sm->kv = eng_kvc_init(&kc);
+	if (!sm->kv) {
+		rc = -errno;
+		snprintf(err, errlen, "KV cache: %s", strerror(errno));
+		return rc;
+	}
+	/* the first model's KV manager counters as block "kv" */
+	if (s->registered && !s->n_models &&
+	    !ctr_block_register("kv", eng_kvc_ctr_desc,
+				(uint64_t *)eng_kvc_counters(sm->kv),
+				ENG_KVC_CTR__COUNT))
+		sm->kv_registered = true;
+	sm->st.load_s = (double)(clock_mono_ns() - t0) / 1e9;
+	return 0;
+}
+
+int eng_sched_model_load(struct eng_sched *s,
+			 const struct eng_sched_model_config *mc, char *err,
+			 size_t errlen)
+{
+	struct eng_sched_model *sm;
+	int rc;
+
+	err[0] = 0;
+	if (s->started) {
+		snprintf(err, errlen, "the scheduler is running (load before start)");
+		return -EBUSY;
+	}
+	if (s->n_models >= ENG_SCHED_MODELS_MAX) {
+		snprintf(err, errlen, "at most %d models", ENG_SCHED_MODELS_MAX);
+		return -ENOSPC;
+	}
+	sm = calloc(1, sizeof(*sm));
+	if (!sm) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	sm->index = s->n_models;
+	sm->st.id = s->n_models + 1;
+	snprintf(sm->st.label, sizeof(sm->st.label), "%s",
+		 mc->label && *mc->label ? mc->label : "production");
+	snprintf(sm->st.image, sizeof(sm->st.image), "%s", mc->image ? mc->image : "");
+	snprintf(sm->st.name, sizeof(sm->st.name), "%s", mc->name ? mc->name : "");
+	sm->st.kv_blocks = mc->kv_blocks;
+	sm->st.kv_block_tokens = mc->kv_block_tokens ? mc->kv_block_tokens :
+				 ENG_KV_BLOCK_TOKENS_DEFAULT;
+	sm->st.seqs_max = mc->seqs_max;
+	sm->st.step_tokens_max = mc->step_tokens_max;
+	rc = model_load(s, sm, mc, err, errlen);
+	if (rc) {
+		if (!*err)
+			snprintf(err, errlen, "%s", strerror(-rc));
+		snprintf(sm->st.why, sizeof(sm->st.why), "%s", err);
+		sm->st.state = ENG_MODEL_FAILED;
+		LOG_E(eng, "model %s (%s): not routed: %s", sm->st.name,
+		      sm->st.image, err);
+		model_free(sm);	/* keep the entry, release the resources */
+	} else {
+		sm->st.state = ENG_MODEL_READY;
+		sm->st.vocab = sm->vocab;
+		sm->st.ctx_max = sm->ctx_max;
+		sm->st.prefill_us_per_token = sm->prefill_ns_tok / 1e3;
+		sm->st.decode_us_per_step = sm->decode_ns_step / 1e3;
+		LOG_I(eng, "model %s %s routed (id %u, label %s): self-test passed "
+		      "(%u-token prompt, %u tokens) in %.3f s; load %.3f s; "
+		      "prefill %.1f us/token, decode %.1f us/step",
+		      sm->st.name, sm->st.version, sm->st.id, sm->st.label,
+		      sm->st.ka_prompt, sm->st.ka_expect, sm->st.selftest_s,
+		      sm->st.load_s, sm->st.prefill_us_per_token,
+		      sm->st.decode_us_per_step);
+	}
+	s->models[s->n_models++] = sm;
+	if (sm->st.state == ENG_MODEL_READY) {
+		s->ctr[ENG_SCHED_CTR_models_ready]++;
+		if (eng_sched_ready(s, NULL, 0))
+			dp_rings_engine_state_set(s->rings, PROTO_STATE_READY);
+	}
+	return rc;
+}
+
+unsigned eng_sched_model_count(const struct eng_sched *s)
+{
+	return s->n_models;
+}
+
+int eng_sched_model_status(const struct eng_sched *s, unsigned i,
+			   struct eng_sched_model_status *st)
+{
+	const struct eng_sched_model *sm;
+
+	if (i >= s->n_models)
+		return -ENOENT;
+	sm = s->models[i];
+	*st = sm->st;
+	if (sm->st.state == ENG_MODEL_READY) {
+		st->prefill_us_per_token = sm->prefill_ns_tok / 1e3;
+		st->decode_us_per_step = sm->decode_ns_step / 1e3;
+	}
+	return 0;
+}
+
+bool eng_sched_ready(const struct eng_sched *s, char *why, size_t whylen)
+{
+	unsigned ready = 0;
+
+	for (unsigned i = 0; i < s->n_models; i++) {
+		const struct eng_sched_model *sm = s->models[i];
+
+		if (sm->st.state == ENG_MODEL_READY) {
+			ready++;
+		} else {
+			if (why)
+				snprintf(why, whylen, "model %s: %s", sm->st.name,
+					 sm->st.why[0] ? sm->st.why : "not loaded");
+			return false;
+		}
+	}
+	if (!ready && why)
+		snprintf(why, whylen, "no model configured");
+	return ready > 0;
+}

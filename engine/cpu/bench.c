@@ -9,8 +9,8 @@
  *   copy bandwidth   memcpy between two 512 MiB buffers on every worker
  *                    thread, bytes read + written per second (best of 5);
  *                    a read-only pass (sum) is reported beside it
- *   prefill          one sequence, a P-token prompt in one step (median of
- *                    R runs): P / time
+ *   prefill          one sequence, a P-token prompt in one step (R runs):
+ *                    P / time
  *   decode           batch 1: D single-token steps after the prompt
  *                    (median step): 1 / time; the weight bytes each step
  *                    reads (every matrix, the LM head included) / time =
@@ -18,7 +18,10 @@
  *   decode batch B   B sequences (each prefilled alone) decoding together,
  *                    one token each per step: B / median step time
  *
- * Prints a table; --json FILE writes the figures with the settings, the
+ * Every figure is given as the median and as the best of its runs: on a
+ * machine shared with other work (the 2-core development VM) the best is
+ * the closer estimate of the uncontended speed.  The load average at start
+ * and end is recorded.  Prints a table; --json FILE writes the figures with the settings, the
  * machine and the commit (docs/perf.md quotes it).
  */
 #include <errno.h>
@@ -229,15 +232,20 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static uint64_t median(uint64_t *v, unsigned n)
+/* Median; *best gets the minimum.  On a machine shared with other work
+ * the minimum is the closer estimate of the uncontended speed, the median
+ * of what a user sees; both are reported. */
+static uint64_t median(uint64_t *v, unsigned n, uint64_t *best)
 {
 	qsort(v, n, sizeof(*v), cmp_u64);
+	*best = v[0];
 	return v[n / 2];
 }
 
 struct result {
 	const char *dtype;
 	double prefill_tps, decode_tps, batch_tps, weight_gb, decode_bps;
+	double prefill_best, decode_best, batch_best;	/* from the fastest run */
 	double build_s;
 };
 
@@ -262,7 +270,7 @@ static int run_dtype(const struct opts *o, struct eng_backend *be,
 	struct eng_be_model *bm;
 	struct eng_synth s;
 	uint32_t *ids, *blk, n_ids = o->prefill + o->decode + 1;
-	uint64_t *t, t0;
+	uint64_t *t, t0, tb;
 	struct eng_seq_in *in;
 	struct eng_batch b;
 	int rc;
@@ -306,7 +314,8 @@ static int run_dtype(const struct opts *o, struct eng_backend *be,
 		if (r)	/* the first is warm-up */
 			t[r - 1] = clock_mono_ns() - t0;
 	}
-	res->prefill_tps = o->prefill / (median(t, o->reps) * 1e-9);
+	res->prefill_tps = o->prefill / (median(t, o->reps, &tb) * 1e-9);
+	res->prefill_best = o->prefill / (tb * 1e-9);
 
 	/* decode, batch 1 */
 	for (uint32_t d = 0; d <= o->decode; d++) {
@@ -319,7 +328,8 @@ static int run_dtype(const struct opts *o, struct eng_backend *be,
 		if (d)
 			t[d - 1] = clock_mono_ns() - t0;
 	}
-	res->decode_tps = 1.0 / (median(t, o->decode) * 1e-9);
+	res->decode_tps = 1.0 / (median(t, o->decode, &tb) * 1e-9);
+	res->decode_best = 1.0 / (tb * 1e-9);
 	res->decode_bps = info.weight_bytes * res->decode_tps;
 
 	/* decode, batch B: each sequence prefilled alone, then all of them
@@ -349,7 +359,8 @@ static int run_dtype(const struct opts *o, struct eng_backend *be,
 			if (d)
 				t[d - 1] = clock_mono_ns() - t0;
 		}
-		res->batch_tps = o->batch / (median(t, nd) * 1e-9);
+		res->batch_tps = o->batch / (median(t, nd, &tb) * 1e-9);
+		res->batch_best = o->batch / (tb * 1e-9);
 	}
 out:
 	free(ids);
@@ -525,15 +536,17 @@ int main(int argc, char **argv)
 	printf("memory bandwidth: copy %.2f GB/s (read + written), read-only %.2f GB/s; "
 	       "load average %s at start, %s at end\n\n", copy_bps * 1e-9,
 	       read_bps * 1e-9, load0, load1);
-	printf("%-6s %10s %12s %12s %12s %10s %10s\n", "dtype", "weights", "prefill",
-	       "decode b=1", "decode b=B", "GB/s b=1", "of copy");
-	printf("%-6s %10s %12s %12s %12s %10s %10s\n", "", "GB/token", "tok/s",
-	       "tok/s", "tok/s", "", "bw");
+	printf("%-6s %8s %17s %17s %17s %17s\n", "dtype", "weights", "prefill tok/s",
+	       "decode b=1 tok/s", "decode b=B tok/s", "b=1 GB/s, of copy");
+	printf("%-6s %8s %8s %8s %8s %8s %8s %8s %8s %8s\n", "", "GB/tok", "median",
+	       "best", "median", "best", "median", "best", "median", "best");
 	for (unsigned i = 0; i < n_res; i++)
-		printf("%-6s %10.3f %12.1f %12.1f %12.1f %10.2f %9.0f%%\n", res[i].dtype,
-		       res[i].weight_gb, res[i].prefill_tps, res[i].decode_tps,
-		       res[i].batch_tps, res[i].decode_bps * 1e-9,
-		       100.0 * res[i].decode_bps / copy_bps);
+		printf("%-6s %8.3f %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %7.0f%% %7.0f%%\n",
+		       res[i].dtype, res[i].weight_gb, res[i].prefill_tps,
+		       res[i].prefill_best, res[i].decode_tps, res[i].decode_best,
+		       res[i].batch_tps, res[i].batch_best,
+		       100.0 * res[i].decode_bps / copy_bps,
+		       100.0 * res[i].decode_best * res[i].weight_gb * 1e9 / copy_bps);
 	printf("\nworker pool: empty job round trip %.2f us (median of 20000)\n",
 	       rtt_ns * 1e-3);
 	printf("sampler, vocab 128256, median us per token:");
@@ -572,13 +585,20 @@ int main(int argc, char **argv)
 			fprintf(f, "},\n  \"results\": [\n");
 			for (unsigned i = 0; i < n_res; i++)
 				fprintf(f, "    {\"dtype\": \"%s\", \"weight_gb_per_token\": %.4f, "
-					   "\"prefill_tok_s\": %.1f, \"decode_tok_s\": %.2f, "
-					   "\"decode_batch_tok_s\": %.1f, \"decode_gb_s\": %.3f, "
+					   "\"prefill_tok_s\": %.1f, \"prefill_tok_s_best\": %.1f, "
+					   "\"decode_tok_s\": %.2f, \"decode_tok_s_best\": %.2f, "
+					   "\"decode_batch_tok_s\": %.1f, "
+					   "\"decode_batch_tok_s_best\": %.1f, "
+					   "\"decode_gb_s\": %.3f, "
 					   "\"decode_share_of_copy_bw\": %.3f, "
+					   "\"decode_share_of_copy_bw_best\": %.3f, "
 					   "\"decode_share_of_read_bw\": %.3f}%s\n",
 					res[i].dtype, res[i].weight_gb, res[i].prefill_tps,
-					res[i].decode_tps, res[i].batch_tps,
-					res[i].decode_bps * 1e-9, res[i].decode_bps / copy_bps,
+					res[i].prefill_best, res[i].decode_tps,
+					res[i].decode_best, res[i].batch_tps,
+					res[i].batch_best, res[i].decode_bps * 1e-9,
+					res[i].decode_bps / copy_bps,
+					res[i].decode_best * res[i].weight_gb * 1e9 / copy_bps,
 					res[i].decode_bps / read_bps, i + 1 < n_res ? "," : "");
 			fprintf(f, "  ]\n}\n");
 			fclose(f);

@@ -132,6 +132,7 @@ struct cpu_model {
 	bool have_step;
 	struct cpu_mm mm;
 	uint32_t att_next;		/* dynamic attention work counter */
+	uint32_t mm_next;		/* dynamic matrix rows / heads counter */
 	const float *perm_src;		/* job_perm operands */
 	uint32_t perm_cols;
 

@@ -251,10 +251,9 @@ static void qkv_heads(struct cpu_model *cm, uint32_t wid, uint32_t nw,
 		      const float *x, size_t ldx, const float *xp, size_t ldxp)
 {
 	const struct cpu_mm *mm = &cm->mm;
-	uint32_t hd = cm->hd, half = hd / 2, lo, hi;
+	uint32_t hd = cm->hd, half = hd / 2, u, units = cm->n_heads + 2 * cm->n_kv;
 
-	cpu_split(cm->n_heads + 2 * cm->n_kv, 1, wid, nw, &lo, &hi);
-	for (uint32_t u = lo; u < hi; u++) {
+	while ((u = __atomic_fetch_add(&cm->mm_next, 1, __ATOMIC_RELAXED)) < units) {
 		uint32_t p = u < cm->n_heads ? 0 : u < cm->n_heads + cm->n_kv ? 1 : 2;
 		uint32_t h = p == 0 ? u : p == 1 ? u - cm->n_heads :
 			     u - cm->n_heads - cm->n_kv;
@@ -284,14 +283,38 @@ static void qkv_heads(struct cpu_model *cm, uint32_t wid, uint32_t nw,
 	}
 }
 
+static void mm_chunk(struct cpu_model *cm, uint32_t wid, const float *x,
+		     size_t ldx, const float *xp, size_t ldxp, uint32_t lo,
+		     uint32_t hi);
+
+static inline bool mm_grab(struct cpu_model *cm, uint32_t total, uint32_t chunk,
+			   uint32_t *lo, uint32_t *hi)
+{
+	uint32_t a = __atomic_fetch_add(&cm->mm_next, chunk, __ATOMIC_RELAXED);
+
+	if (a >= total)
+		return false;
+	*lo = a;
+	*hi = MIN(a + chunk, total);
+	return true;
+}
+
 static void job_mm(void *arg, uint32_t wid, uint32_t nw)
 {
 	struct cpu_model *cm = arg;
 	const struct cpu_mm *mm = &cm->mm;
 	const float *x = mm->x, *xp = mm->xp;
 	size_t ldx = mm->ldx, ldxp = cm->kmax;
-	uint32_t lo, hi, base = 0;
+	uint32_t lo, hi, total = mm->qkv ? cm->n_heads + 2 * cm->n_kv :
+				 mm->swiglu ? mm->part[0].w->rows : mm->rows;
+	/* Rows handed out in chunks (about 4 per worker, multiples of 16)
+	 * from a shared counter: a worker the OS preempts (a shared or
+	 * oversubscribed machine) delays the job by one chunk, not by its
+	 * whole share.  Per-row results do not depend on the split. */
+	uint32_t chunk = ALIGN_UP(MAX(16u, total / (4 * nw)), 16u);
 
+	if (__atomic_load_n(&cm->mm_next, __ATOMIC_RELAXED) >= total)
+		return;		/* late: the others took everything */
 	if (mm->norm_w) {
 		/* Every worker normalises every token for itself (T x hidden,
 		 * against T x hidden x rows for its matrix share): one
@@ -318,21 +341,31 @@ static void job_mm(void *arg, uint32_t wid, uint32_t nw)
 		/* gate and up rows [lo, hi) on the same worker: fused epilogue */
 		const struct cpu_mm_part *g = &mm->part[0], *u = &mm->part[1];
 
-		cpu_split(g->w->rows, 8, wid, nw, &lo, &hi);
-		if (lo >= hi)
-			return;
-		mm_rows(cm, wid, g->w, x, ldx, xp, ldxp, mm->nt, g->y, g->ldy, lo, hi);
-		mm_rows(cm, wid, u->w, x, ldx, xp, ldxp, mm->nt, u->y, u->ldy, lo, hi);
-		for (uint32_t t = 0; t < mm->nt; t++) {
-			float *gy = g->y + t * g->ldy, *uy = u->y + t * u->ldy;
+		while (mm_grab(cm, g->w->rows, chunk, &lo, &hi)) {
+			mm_rows(cm, wid, g->w, x, ldx, xp, ldxp, mm->nt, g->y, g->ldy, lo, hi);
+			mm_rows(cm, wid, u->w, x, ldx, xp, ldxp, mm->nt, u->y, u->ldy, lo, hi);
+			for (uint32_t t = 0; t < mm->nt; t++) {
+				float *gy = g->y + t * g->ldy, *uy = u->y + t * u->ldy;
 
-			for (uint32_t r = lo; r < hi; r++)
-				gy[r] = silu(gy[r]) * uy[r];
+				for (uint32_t r = lo; r < hi; r++)
+					gy[r] = silu(gy[r]) * uy[r];
+			}
 		}
 		return;
 	}
 
-	cpu_split(mm->rows, 8, wid, nw, &lo, &hi);
+	while (mm_grab(cm, mm->rows, chunk, &lo, &hi))
+		mm_chunk(cm, wid, x, ldx, xp, ldxp, lo, hi);
+}
+
+/* Rows [lo, hi) of the concatenated parts: product, bias, residual. */
+static void mm_chunk(struct cpu_model *cm, uint32_t wid, const float *x,
+		     size_t ldx, const float *xp, size_t ldxp, uint32_t lo,
+		     uint32_t hi)
+{
+	const struct cpu_mm *mm = &cm->mm;
+	uint32_t base = 0;
+
 	for (uint32_t p = 0; p < mm->n_part; p++) {
 		const struct cpu_mm_part *pt = &mm->part[p];
 		uint32_t rows = pt->w->rows;
@@ -364,6 +397,7 @@ static void mm_set(struct cpu_model *cm, const float *x, const float *xp,
 		   size_t ldx, uint32_t nt)
 {
 	memset(&cm->mm, 0, sizeof(cm->mm));
+	cm->mm_next = 0;
 	cm->mm.x = x;
 	cm->mm.xp = xp;
 	cm->mm.ldx = ldx;

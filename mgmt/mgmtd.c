@@ -260,6 +260,7 @@ static void cmd_show_status(struct mgmtd *d, struct out *o)
 			"confirm_left_ms", (json_int_t)v.confirm_left_ms,
 			"models", "images", (int)v.models, "refused",
 			(int)v.models_bad));
+		/* (loaded model and pending swaps are in "show models") */
 		return;
 	}
 	if (v.sv.pid && v.sv.ready)
@@ -345,10 +346,21 @@ static void cmd_show_models(struct mgmtd *d, struct out *o)
 			say(o, "    %s\n", m->err);
 	}
 	pthread_mutex_unlock(&d->lock);
-	if (arr)
-		say_json(o, json_pack("{s:o, s:s}", "models", arr, "loaded",
-				      d->loaded));
-	else
+	if (arr) {
+		json_t *sw = json_array();
+		uint64_t now = mgmt_now_ms();
+
+		for (unsigned i = 0; i < SWAPS_MAX; i++)
+			if (d->swaps[i].deadline_ms)
+				json_array_append_new(sw, json_pack(
+					"{s:s, s:s, s:s, s:I}", "name",
+					d->swaps[i].name, "from", d->swaps[i].from,
+					"to", d->swaps[i].to, "rollback_in_ms",
+					(json_int_t)(d->swaps[i].deadline_ms > now
+						? d->swaps[i].deadline_ms - now : 0)));
+		say_json(o, json_pack("{s:o, s:s, s:o}", "models", arr, "loaded",
+				      d->loaded, "swaps_unconfirmed", sw));
+	} else
 		say(o, "loaded in velod: %s\n", d->loaded[0] ? d->loaded : "none");
 }
 
@@ -1079,6 +1091,8 @@ static void usage(FILE *f)
 "                           0 picks one (on the ready line); \"off\"\n"
 "      --heartbeat-ms N     velod heartbeat period [200]\n"
 "      --wedge-ms N         no heartbeat answer this long: kill, restart [2000]\n"
+"      --start-ms N         no ready line this long after a start: kill [120000]\n"
+"                           (velod loads and self-tests its models first)\n"
 "      --backoff-ms MIN,MAX restart backoff [100,10000]\n"
 "      --minute-ms N        length of a minute for commit confirmed [60000]\n"
 "                           (tests shorten it)\n"
@@ -1129,7 +1143,7 @@ static int parse_addr_port(const char *s, char *addr, size_t len,
 }
 
 enum { O_VELOD = 256, O_VELOD_CFG, O_VELOD_SOCK, O_LISTEN, O_NO_VELOD,
-       O_METRICS, O_HB, O_WEDGE, O_BACKOFF, O_MINUTE, O_LOG };
+       O_METRICS, O_HB, O_WEDGE, O_BACKOFF, O_MINUTE, O_LOG, O_START };
 
 int main(int argc, char **argv)
 {
@@ -1147,6 +1161,7 @@ int main(int argc, char **argv)
 		{ "wedge-ms", required_argument, NULL, O_WEDGE },
 		{ "backoff-ms", required_argument, NULL, O_BACKOFF },
 		{ "minute-ms", required_argument, NULL, O_MINUTE },
+		{ "start-ms", required_argument, NULL, O_START },
 		{ "log", required_argument, NULL, O_LOG },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -1154,7 +1169,7 @@ int main(int argc, char **argv)
 	static struct mgmtd D;
 	struct mgmtd *d = &D;
 	struct super_cfg sc = {
-		.hb_ms = 200, .wedge_ms = 2000, .start_ms = 10000,
+		.hb_ms = 200, .wedge_ms = 2000, .start_ms = 120000,
 		.backoff_min_ms = 100, .backoff_max_ms = 10000, .stable_ms = 10000,
 	};
 	char metrics[160] = "127.0.0.1:9400", path[PATH_MAX + 32], maddr[128];
@@ -1191,6 +1206,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case O_MINUTE: d->minute_ms = strtoull(optarg, NULL, 10); break;
+		case O_START: sc.start_ms = (unsigned)atoi(optarg); break;
 		case O_LOG:
 			if (log_set_spec(optarg)) {
 				fprintf(stderr, "velo-mgmtd: bad --log '%s'\n", optarg);
@@ -1202,7 +1218,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!d->state_dir[0] || optind != argc || sc.hb_ms < 10 ||
-	    sc.wedge_ms < 2 * sc.hb_ms || !d->minute_ms ||
+	    sc.wedge_ms < 2 * sc.hb_ms || !d->minute_ms || sc.start_ms < 100 ||
 	    sc.backoff_min_ms < 1 || sc.backoff_max_ms < sc.backoff_min_ms) {
 		usage(stderr);
 		return 2;

@@ -11,7 +11,7 @@
 
 DB_PID=
 ssh_cleanup() {
-	[ -n "$DB_PID" ] && kill -TERM "$DB_PID" 2>/dev/null
+	[ -n "$DB_PID" ] && kill -KILL "$DB_PID" 2>/dev/null
 	mgmt_cleanup
 }
 trap ssh_cleanup EXIT
@@ -44,8 +44,8 @@ note "dropbear pid $DB_PID on 127.0.0.1:$port"
 
 # dbclient in its own namespace too (its known_hosts under a temp home).
 ssh_box() {
-	unshare -m bash -c "mount --bind '$T/chome' '$home' && exec timeout 20 dbclient -y \
-		-i '$T/userkey' -p $port $user@127.0.0.1 \"\$@\"" ssh "$@"
+	unshare -m bash -c "mount --bind '$T/chome' '$home' && exec timeout 10 dbclient -y \
+		-i '$T/userkey' -p $port $user@127.0.0.1 \"\$@\"" ssh "$@" </dev/null
 }
 
 expect_rc 0 ssh_box show status
@@ -77,12 +77,16 @@ grep -q 'uid=' "$T/out" "$T/err" && fail "a shell ran the command"
 
 # Another key is refused.
 dropbearkey -t ed25519 -f "$T/otherkey" >/dev/null 2>&1
-unshare -m bash -c "mount --bind '$T/chome' '$home' && exec timeout 20 dbclient -y \
-	-i '$T/otherkey' -p $port $user@127.0.0.1 show status" >"$T/out" 2>"$T/err" &&
+unshare -m bash -c "mount --bind '$T/chome' '$home' && exec timeout 10 dbclient -y \
+	-i '$T/otherkey' -p $port $user@127.0.0.1 show status" </dev/null >"$T/out" 2>"$T/err" &&
 	fail "a key not in authorized_keys logged in"
 
 kill -TERM "$DB_PID"
-wait "$DB_PID" 2>/dev/null
+for _ in $(seq 30); do
+	kill -0 "$DB_PID" 2>/dev/null || break
+	sleep 0.1
+done
+kill -KILL "$DB_PID" 2>/dev/null
 DB_PID=
 stop_mgmtd
 exit 0

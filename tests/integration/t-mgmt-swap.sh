@@ -46,6 +46,9 @@ expect_rc 0 vctl model swap tiny 2
 cat "$T/out"
 grep -q 'rolls back by itself in 1 s' "$T/out" || fail "swap: $(cat "$T/out")"
 vctl show status | grep -q '^swap: *tiny 1 -> 2' || fail "status: no pending swap"
+vctl --json show models >"$T/out"
+/usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); s=d["swaps_unconfirmed"]; assert len(s) == 1 and s[0]["from"] == "1" and s[0]["to"] == "2", s' \
+	"$T/out" || fail "show models --json: $(cat "$T/out")"
 rolled() { grep -q ' model rollback tiny$' "$FAKE_VELOD_LOG"; }
 wait_until 4 rolled || fail "swap not rolled back by itself"
 vctl show status | grep -q '^loaded: *tiny 1' || fail "after the rollback: $(vctl show status)"

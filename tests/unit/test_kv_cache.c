@@ -590,7 +590,7 @@ static void test_random_walk(void **state)
 
 static void test_no_alloc(void **state)
 {
-	struct eng_kvc *kvc = mk(16, 4, true);
+	struct eng_kvc *kvc;
 	uint32_t ta[8], tb[8], toks[30];
 	struct eng_kvc_seq a, b;
 	unsigned long n;
@@ -598,6 +598,7 @@ static void test_no_alloc(void **state)
 	(void)state;
 	if (!alloc_count_supported())
 		skip();
+	kvc = mk(16, 4, true);
 	for (uint32_t i = 0; i < 30; i++)
 		toks[i] = i * 3;
 	eng_kvc_seq_init(&a, ta, 8);

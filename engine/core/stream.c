@@ -18,6 +18,7 @@
 #include <velo/compiler.h>
 
 #include "../../dataplane/ring.h"
+#include "model.h"
 #include "stream.h"
 #include "utf8.h"
 
@@ -25,6 +26,7 @@ _Static_assert(ENG_STREAM_STOP_SEQS_MAX == PROTO_STOP_SEQ_MAX, "stop seqs");
 _Static_assert(ENG_STREAM_STOP_IDS_MAX == PROTO_STOP_TOKENS_MAX, "stop ids");
 _Static_assert(ENG_STREAM_CHUNK_IDS_MAX == DP_RESP_TOKENS_MAX, "chunk ids");
 _Static_assert(ENG_STREAM_CHUNK_TEXT_MAX == DP_RESP_TEXT_MAX, "chunk text");
+_Static_assert(ENG_STREAM_EOS_MAX == ENG_EOS_MAX, "eos ids");
 _Static_assert(ENG_STREAM_STOP_SEQ_BYTES_MAX <= 255, "lens fit a byte");
 _Static_assert(ENG_STREAM_TEXT_BUF <= UINT16_MAX, "text offsets fit 16 bits");
 _Static_assert(ENG_STREAM_DETOK_BYTES_MAX >= 128, "room for real tokenizers");
@@ -82,6 +84,7 @@ int eng_stream_init(struct eng_stream *st, const struct eng_tokenizer *tok,
 	if (!st || !p || p->n_stop_ids > ENG_STREAM_STOP_IDS_MAX ||
 	    (p->n_stop_ids && !p->stop_ids) ||
 	    p->n_stop_seqs > ENG_STREAM_STOP_SEQS_MAX ||
+	    p->n_eos_ids > ENG_STREAM_EOS_MAX || (p->n_eos_ids && !p->eos_ids) ||
 	    (p->n_stop_seqs && !tok) ||
 	    (p->mode != PROTO_STREAM_TOKEN && p->mode != PROTO_STREAM_EVERY_K &&
 	     p->mode != PROTO_STREAM_SENTENCE))
@@ -111,6 +114,9 @@ int eng_stream_init(struct eng_stream *st, const struct eng_tokenizer *tok,
 	st->min_tokens = p->min_tokens;
 	st->eos_id = p->eos_id;
 	st->ignore_eos = p->ignore_eos;
+	st->n_eos_ids = p->n_eos_ids;
+	if (p->n_eos_ids)
+		memcpy(st->eos_ids, p->eos_ids, p->n_eos_ids * sizeof(*p->eos_ids));
 	st->n_stop_ids = p->n_stop_ids;
 	if (p->n_stop_ids)
 		memcpy(st->stop_ids, p->stop_ids,
@@ -233,6 +239,16 @@ static bool is_stop_id(const struct eng_stream *st, uint32_t id)
 	return false;
 }
 
+static bool is_eos(const struct eng_stream *st, uint32_t id)
+{
+	if (id == st->eos_id && id != ENG_TOK_NONE)
+		return true;
+	for (uint32_t i = 0; i < st->n_eos_ids; i++)
+		if (st->eos_ids[i] == id)
+			return true;
+	return false;
+}
+
 /* End of stream: release the held tail and the detokenizer's held bytes
  * (matching stop sequences on them once more when @match), then mark it
  * finished with @reason.  Return: whether a stop sequence matched. */
@@ -283,8 +299,7 @@ int eng_stream_push(struct eng_stream *st, const struct eng_tokenizer *tok,
 	allowed = st->n_pushed + 1 >= st->min_tokens;
 	if (allowed && is_stop_id(st, id))
 		reason = PROTO_FINISH_STOP_TOKEN;
-	else if (allowed && !st->ignore_eos && id == st->eos_id &&
-		 id != ENG_TOK_NONE)
+	else if (allowed && !st->ignore_eos && is_eos(st, id))
 		reason = PROTO_FINISH_EOS;
 
 	/* Append the held tail, then this token's text, after the pending

@@ -20,7 +20,8 @@
  * Finishing, in the order checked after each token (n = tokens pushed so
  * far, this one included):
  *   1. stop token (one of params.stop_ids)      -> PROTO_FINISH_STOP_TOKEN
- *   2. EOS (params.eos_id, unless ignore_eos)    -> PROTO_FINISH_EOS
+ *   2. EOS (params.eos_id or one of params.eos_ids, unless ignore_eos)
+ *                                                -> PROTO_FINISH_EOS
  *   3. a stop sequence completed in the text     -> PROTO_FINISH_STOP_SEQUENCE
  *   4. n == max_tokens (when max_tokens > 0)     -> PROTO_FINISH_LENGTH
  * 1-3 apply only once n >= min_tokens: before that a stop id or EOS is an
@@ -89,6 +90,7 @@
 #define ENG_STREAM_STOP_SEQS_MAX 8	/* = PROTO_STOP_SEQ_MAX */
 #define ENG_STREAM_STOP_SEQ_BYTES_MAX 64 /* longest stop sequence accepted */
 #define ENG_STREAM_STOP_IDS_MAX 64	/* = PROTO_STOP_TOKENS_MAX */
+#define ENG_STREAM_EOS_MAX 4		/* = ENG_EOS_MAX (core/model.h) */
 #define ENG_STREAM_CHUNK_IDS_MAX 32	/* = DP_RESP_TOKENS_MAX */
 #define ENG_STREAM_CHUNK_TEXT_MAX 304	/* = DP_RESP_TEXT_MAX */
 /* Text pending between chunks: less than a chunk, the held-back
@@ -120,6 +122,13 @@ struct eng_stream_params {
 	const char *stop_seqs[ENG_STREAM_STOP_SEQS_MAX]; /* UTF-8, copied */
 	uint32_t stop_seq_lens[ENG_STREAM_STOP_SEQS_MAX]; /* 1 .. 64 bytes */
 	uint32_t n_stop_seqs;		/* <= ENG_STREAM_STOP_SEQS_MAX */
+	/* More end-of-sequence ids besides eos_id (a model may have several:
+	 * Llama-3 instruct ends turns with <|eot_id|> and text with
+	 * <|end_of_text|>; pass the model's cfg.eos_ids here).  They end the
+	 * stream with PROTO_FINISH_EOS and obey ignore_eos and min_tokens
+	 * exactly as eos_id does.  Copied. */
+	const uint32_t *eos_ids;	/* [n_eos_ids] */
+	uint32_t n_eos_ids;		/* <= ENG_STREAM_EOS_MAX */
 };
 
 /* The state (fields private; sized here so it can live in a slot). */
@@ -145,6 +154,8 @@ struct eng_stream {
 	uint16_t hold_len;		/* held-back stop-sequence tail */
 	uint16_t scan;			/* sentence scan position in text */
 	uint16_t sent_cut;		/* pending ids up to a sentence cut; 0 none */
+	uint32_t n_eos_ids;
+	uint32_t eos_ids[ENG_STREAM_EOS_MAX];
 	uint8_t stop_seq_lens[ENG_STREAM_STOP_SEQS_MAX];
 	uint16_t id_text_end[ENG_STREAM_CHUNK_IDS_MAX]; /* text_len after id i */
 	uint32_t ids[ENG_STREAM_CHUNK_IDS_MAX];
@@ -159,8 +170,8 @@ struct eng_stream {
  * @tok: the model's tokenizer, or NULL for a request without text (ids
  *       only: no stop sequences then).
  * Return: 0; -EINVAL (NULL @st/@p, bad mode, stop sequence empty or not
- * valid UTF-8, stop sequences without a tokenizer, too many stop ids or
- * sequences); -E2BIG (a stop sequence over ENG_STREAM_STOP_SEQ_BYTES_MAX
+ * valid UTF-8, stop sequences without a tokenizer, too many stop ids,
+ * stop sequences or EOS ids); -E2BIG (a stop sequence over ENG_STREAM_STOP_SEQ_BYTES_MAX
  * bytes, or a tokenizer whose eng_tok_detok_bytes_max() exceeds
  * ENG_STREAM_DETOK_BYTES_MAX).  The scheduler rejects the request with
  * PROTO_E_INVALID_PARAM on these.

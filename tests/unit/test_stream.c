@@ -285,6 +285,16 @@ static long first_stop(const struct eng_stream_params *p, const char *text,
 	return best;
 }
 
+static bool ref_is_eos(const struct eng_stream_params *p, uint32_t id)
+{
+	if (id == p->eos_id)
+		return true;
+	for (uint32_t i = 0; i < p->n_eos_ids; i++)
+		if (p->eos_ids[i] == id)
+			return true;
+	return false;
+}
+
 static bool ref_is_stop_id(const struct eng_stream_params *p, uint32_t id)
 {
 	for (uint32_t i = 0; i < p->n_stop_ids; i++)
@@ -314,7 +324,7 @@ static void reference(const struct eng_tokenizer *tok,
 		if (ref_is_stop_id(p, ids[i])) {
 			r->reason = PROTO_FINISH_STOP_TOKEN;
 			fin = true;
-		} else if (!p->ignore_eos && ids[i] == p->eos_id) {
+		} else if (!p->ignore_eos && ref_is_eos(p, ids[i])) {
 			r->reason = PROTO_FINISH_EOS;
 			fin = true;
 		} else {
@@ -948,6 +958,22 @@ static void test_ends(void **state)
 	assert_int_equal(o.ids[n], eos);
 	k = eng_tok_decode(tok, ids, n, false, b, sizeof(b));
 	assert_int_equal(o.text_len, k);
+	/* The same through the list of EOS ids (a model with several). */
+	{
+		uint32_t list[2] = { 100000, eos };	/* one never seen */
+
+		params_init(&p, PROTO_STREAM_EVERY_K, 4);
+		p.eos_ids = list;
+		p.n_eos_ids = 2;
+		check_against_ref(tok, &p, ids, n + 2, &o);
+		assert_int_equal(o.reason, PROTO_FINISH_EOS);
+		assert_int_equal(o.n_ids, n + 1);
+		p.n_eos_ids = ENG_STREAM_EOS_MAX + 1;
+		assert_int_equal(eng_stream_init(&(struct eng_stream){ 0 }, tok, &p),
+				 -EINVAL);
+		params_init(&p, PROTO_STREAM_EVERY_K, 4);
+		p.eos_id = eos;
+	}
 	/* ignore_eos: its text is streamed (a special token, kept). */
 	p.ignore_eos = true;
 	check_against_ref(tok, &p, ids, n + 2, &o);

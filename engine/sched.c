@@ -666,9 +666,10 @@ static void preempt(struct eng_sched *s, struct eng_sched_model *sm,
 	r->n_kv = 0;
 	r->preempted++;
 	s->ctr[ENG_SCHED_CTR_preemptions]++;
-	/* Back to the waiting queue even over queue_max: it was admitted. */
-	if (sm->n_waiting < sm->queue_max + s->rings->n_slots)
-		waiting_insert(s, sm, r);
+	/* Back to the waiting queue even over queue_max: it was admitted
+	 * (the array holds queue_max + seqs_max: see sched_model.c). */
+	VERIFY(sm->n_waiting < sm->queue_max + sm->budget.seqs_max);
+	waiting_insert(s, sm, r);
 }
 
 /*

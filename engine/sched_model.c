@@ -267,7 +267,9 @@ static int model_load(struct eng_sched *s, struct eng_sched_model *sm,
 	sm->sampled = calloc(mc->seqs_max, sizeof(*sm->sampled));
 	sm->step_req = calloc(mc->seqs_max, sizeof(*sm->step_req));
 	sm->running = calloc(mc->seqs_max, sizeof(*sm->running));
-	sm->waiting = calloc(sm->queue_max, sizeof(*sm->waiting));
+	/* admission keeps at most queue_max waiting; preempted requests (at
+	 * most seqs_max, they were running) come back on top of that */
+	sm->waiting = calloc(sm->queue_max + mc->seqs_max, sizeof(*sm->waiting));
 	if (!sm->seq_in || !sm->samplers || !sm->sampled || !sm->step_req ||
 	    !sm->running || !sm->waiting) {
 		snprintf(err, errlen, "out of memory");

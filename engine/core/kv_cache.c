@@ -4,6 +4,10 @@
  * between steps; every operation is O(blocks it touches) plus, per full
  * block hashed or looked up, one XXH3 over block_tokens x 4 bytes (~10 ns
  * for 16 tokens) and a short linear probe in a table at most half full.
+ * Measured on the 2-core development VM (65536 blocks of 16 tokens):
+ * a cold 1024-token prompt (begin, reserve 64 blocks, commit registering
+ * 64, release) 12.5 us; the same prompt hitting all 64 blocks 3.0 us;
+ * decode reserve + commit ~10 ns per token; eng_kvc_check() 10 ms.
  *
  * Memory (one allocation at init, per block):
  *   ref         4   refcount

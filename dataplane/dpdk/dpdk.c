@@ -27,6 +27,7 @@
 
 #include "../../tools/lib/counters.h"
 #include "../../tools/lib/log.h"
+#include "../xdp/xdp.h"
 #include "dpdk.h"
 
 #include <rte_eal.h>
@@ -54,6 +55,7 @@ struct dp_dpdk {
 	struct rte_mbuf *rx[DP_DPDK_BURST_MAX];
 	struct rte_mbuf *tx[DP_DPDK_BURST_MAX];
 	unsigned n_tx;
+	struct dp_xdp *xdp;		/* our XDP program under net_af_xdp */
 	uint64_t ctr[DP_DPDK_CTR__COUNT];
 };
 
@@ -178,11 +180,48 @@ void dp_dpdk_link_poll(struct dp_dpdk *d)
 	if (rte_eth_link_get_nowait(d->port, &link))
 		return;
 	up = link.link_status == RTE_ETH_LINK_UP;
+	if (IS_ENABLED(CONFIG_DP_XDP) && d->xdp)
+		dp_xdp_stats_poll(d->xdp);
 	if (up != d->ctr[DP_DPDK_CTR_link_up])
 		d->ctr[DP_DPDK_CTR_link_changes]++;
 	__atomic_store_n(&d->ctr[DP_DPDK_CTR_link_up], up, __ATOMIC_RELAXED);
 	__atomic_store_n(&d->ctr[DP_DPDK_CTR_link_speed_mbps],
 			 up ? link.link_speed : 0, __ATOMIC_RELAXED);
+}
+
+/*
+ * A net_af_xdp vdev given our program (xdp_prog=): tell the program our
+ * address and port, and read its counters.  The PMD loaded and attached it;
+ * until configured it passes everything to the kernel.
+ */
+static int xdp_attach(struct dp_dpdk *d, const char *eal)
+{
+	const char *v = strstr(eal, "net_af_xdp"), *ifp;
+	char ifname[64];
+	size_t n;
+
+	if (!v || !strstr(v, "xdp_prog="))
+		return 0;
+	if (!IS_ENABLED(CONFIG_DP_XDP)) {
+		LOG_W(dp, "dpdk: xdp_prog given but this build has no "
+		      "CONFIG_DP_XDP: its port is not configured (all frames "
+		      "go to the kernel)");
+		return 0;
+	}
+	ifp = strstr(v, "iface=");
+	if (!ifp) {
+		LOG_E(dp, "dpdk: net_af_xdp without iface=");
+		return -EINVAL;
+	}
+	ifp += 6;
+	n = strcspn(ifp, ", \t");
+	if (!n || n >= sizeof(ifname))
+		return -EINVAL;
+	memcpy(ifname, ifp, n);
+	ifname[n] = 0;
+	d->xdp = dp_xdp_open(ifname, d->ifc.ip, d->ifc.port);
+	dp_dpdk_link_poll(d);
+	return d->xdp ? 0 : -errno;
 }
 
 struct dp_dpdk *dp_dpdk_open(const struct dp_dpdk_config *cfg,
@@ -276,8 +315,13 @@ struct dp_dpdk *dp_dpdk_open(const struct dp_dpdk_config *cfg,
 				DP_PKT_CTR__COUNT);
 	if (rc)
 		goto err_unregister;
+	rc = xdp_attach(d, cfg->eal ? cfg->eal : "");
+	if (rc)
+		goto err_unregister_pkt;
 	return d;
 
+err_unregister_pkt:
+	ctr_block_unregister(d->ifc.ctr);
 err_unregister:
 	ctr_block_unregister(d->ctr);
 err_stop:
@@ -296,6 +340,8 @@ void dp_dpdk_close(struct dp_dpdk *d)
 {
 	if (!d)
 		return;
+	if (IS_ENABLED(CONFIG_DP_XDP))
+		dp_xdp_close(d->xdp);
 	ctr_block_unregister(d->ifc.ctr);
 	ctr_block_unregister(d->ctr);
 	if (d->n_tx)

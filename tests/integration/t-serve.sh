@@ -14,6 +14,9 @@ IMG=$SRC/images/models/fortune-5m-int4.velo
 serve_velod() {
 	local kv=$1 seqs=$2 q=$3
 	shift 3
+	# lib.sh greps velod.out as soon as velod is forked: the previous
+	# run's "ready" line must not be there to be found
+	rm -f "$T/velod.out"
 	start_velod --set "models=[{\"name\": \"fortune\", \"image\": \"$IMG\", \"kv_blocks\": $kv, \"seqs_max\": $seqs, \"step_tokens_max\": 64, \"threads\": 1, \"queue_max\": $q}]" \
 		--set sessions.credit_requests=64 --set sessions.credit_tokens=1000000 "$@"
 }

@@ -614,6 +614,25 @@ static void stats_out(struct velod *v, FILE *f, bool as_json)
 		set(o, "ready", json_boolean(ok));
 		set(o, "not_ready_reason", json_string(ok ? "" : why));
 		set(o, "models", json_integer(eng_sched_model_count(&v->sched)));
+		if (as_json) {
+			/* the routed models, for mgmt: NAME/VERSION served */
+			json_t *arr = json_array();
+
+			for (unsigned i = 0; i < eng_sched_model_count(&v->sched); i++) {
+				struct eng_sched_model_status st;
+				json_t *m;
+
+				if (eng_sched_model_status(&v->sched, i, &st) ||
+				    st.state != ENG_MODEL_READY)
+					continue;
+				m = json_object();
+				set(m, "name", json_string(st.name));
+				set(m, "version", json_string(st.version));
+				set(m, "label", json_string(st.label));
+				json_array_append_new(arr, m);
+			}
+			set(o, "loaded", arr);
+		}
 	}
 	set(o, "rx_datagrams", json_integer((json_int_t)rd64(&t->dp_ctr[DP_CTR_rx_datagrams])));
 	set(o, "tx_datagrams", json_integer((json_int_t)rd64(&t->dp_ctr[DP_CTR_tx_datagrams])));

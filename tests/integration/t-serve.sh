@@ -157,4 +157,31 @@ note "overload: $done_n DONE, $over_n OVERLOADED of 32"
 kv_idle
 ctl "counters" | grep -E '^sched\.|^kv\.' | head -40
 stop_velod
+
+# A damaged image (one byte flipped near the end): refused by the FULL
+# verify, left unrouted; velod is up but not ready and says why; INFER is
+# answered NOT_READY.
+cp "$IMG" "$T/bad.velo"
+printf '\x5a' | dd of="$T/bad.velo" bs=1 seek=$(($(stat -c %s "$T/bad.velo") - 100)) \
+	conv=notrunc 2>/dev/null
+rm -f "$T/velod.out"
+"$BIN/velod" -c "$T/velod.json" --set "models=[{\"name\": \"bad\", \"image\": \"$T/bad.velo\"}]" \
+	>"$T/velod.out" 2>"$T/velod.err" &
+VELOD_PID=$!
+for _ in $(seq 100); do
+	grep -q '^velod: ' "$T/velod.out" 2>/dev/null && break
+	sleep 0.1
+done
+grep -q '^velod: up (not ready) .*reason=model bad: ' "$T/velod.out" ||
+	fail "bad image: $(cat "$T/velod.out")"
+SERVER=127.0.0.1:$(sed -n 's/^velod: up (not ready) listen=[^ ]*:\([0-9]*\) .*/\1/p' "$T/velod.out")
+expect_rc 1 ctl ready
+why=$(cat "$T/out")
+grep -q 'not ready: model bad: .*checksum' "$T/out" || fail "ready: $why"
+ctl models | grep -q 'bad .*failed' || fail "models: $(ctl models)"
+ctl "stats json" | grep -q '"ready": false' || fail "stats says ready"
+expect_rc 4 client gen "Hello"
+grep -q 'REJECT NOT_READY' "$T/err" || fail "gen on a failed model: $(cat "$T/err")"
+note "damaged image: $why"
+stop_velod
 exit 0

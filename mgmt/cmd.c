@@ -282,8 +282,8 @@ unsigned mgmt_cmd_complete(const char *line, const char **out, unsigned max)
 {
 	char tok[MGMT_TOK_MAX][MGMT_TOK_LEN], err[80];
 	size_t len = strlen(line);
-	bool open = len && line[len - 1] != ' ' && line[len - 1] != '\t';
 	int n = mgmt_cmd_split(line, tok, MGMT_TOK_MAX, err, sizeof(err));
+	bool open = n > 0 && !strchr(" \t\n\r", line[len - 1]);
 	unsigned done, cnt = 0;
 	const char *part;
 

@@ -201,8 +201,11 @@ static json_t *key_parent(json_t *obj, const char *key, bool create,
 		if (!next) {
 			if (!create)
 				return NULL;
+			/* set_new frees the value when it refuses the key (not
+			 * UTF-8): never touch it then (found by fuzz_mgmt). */
 			next = json_object();
-			json_object_set_new(obj, part, next);
+			if (json_object_set_new(obj, part, next))
+				return NULL;
 		}
 		if (!json_is_object(next))
 			return NULL;
@@ -241,7 +244,10 @@ int mgmt_store_set(struct mgmt_store *st, const char *key, const char *value,
 		snprintf(err, err_len, "'%s' holds keys; delete it first", key);
 		return -EINVAL;
 	}
-	json_object_set_new(parent, leaf, v);
+	if (json_object_set_new(parent, leaf, v)) {
+		snprintf(err, err_len, "'%s': not a valid key", key);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -511,7 +517,8 @@ size_t mgmt_store_show(const struct mgmt_store *st, enum mgmt_store_which w,
 		return o;
 	}
 	flatten(cfg, "", &l, "set %s %s");
-	qsort(l.v, l.n, sizeof(*l.v), cmp_str);
+	if (l.n)
+		qsort(l.v, l.n, sizeof(*l.v), cmp_str);
 	for (size_t i = 0; i < l.n; i++)
 		APPEND(buf, len, o, "%s\n", l.v[i]);
 	lines_free(&l);
@@ -527,8 +534,10 @@ size_t mgmt_store_compare(const struct mgmt_store *st, char *buf, size_t len)
 		buf[0] = '\0';
 	flatten(running(st), "", &a, "set %s %s");
 	flatten(st->candidate, "", &b, "set %s %s");
-	qsort(a.v, a.n, sizeof(*a.v), cmp_str);
-	qsort(b.v, b.n, sizeof(*b.v), cmp_str);
+	if (a.n)	/* qsort's base must not be NULL, even for 0 */
+		qsort(a.v, a.n, sizeof(*a.v), cmp_str);
+	if (b.n)
+		qsort(b.v, b.n, sizeof(*b.v), cmp_str);
 	while (i < a.n || j < b.n) {
 		int c = i == a.n ? 1 : j == b.n ? -1 : strcmp(a.v[i], b.v[j]);
 

@@ -669,6 +669,40 @@ static void stats_out(struct velod *v, FILE *f, bool as_json)
 	json_decref(o);
 }
 
+/* metrics json: the request latency histograms, cumulative as Prometheus
+ * wants them: {"time_to_first_token_seconds": {"le": [...], "buckets":
+ * [cumulative counts per le], "count": N, "sum": seconds}, ...} */
+static void metrics_out(struct velod *v, FILE *f)
+{
+	json_t *o = json_object();
+	char *str;
+
+	for (unsigned h = 0; h < ENG_SCHED_HIST__COUNT; h++) {
+		const struct eng_sched_hist *x = &v->sched.hist[h];
+		json_t *m = json_object(), *le = json_array(), *b = json_array();
+		unsigned n;
+		const uint32_t *bound = eng_sched_hist_le_us(h, &n);
+		uint64_t cum = 0;
+
+		for (unsigned i = 0; i < n; i++) {
+			cum += __atomic_load_n(&x->bucket[i], __ATOMIC_RELAXED);
+			json_array_append_new(le, json_real(bound[i] / 1e6));
+			json_array_append_new(b, json_integer((json_int_t)cum));
+		}
+		set(m, "le", le);
+		set(m, "buckets", b);
+		set(m, "count", json_integer((json_int_t)__atomic_load_n(&x->count,
+								      __ATOMIC_RELAXED)));
+		set(m, "sum", json_real(__atomic_load_n(&x->sum_us, __ATOMIC_RELAXED) / 1e6));
+		set(o, eng_sched_hist_name(h), m);
+	}
+	str = json_dumps(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER |
+			 JSON_REAL_PRECISION(9));
+	fprintf(f, "%s\n", str ? str : "{}");
+	free(str);
+	json_decref(o);
+}
+
 static const char *const state_names[] = {
 	[ENG_MODEL_EMPTY] = "empty", [ENG_MODEL_LOADING] = "loading",
 	[ENG_MODEL_READY] = "ready", [ENG_MODEL_FAILED] = "failed",
@@ -757,6 +791,7 @@ static const char help_text[] =
 	"sessions [json]       live sessions\n"
 	"stats [json]          summary\n"
 	"ready                 'ready', or 'not ready: REASON' (exit 1 with -q)\n"
+	"metrics json          request latency histograms (TTFT, ITL, queue, e2e)\n"
 	"models [json]         configured models: state, version, label, why\n"
 	"model status NAME [json]  one model: sizes, self-test, measured costs\n"
 	"shutdown              clean shutdown\n"
@@ -829,6 +864,11 @@ static void ctl_answer(struct velod *v, int fd)
 			fprintf(f, "ready\n");
 		else
 			fprintf(f, "error: not ready: %s\n", why);
+	} else if (!strcmp(cmd, "metrics")) {
+		if (arg && strcmp(arg, "json"))
+			fprintf(f, "error: metrics json\n");
+		else
+			metrics_out(v, f);
 	} else if (!strcmp(cmd, "models")) {
 		models_out(v, f, NULL, arg && !strcmp(arg, "json"));
 	} else if (!strcmp(cmd, "model")) {

@@ -72,6 +72,54 @@ static const struct ctr_desc eng_sched_ctr_desc[ENG_SCHED_CTR__COUNT] = {
 #undef X
 };
 
+static const uint32_t le_ttft[] = { 1000, 5000, 10000, 20000, 40000, 60000,
+	80000, 100000, 250000, 500000, 750000, 1000000, 2500000, 5000000,
+	7500000, 10000000 };
+static const uint32_t le_itl[] = { 10000, 25000, 50000, 75000, 100000, 150000,
+	200000, 300000, 400000, 500000, 750000, 1000000, 2500000 };
+static const uint32_t le_e2e[] = { 300000, 500000, 800000, 1000000, 1500000,
+	2000000, 2500000, 5000000, 10000000, 15000000, 20000000, 30000000,
+	40000000, 50000000, 60000000 };
+static const struct {
+	const char *name;
+	const uint32_t *le;
+	unsigned n;
+} hist_def[ENG_SCHED_HIST__COUNT] = {
+	[ENG_SCHED_HIST_TTFT] = { "time_to_first_token_seconds", le_ttft, ARRAY_SIZE(le_ttft) },
+	[ENG_SCHED_HIST_ITL] = { "inter_token_latency_seconds", le_itl, ARRAY_SIZE(le_itl) },
+	[ENG_SCHED_HIST_QUEUE] = { "request_queue_time_seconds", le_e2e, ARRAY_SIZE(le_e2e) },
+	[ENG_SCHED_HIST_E2E] = { "e2e_request_latency_seconds", le_e2e, ARRAY_SIZE(le_e2e) },
+};
+_Static_assert(ARRAY_SIZE(le_ttft) < ENG_SCHED_HIST_BUCKETS, "ttft buckets");
+
+const char *eng_sched_hist_name(enum eng_sched_hist_id h)
+{
+	return h < ENG_SCHED_HIST__COUNT ? hist_def[h].name : "?";
+}
+
+const uint32_t *eng_sched_hist_le_us(enum eng_sched_hist_id h, unsigned *n)
+{
+	if (h >= ENG_SCHED_HIST__COUNT) {
+		*n = 0;
+		return NULL;
+	}
+	*n = hist_def[h].n;
+	return hist_def[h].le;
+}
+
+/* One observation (at most 16 compares). */
+static void hist_add(struct eng_sched *s, enum eng_sched_hist_id h, uint64_t us)
+{
+	struct eng_sched_hist *x = &s->hist[h];
+	unsigned i = 0;
+
+	while (i < hist_def[h].n && us > hist_def[h].le[i])
+		i++;
+	x->bucket[i]++;
+	x->count++;
+	x->sum_us += us;
+}
+
 void eng_sched_config_default(struct eng_sched_config *c)
 {
 	memset(c, 0, sizeof(*c));
@@ -322,6 +370,10 @@ static void finish(struct eng_sched *s, struct eng_sched_model *sm,
 	p->u.done.ttft_us = r->first_tok_ns ? us_between(r->arrival_ns, r->first_tok_ns) : 0;
 	p->u.done.decode_us = r->first_tok_ns ? us_between(r->first_tok_ns, r->last_tok_ns) : 0;
 	p->u.done.mean_itl_us = ngen > 1 ? p->u.done.decode_us / (ngen - 1) : 0;
+	if (r->first_tok_ns)
+		hist_add(s, ENG_SCHED_HIST_TTFT, p->u.done.ttft_us);
+	hist_add(s, ENG_SCHED_HIST_QUEUE, p->u.done.queue_us);
+	hist_add(s, ENG_SCHED_HIST_E2E, us_between(r->arrival_ns, clock_mono_ns()));
 	nl = strnlen(sm->st.name, sizeof(sm->st.name));
 	vl = strnlen(sm->st.version, sizeof(sm->st.version));
 	memcpy(p->text, sm->st.name, nl);
@@ -613,7 +665,7 @@ static void update_gauges(struct eng_sched *s)
 		run += sm->n_running;
 		kc = eng_kvc_counters(sm->kv);
 		used += kc[ENG_KVC_CTR_blocks_used];
-		fr += kc[ENG_KVC_CTR_blocks_free] + kc[ENG_KVC_CTR_blocks_cached];
+		fr += kc[ENG_KVC_CTR_blocks_free];
 		cached += kc[ENG_KVC_CTR_blocks_cached];
 	}
 	s->ctr[ENG_SCHED_CTR_waiting] = qd;
@@ -703,6 +755,8 @@ static void token_out(struct eng_sched *s, struct eng_sched_model *sm,
 	eng_sampler_accept(r->sampler, t);
 	if (!r->first_tok_ns)
 		r->first_tok_ns = now;
+	else
+		hist_add(s, ENG_SCHED_HIST_ITL, us_between(r->last_tok_ns, now));
 	r->last_tok_ns = now;
 	s->ctr[ENG_SCHED_CTR_tokens_decoded]++;
 	rc = eng_stream_push(&r->stream, sm->tok, t, NULL);

@@ -87,7 +87,7 @@
 	X(waiting, "gauge: requests waiting (not yet running)")         \
 	X(running, "gauge: requests running (holding KV)")                  \
 	X(kv_blocks_used, "gauge: KV blocks referenced by requests")        \
-	X(kv_blocks_free, "gauge: KV blocks free (cached ones included)")   \
+	X(kv_blocks_free, "gauge: KV blocks on the free list (not the cached)") \
 	X(kv_blocks_cached, "gauge: free KV blocks kept for prefix hits")   \
 	X(models_ready, "gauge: models routed")
 
@@ -97,6 +97,31 @@ enum eng_sched_ctr {
 #undef X
 	ENG_SCHED_CTR__COUNT
 };
+
+/*
+ * Request latency histograms (vLLM's bucket bounds, so that mgmt renders
+ * them as vLLM's Prometheus histograms): bucket[i] counts observations
+ * <= le_us[i] and > le_us[i - 1]; bucket[n_le] the rest.  Written by the
+ * scheduler thread (at DONE; inter-token at each token), read racily.
+ */
+enum eng_sched_hist_id {
+	ENG_SCHED_HIST_TTFT = 0,	/* arrival -> first token */
+	ENG_SCHED_HIST_ITL,		/* between consecutive tokens */
+	ENG_SCHED_HIST_QUEUE,		/* arrival -> first scheduled */
+	ENG_SCHED_HIST_E2E,		/* arrival -> DONE */
+	ENG_SCHED_HIST__COUNT
+};
+#define ENG_SCHED_HIST_BUCKETS 17	/* bounds + 1 at most */
+
+struct eng_sched_hist {
+	uint64_t bucket[ENG_SCHED_HIST_BUCKETS];
+	uint64_t count;
+	uint64_t sum_us;
+};
+
+/* Name ("time_to_first_token_seconds"...), bounds in microseconds. */
+const char *eng_sched_hist_name(enum eng_sched_hist_id h);
+const uint32_t *eng_sched_hist_le_us(enum eng_sched_hist_id h, unsigned *n);
 
 struct eng_sched_config {
 	int core;			/* -1: unpinned */
@@ -168,6 +193,7 @@ struct eng_sched {
 	bool started;
 	pthread_t thread;
 	uint64_t ctr[ENG_SCHED_CTR__COUNT];
+	struct eng_sched_hist hist[ENG_SCHED_HIST__COUNT];
 	bool registered;
 };
 

@@ -90,6 +90,8 @@ bg_wait
 ok=$(grep -l 'done: ' "$T"/c.* | wc -l)
 [ "$ok" = 32 ] || fail "only $ok of 32 concurrent clients got DONE"
 note "32 concurrent clients: all DONE"
+ttft_n=$(ctl "metrics json" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["time_to_first_token_seconds"]["count"])')
+[ "$ttft_n" -ge 45 ] || fail "metrics json: TTFT count $ttft_n"
 
 # cancel mid-stream frees the request's blocks at once
 expect_rc 0 client gen --ignore-eos --max-tokens 400 --cancel-after 4 "Cancel me please"

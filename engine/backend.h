@@ -123,7 +123,7 @@ struct eng_model_budget {
 	enum eng_kv_dtype kv_dtype;	/* CPU: ENG_KV_F32 only */
 };
 
-/* Per-sequence flags of a step. */
+/* Per-sequence flags of a step (other bits: -EINVAL). */
 #define ENG_SEQ_LOGITS 0x1u	/* compute logits of this sequence's last token */
 
 /* One sequence of a step. */
@@ -198,8 +198,8 @@ struct eng_backend_ops {
 	 * the logits of its last new token.  May return before the work is
 	 * done (CUDA launches); logits() and sample() wait for it.
 	 * Return: 0; -EINVAL for a malformed batch (token >= vocab, block >=
-	 * kv_blocks, table too short, n_tokens 0, write conflict between
-	 * sequences — see core/kv.h); -E2BIG when over the budget (n_seqs,
+	 * kv_blocks, table too short, n_tokens 0, NULL tokens or blocks,
+	 * unknown flags, write conflict between sequences — see core/kv.h); -E2BIG when over the budget (n_seqs,
 	 * tokens, positions beyond ctx_max); -ENODEV when down; -EIO on a
 	 * device fault (the backend is then down).  On error nothing was
 	 * written to any block.

@@ -46,7 +46,8 @@ static int validate(struct cpu_model *cm, const struct eng_batch *b)
 		const struct eng_seq_in *q = &b->seqs[s];
 		uint64_t end = (uint64_t)q->pos + q->n_tokens;
 
-		if (!q->n_tokens || !q->tokens || !q->blocks)
+		if (!q->n_tokens || !q->tokens || !q->blocks ||
+		    (q->flags & ~ENG_SEQ_LOGITS))
 			return -EINVAL;
 		T += q->n_tokens;
 		if (T > bud->step_tokens_max || end > cm->ctx_max)

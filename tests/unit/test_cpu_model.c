@@ -766,6 +766,9 @@ static void test_bad_batches(void **st)
 	in[0].tokens = NULL;
 	BAD(-EINVAL, 1);
 	in[0] = tseq_in(&a, 1, true);
+	in[0].flags = 0x2;			/* unknown flag */
+	BAD(-EINVAL, 1);
+	in[0] = tseq_in(&a, 1, true);
 	in[0].blocks = short_tab;
 	in[0].n_blocks = 1;			/* table too short */
 	BAD(-EINVAL, 1);
@@ -799,7 +802,7 @@ static void test_bad_batches(void **st)
 	}
 #undef BAD
 	assert_int_equal(ops->logits(r.bm, 0, &l), -ENOENT);
-	assert_int_equal(ctr_lookup("eng_cpu.bad_batches") - bad0, 10);
+	assert_int_equal(ctr_lookup("eng_cpu.bad_batches") - bad0, 11);
 	assert_int_equal(ctr_lookup("eng_cpu.over_budget") - big0, 3);
 	/* nothing was written: the control decode gives the same bits */
 	in[0] = tseq_in(&a, 1, true);

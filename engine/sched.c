@@ -576,8 +576,9 @@ static void handle_infer(struct eng_sched *s, const struct dp_req_msg *m)
 				 now + (q->f.deadline_ns - real) : now;
 	}
 	/* Feasibility from measured costs: the whole prompt's prefill plus
-	 * the decodes min_tokens needs (at least the first token), after the
-	 * queue ahead at one step each. */
+	 * the decodes min_tokens needs (at least the first token).  The
+	 * queue ahead is not charged: a request that then misses its deadline
+	 * ends with DONE DEADLINE (expire()). */
 	est = (uint64_t)(sm->prefill_ns_tok * r->n_prompt +
 			 sm->decode_ns_step * MAX(r->min_tokens, 1u));
 	if (r->deadline_ns != UINT64_MAX && now + est > r->deadline_ns) {

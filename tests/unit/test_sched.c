@@ -27,6 +27,7 @@
 #include "../../engine/core/kv_cache.h"
 #include "../../engine/sched_priv.h"
 #include "../../tools/lib/clock.h"
+#include "alloc_count.h"
 
 #define IMAGE "images/models/fortune-5m-int4.velo"
 #define SLOTS 64
@@ -493,6 +494,44 @@ static void test_deadline_expires(void **state)
 	teardown_sched();
 }
 
+/* The loop allocates nothing: admission (text tokenized too), steps,
+ * preemption, streaming, cancel and DONE, once the model is loaded. */
+static void test_no_alloc(void **state)
+{
+	uint32_t p[128];
+	struct dp_req_slot *q;
+	unsigned long n;
+
+	(void)state;
+	setup_sched(24, 8, 32, 64, IMAGE, 0);
+	alloc_count_start();
+	for (uint32_t i = 0; i < 8; i++) {
+		prompt_make(p, 20 + 10 * i, 40 + i);
+		slot_fill(i, 300 + i, p, 20 + 10 * i, 40);
+		submit(i);
+	}
+	q = slot_fill(8, 308, p, 1, 16);
+	q->f.flags = PROTO_INFER_PROMPT_TEXT;
+	q->f.stream = PROTO_STREAM_SENTENCE;
+	memcpy(q->text, "A wise man", 10);
+	q->prompt_text = (struct dp_str_ref){ 0, 10 };
+	q->text_used = 10;
+	submit(8);
+	for (int i = 0; i < 30; i++) {
+		eng_sched_poll(&S);
+		drain();
+	}
+	cancel(0);
+	run_all(9);
+	n = alloc_count_stop();
+	if (alloc_count_supported())
+		assert_int_equal(n, 0);
+	assert_true(S.ctr[ENG_SCHED_CTR_preemptions] > 0);
+	assert_int_equal(OUT[8].final, DP_RESP_DONE);
+	assert_kv_idle();
+	teardown_sched();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -505,6 +544,7 @@ int main(void)
 		cmocka_unit_test(test_cancel_frees),
 		cmocka_unit_test(test_prefix_hits),
 		cmocka_unit_test(test_deadline_expires),
+		cmocka_unit_test(test_no_alloc),
 	};
 
 	if (access(IMAGE, R_OK)) {

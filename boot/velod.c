@@ -1109,14 +1109,19 @@ static int velod_main(struct velod *v)
 		char why[ENG_SCHED_WHY_LEN + 96] = "";
 		bool ok = eng_sched_ready(&v->sched, why, sizeof(why));
 
-		/* "ready" means serving: listening, with every configured
-		 * model routed (or none configured: protocol only). */
-		printf("velod: %s listen=%s control=%s pid=%d models=%u%s%s\n",
-		       ok || !v->cfg.n_models ? "ready" : "up (not ready)",
+		/* The start-up handshake (mgmtd, tests): the process is up
+		 * and answers the protocol and the control socket.  Whether
+		 * the engine serves is engine=: ready only when every
+		 * configured model passed its self-test (the `ready` command
+		 * and `stats` say the same and why).  A failed model does
+		 * not fail the start, so that mgmt can ask why instead of
+		 * restarting velod in a loop. */
+		printf("velod: ready listen=%s control=%s pid=%d models=%u engine=%s%s%s\n",
 		       dp_addr_format(&v->dp.sock.local, addr, sizeof(addr)),
 		       v->cfg.control && *v->cfg.control ? v->cfg.control : "-",
 		       (int)getpid(), eng_sched_model_count(&v->sched),
-		       ok || !v->cfg.n_models ? "" : " reason=", ok ? "" : why);
+		       ok ? "ready" : "not_ready", ok ? "" : " reason=",
+		       ok ? "" : why);
 	}
 	fflush(stdout);
 

@@ -161,8 +161,8 @@ ctl "counters" | grep -E '^sched\.|^kv\.' | head -40
 stop_velod
 
 # A damaged image (one byte flipped near the end): refused by the FULL
-# verify, left unrouted; velod is up but not ready and says why; INFER is
-# answered NOT_READY.
+# verify, left unrouted; velod is up (engine=not_ready on the start line),
+# the `ready` command and stats say why; INFER is answered NOT_READY.
 cp "$IMG" "$T/bad.velo"
 printf '\x5a' | dd of="$T/bad.velo" bs=1 seek=$(($(stat -c %s "$T/bad.velo") - 100)) \
 	conv=notrunc 2>/dev/null
@@ -174,9 +174,9 @@ for _ in $(seq 100); do
 	grep -q '^velod: ' "$T/velod.out" 2>/dev/null && break
 	sleep 0.1
 done
-grep -q '^velod: up (not ready) .*reason=model bad: ' "$T/velod.out" ||
+grep -q '^velod: ready .*engine=not_ready reason=model bad: ' "$T/velod.out" ||
 	fail "bad image: $(cat "$T/velod.out")"
-SERVER=127.0.0.1:$(sed -n 's/^velod: up (not ready) listen=[^ ]*:\([0-9]*\) .*/\1/p' "$T/velod.out")
+SERVER=127.0.0.1:$(sed -n 's/^velod: ready listen=[^ ]*:\([0-9]*\) .*/\1/p' "$T/velod.out")
 expect_rc 1 ctl ready
 why=$(cat "$T/out")
 grep -q 'not ready: model bad: .*checksum' "$T/out" || fail "ready: $why"

@@ -15,7 +15,10 @@ for t in "$SRC"/tests/integration/t-*.sh; do
 	name=$(basename "$t" .sh)
 	log=$O/results/integration/$name.log
 	start=$(date +%s%N)
-	if O=$O SRC=$SRC timeout -k 5 "$TEST_TIMEOUT" bash "$t" >"$log" 2>&1; then
+	tmo=$TEST_TIMEOUT
+	# t-dpdk*: the first one builds the DPDK configuration (dpdk.inc).
+	case $name in t-dpdk*) tmo=$((TEST_TIMEOUT * 2)) ;; esac
+	if O=$O SRC=$SRC timeout -k 5 "$tmo" bash "$t" >"$log" 2>&1; then
 		st=ok; pass=$((pass + 1))
 	else
 		st=FAIL; fail=$((fail + 1))

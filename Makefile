@@ -267,6 +267,17 @@ bench-engine: all
 		--commit $$(git -C $(srctree) rev-parse --short HEAD 2>/dev/null || echo unknown) \
 		$(BENCH_ENGINE_ARGS)
 
+# Appliance image (docs/image.md): kernel, initramfs, manifest and QEMU boot
+# script under $(O)/images/$(CONFIG_IMAGE_NAME)/, e.g.
+# make O=build-img qemu_defconfig && make O=build-img image check-image
+.PHONY: image check-image
+image: all
+	$(Q)$(srctree)/images/mkimage.sh $(O)
+
+check-image: image
+	$(Q)mkdir -p $(O)/results
+	$(Q)set -o pipefail; $(srctree)/tests/image/run.sh $(O) | tee $(O)/results/image.log
+
 clean:
 	$(Q)rm -rf $(O)/bin $(O)/lib $(O)/fuzz $(O)/tests $(O)/results \
 		$(filter-out $(O)/include $(O)/.config,$(wildcard $(O)/*))
@@ -282,6 +293,8 @@ help:
 	@echo '  fuzz              run each libFuzzer target for 10 minutes'
 	@echo '  bench-proto       protocol decode+auth throughput, PING round trip'
 	@echo '  bench-engine      CPU engine prefill/decode tok/s, share of memory bandwidth'
+	@echo '  image             kernel + initramfs + QEMU script of the config (images/)'
+	@echo '  check-image       boot the qemu_defconfig image in QEMU and test it'
 	@echo '  deps              install the Debian packages the config needs'
 	@echo '  defconfig         default configuration (development machine)'
 	@echo '  <name>_defconfig  configuration from images/<name>_defconfig'

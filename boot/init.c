@@ -57,7 +57,7 @@
 #define CONFIG_BOOT_ISOLATED_CPUS ""
 #define CONFIG_BOOT_DP_NIC ""
 #define CONFIG_BOOT_DP_NIC_DRIVER "vfio-pci"
-#define CONFIG_BOOT_MGMT_IF "eth0"
+#define CONFIG_BOOT_MGMT_IF "auto"
 #define CONFIG_BOOT_MGMT_ADDR ""
 #define CONFIG_BOOT_MGMT_GW ""
 #endif
@@ -422,7 +422,11 @@ static int step_dp_nic(char *why, size_t len)
 			const char *argv[] = { "modprobe", "vfio", "enable_unsafe_noiommu_mode=1", NULL };
 
 			run(30, argv);
-			write_file("/sys/module/vfio/parameters/enable_unsafe_noiommu_mode", "1");
+			if (write_file("/sys/module/vfio/parameters/enable_unsafe_noiommu_mode", "1") < 0) {
+				snprintf(why, len, "no IOMMU and this kernel's vfio has no no-IOMMU mode "
+					 "(CONFIG_VFIO_NOIOMMU): use uio_pci_generic or an IOMMU");
+				return -ENOTSUP;
+			}
 			say("  no IOMMU: vfio no-IOMMU mode");
 		}
 	}
@@ -572,7 +576,8 @@ static int step_mgmtd(char *why, size_t len)
 		}
 		setsid();
 		execlp("velo-mgmtd", "velo-mgmtd", "--state", INIT_STATE_DIR, "--models",
-		       INIT_STATE_DIR "/models", "--socket", INIT_MGMT_SOCK, "--velod-config",
+		       INIT_STATE_DIR "/models", "--socket", INIT_MGMT_SOCK, "--velod-socket",
+		       CONFIG_BOOT_CONTROL_SOCKET, "--velod-config",
 		       INIT_VELOD_CONF, "--listen", listen, "--metrics", "0.0.0.0:9400",
 		       "--start-ms", "600000", (char *)NULL);
 		_exit(127);

@@ -50,7 +50,7 @@ echo "boot: ready in $ready_ms ms after init started; $wall_ms ms from QEMU star
 
 # Dataplane: logon and a streamed answer.
 "$O/bin/velo-client" -s "127.0.0.1:$udp_port" -k "$O/images/velod.keys" --timeout-ms 30000 \
-	gen "Once upon a time" --max-tokens 24 --stream sentence --seed 1 \
+	gen --max-tokens 24 --stream sentence --seed 1 "Once upon a time" \
 	>"$T/gen.out" 2>"$T/gen.err" || fail "velo-client gen: $(cat "$T/gen.err")"
 [ -s "$T/gen.out" ] || fail "velo-client gen: no text"
 echo "gen: $(head -c 200 "$T/gen.out" | tr '\n' ' ')"

@@ -49,7 +49,8 @@ static int cpu_init(const struct eng_backend_budget *b, struct eng_backend **out
 		return -ENOMEM;
 	be->base.ops = &eng_cpu_ops;
 	be->mem_bytes_max = b->mem_bytes_max;
-	be->threads = b->cpu.threads ? b->cpu.threads : (uint32_t)MAX(ncpu, 1);
+	be->threads = b->cpu.threads ? b->cpu.threads :
+		      (uint32_t)MIN(MAX(ncpu, 1), ENG_CPU_THREADS_MAX);
 	if (be->threads > ENG_CPU_THREADS_MAX) {
 		rc = -EINVAL;
 		goto err_free;

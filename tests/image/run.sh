@@ -7,7 +7,7 @@ O=$(cd "$1" && pwd) || exit 1
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 mkdir -p "$O/results/image"
 pass=0; fail=0
-for t in t-defconfig t-boot; do
+for t in t-defconfig t-repro t-boot; do
 	log=$O/results/image/$t.log
 	start=$(date +%s%N)
 	if O=$O SRC=$SRC timeout -k 5 600 bash "$SRC/tests/image/$t.sh" "$O" >"$log" 2>&1; then

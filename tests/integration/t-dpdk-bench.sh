@@ -131,4 +131,8 @@ for t in ts:
                l["n"], ns, 1e9 / ns if ns else 0, j["results"].get("lost", 0)))
 json.dump(out, open("%s/bench-dpdk.json" % r, "w"), indent=1)
 PY
+for t in $transports; do
+	[ -s "$R/$t-ping.json" ] || [ "$t" = af_xdp ] ||
+		fail "$t: no PING result (see $R/$t-ping.txt)"
+done
 exit 0

@@ -516,9 +516,14 @@ static uint64_t data_emit(struct dp_sess_table *t, struct dp_sess *s,
 	for (int attempt = 0; attempt < 2; attempt++) {
 		struct dp_replay_ent *ent;
 
+		size_t len0;
+		unsigned count0;
+
 		if (!s->open)
 			data_open(t, s);
 		ent = &s->rb[s->rb_head];
+		len0 = s->enc.len;
+		count0 = s->enc.count;
 		put(&s->enc, arg);
 		/* The encoder fills up to its cap; the tag must fit after. */
 		if (likely(!s->enc.err && ent->count < PROTO_COUNT_MAX &&
@@ -527,7 +532,12 @@ static uint64_t data_emit(struct dp_sess_table *t, struct dp_sess *s,
 			ctr(t, SESS_CTR_tx_msgs);
 			return s->tx_seq++;
 		}
+		/* Undo the message whole: put() may have closed it already (it
+		 * fit the encoder but left no room for the tag), which
+		 * proto_enc_msg_abort() alone can not take back. */
 		proto_enc_msg_abort(&s->enc);
+		s->enc.len = len0;
+		s->enc.count = count0;
 		s->enc.err = 0;
 		if (!ent->count) {
 			s->open = false;	/* give the empty slot back */

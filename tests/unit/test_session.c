@@ -1328,6 +1328,47 @@ static void test_batching(void **state)
 	assert_int_equal(d.v.hdr->msg_count, 3);
 }
 
+/*
+ * A message that fits the encoder but leaves less than a tag's room must
+ * move whole to the next datagram (regression: velod aborted in data_close
+ * under streaming load).  STATUS answers are 32 bytes: with an MTU of 1400,
+ * 42 of them end at 1392, 8 bytes short of the tag.
+ */
+static void test_tag_room(void **state)
+{
+	struct dp_sess_config c;
+	struct tcli cl;
+	struct proto_enc e;
+	unsigned total = 0;
+
+	(void)state;
+	small_config(&c);
+	h_start(&c);
+	for (uint16_t mtu = 1392; mtu <= 1408; mtu += 8) {	/* 3 sessions: the table holds 4 */
+		unsigned n0;
+
+		c_init(&cl, 0x7f000001u + mtu);
+		c_logon(&cl, mtu);
+		n0 = ncap;
+		c_begin(&cl, &e, dg, false);
+		for (int i = 0; i < 60; i++) {
+			proto_enc_msg_begin(&e, PROTO_T_STATUS_REQUEST, 0);
+			proto_enc_msg_end(&e);
+		}
+		h_rx(dg, c_end(&cl, &e), &cl.addr);
+		assert_true(ncap >= n0 + 2);
+		total = 0;
+		for (unsigned i = n0; i < ncap; i++) {
+			struct sdg d = s_get(&cl, i);
+
+			assert_true(caps[i].len <= mtu);
+			assert_int_equal(d.v.hdr->seq, total + 1);
+			total += d.v.hdr->msg_count;
+		}
+		assert_int_equal(total, 60);
+	}
+}
+
 /* ------------------------------------------------------------------------
  * Fragments.
  */
@@ -1546,6 +1587,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_cancel, teardown),
 		cmocka_unit_test_teardown(test_retransmit, teardown),
 		cmocka_unit_test_teardown(test_batching, teardown),
+		cmocka_unit_test_teardown(test_tag_room, teardown),
 		cmocka_unit_test_teardown(test_fragments, teardown),
 		cmocka_unit_test_teardown(test_stale_response, teardown),
 		cmocka_unit_test_teardown(test_no_alloc, teardown),

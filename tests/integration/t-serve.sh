@@ -1,5 +1,5 @@
 #!/bin/bash
-# (serve) velod with the bundled model (images/models/fortune-5m-int4.velo)
+# (serve) velod with the bundled model (images/models/fortune-5m-fp8.velo)
 # on loopback: ready only after the self-test; many concurrent clients;
 # greedy outputs identical alone and batched; cancel mid-stream frees its
 # blocks; an infeasible deadline rejected at once; prefix-cache hits on a
@@ -7,7 +7,7 @@
 # nothing stalls; every KV block free after the load (control socket).
 . "$(dirname "$0")/lib.sh"
 
-IMG=$SRC/images/models/fortune-5m-int4.velo
+IMG=$SRC/images/models/fortune-5m-fp8.velo
 [ -f "$IMG" ] || fail "bundled model image missing: $IMG"
 
 # serve_velod KV_BLOCKS SEQS QUEUE [--set ...]

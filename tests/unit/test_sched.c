@@ -2,7 +2,7 @@
 /*
  * test_sched.c — the scheduler (engine/sched.h) driven directly through
  * the rings, with the CPU backend and the bundled model image
- * (images/models/fortune-5m-int4.velo, 5 M parameters): model loading and
+ * (images/models/fortune-5m-fp8.velo, 5 M parameters): model loading and
  * the known-answer self-test (a tampered record fails it and leaves the
  * scheduler not ready), admission (unknown model, too large, infeasible
  * deadline, queue full, chat), greedy outputs identical alone and batched,
@@ -29,7 +29,7 @@
 #include "../../tools/lib/clock.h"
 #include "alloc_count.h"
 
-#define IMAGE "images/models/fortune-5m-int4.velo"
+#define IMAGE "images/models/fortune-5m-fp8.velo"
 #define SLOTS 64
 #define GEN_MAX 512
 

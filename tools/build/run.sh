@@ -1,7 +1,7 @@
 #!/bin/bash
 # run.sh BUILDDIR — what `make run` does after building: make a key if there
 # is none, then start velod in the foreground on loopback with the CPU
-# backend and the bundled model (images/models/fortune-5m-int4.velo, a 5 M
+# backend and the bundled model (images/models/fortune-5m-fp8.velo, a 5 M
 # parameter Llama trained on fortune cookies: docs/bundled-model.md), and
 # say how to talk to it.  velod loads the image, runs its known-answer
 # self-test, and only then says ready.  Ctrl-C stops it (counters are
@@ -16,7 +16,7 @@ if [ ! -s "$key" ]; then
 	echo "  KEY     $key (key id $id)"
 fi
 src=$(cd "$(dirname "$0")/../.." && pwd)
-model=${VELO_MODEL:-$src/images/models/fortune-5m-int4.velo}
+model=${VELO_MODEL:-$src/images/models/fortune-5m-fp8.velo}
 [ -f "$model" ] || { echo "run: model image $model missing" >&2; exit 1; }
 # one worker thread: the dataplane and the scheduler have the other cores
 cfg=$O/velod-run.json

@@ -541,10 +541,15 @@ static void handle_infer(struct eng_sched *s, const struct dp_req_msg *m)
 	stp.every_k = q->f.stream_k;
 	stp.max_tokens = r->max_tokens;
 	stp.min_tokens = r->min_tokens;
-	stp.eos_id = sm->m->cfg.n_eos ? sm->m->cfg.eos_ids[0] : ENG_TOK_NONE;
+	/* Every EOS of the model ends a request (Llama 3: <|end_of_text|>,
+	 * <|eom_id|>, <|eot_id|>). */
+	stp.eos_id = ENG_TOK_NONE;
+	stp.eos_ids = sm->m->cfg.eos_ids;
+	stp.n_eos_ids = MIN(sm->m->cfg.n_eos, (uint32_t)ENG_STREAM_EOS_MAX);
 	stp.ignore_eos = !!(q->f.flags & PROTO_INFER_IGNORE_EOS);
-	stp.detok_flags = ENG_DETOK_SKIP_SPECIAL |
-		((q->f.flags & PROTO_INFER_PROMPT_TEXT) ? ENG_DETOK_CONTINUE : 0);
+	/* The output always continues a prompt, text or token ids: no
+	 * SentencePiece leading-space strip on its first token. */
+	stp.detok_flags = ENG_DETOK_SKIP_SPECIAL | ENG_DETOK_CONTINUE;
 	stp.stop_ids = q->stop_tokens;
 	stp.n_stop_ids = q->n_stop_tokens;
 	for (uint32_t i = 0; i < q->n_stop_seqs && i < ENG_STREAM_STOP_SEQS_MAX; i++) {

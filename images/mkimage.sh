@@ -24,7 +24,10 @@ name=${CONFIG_IMAGE_NAME:-dev}
 [ "${CONFIG_BOOT_INIT:-}" = y ] || { echo "mkimage: CONFIG_BOOT_INIT is not set (make O=... qemu_defconfig)" >&2; exit 1; }
 out=$O/images/$name
 debs=$O/images/debs
-work=$O/images/.work-$name
+# Outside O: make reads every *.d under O (dependency files), and Debian
+# packages hold directories named *.d.
+work=$(mktemp -d /tmp/velo-mkimage.XXXXXX)
+trap 'rm -rf "$work"' EXIT
 root=$work/root
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$SRC" log -1 --format=%ct 2>/dev/null || echo 0)}
 export LC_ALL=C TZ=UTC
@@ -41,7 +44,7 @@ for p in "$kpkg" busybox-static dropbear-bin; do
 		(cd "$debs" && apt-get download -qq "$p" 2>/dev/null)
 	fi
 done
-rm -rf "$work"; mkdir -p "$work/x" "$root"
+mkdir -p "$work/x" "$root"
 for d in "$debs"/*.deb; do dpkg-deb -x "$d" "$work/x"; done
 kver=${kpkg#linux-image-}
 
@@ -49,6 +52,7 @@ kver=${kpkg#linux-image-}
 log ROOT "$name"
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc/velo,etc/dropbear,lib,lib64,proc,sys,dev,run,tmp,root/.ssh,var/lib/velo/models}
 chmod 700 "$root/root" "$root/root/.ssh"
+ln -s /run "$root/var/run"	# DPDK's runtime directory is /var/run/dpdk
 install -m 755 "$work/x/bin/busybox" "$root/bin/busybox"
 # Applet links from the busybox binary itself (static: runs on the host).
 "$work/x/bin/busybox" --list-full | while read -r a; do
@@ -75,8 +79,9 @@ fi
 if [ "${CONFIG_DP_DPDK:-}" = y ]; then
 	pmd=$(ls -d /usr/lib/x86_64-linux-gnu/dpdk/pmds-* 2>/dev/null | head -1 || true)
 	for so in librte_net_virtio librte_bus_pci librte_bus_vdev librte_mempool_ring; do
-		f=$(ls "$pmd/$so.so."* 2>/dev/null | head -1 || true)
-		[ -n "$f" ] && copy_with_libs "$(readlink -f "$f")" "$f"
+		# The EAL loads the names ending in .so (or .so.<ABI>) of its plugin
+		# directory; the real file goes there under the plain name.
+		[ -e "$pmd/$so.so" ] && copy_with_libs "$(readlink -f "$pmd/$so.so")" "$pmd/$so.so"
 	done
 fi
 
@@ -102,7 +107,7 @@ log MODULES "$(find "$root/lib/modules" -name '*.ko' | wc -l) modules of $kver"
 
 # Models and velod's configuration.
 models_json=
-for m in ${CONFIG_IMAGE_MODELS:-}; do
+for m in $(cd "$SRC" && eval "ls -1 ${CONFIG_IMAGE_MODELS:-}"); do
 	install -m 644 "$SRC/$m" "$root/var/lib/velo/models/$(basename "$m")"
 	models_json="$models_json${models_json:+, }{\"image\": \"/var/lib/velo/models/$(basename "$m")\", \"label\": \"production\", \"backend\": \"cpu\", \"seqs_max\": $CONFIG_IMAGE_MODEL_SEQS_MAX, \"step_tokens_max\": $CONFIG_IMAGE_MODEL_STEP_TOKENS_MAX, \"kv_blocks\": $CONFIG_IMAGE_MODEL_KV_BLOCKS, \"threads\": 1}"
 done
@@ -145,5 +150,4 @@ echo "# kernel $kver, SOURCE_DATE_EPOCH $SOURCE_DATE_EPOCH" >>"$out/manifest"
 sed -e "s|@CMDLINE@|${CONFIG_IMAGE_KERNEL_CMDLINE:-console=ttyS0}|" -e "s|@PORT@|${CONFIG_IMAGE_VELOD_PORT:-7400}|" \
 	"$SRC/images/boot-qemu.sh.in" >"$out/boot-qemu.sh"
 chmod 755 "$out/boot-qemu.sh"
-rm -rf "$work"
 log IMAGE "$out ($(du -b "$out/initramfs.cpio.gz" | cut -f1) bytes initramfs, $(wc -l <"$out/manifest") manifest lines)"

@@ -144,6 +144,11 @@ int eng_sched_init(struct eng_sched *s, const struct eng_sched_config *cfg,
 	memset(s, 0, sizeof(*s));
 	if (!rings || !rings->n_slots || !cfg->burst || cfg->burst > 64)
 		return -EINVAL;
+	/* The loop takes a request only when the response ring has room for
+	 * everything it may answer (SCHED_FINISH_RECORDS_MAX): a smaller ring
+	 * would never take one.  Refuse it here rather than stall. */
+	if (ck_ring_capacity(&rings->resp) - 1 < SCHED_FINISH_RECORDS_MAX)
+		return -EINVAL;
 	s->cfg = *cfg;
 	s->rings = rings;
 	s->reqs = calloc(rings->n_slots, sizeof(*s->reqs));

@@ -344,7 +344,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct dp_sess_config c;
 	struct dp_rings_config rc = { .slots = 6, .prompt_tokens_max = 256,
-				      .text_bytes_max = 2048, .resp_entries = 8 };
+				      .text_bytes_max = 2048, .resp_entries = 16 };
+	/* resp_entries: the scheduler needs room for one request's worst case
+	 * (SCHED_FINISH_RECORDS_MAX) before it takes the request. */
 	struct eng_sched_config ec;
 
 	dp_sess_config_default(&c);

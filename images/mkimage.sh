@@ -64,8 +64,21 @@ copy_with_libs() {
 	local f=$1 dst=$2 lib
 	install -D -m 755 "$f" "$root$dst"
 	for lib in $(ldd "$f" 2>/dev/null | grep -oE '/[^ ]+' | sort -u); do
-		[ -e "$root$lib" ] || install -D -m 755 "$(readlink -f "$lib")" "$root$lib"
+		copy_lib "$lib"
 	done
+}
+# A library with its chain of links kept as links: a file reached both by
+# its soname and by a plugin path must stay one file (one inode), or the
+# loader maps it twice (DPDK's bus_pci panics on a second registration).
+copy_lib() {
+	local l=$1 t
+	while [ -L "$l" ]; do
+		t=$(readlink "$l")
+		mkdir -p "$root$(dirname "$l")"
+		[ -e "$root$l" ] || [ -L "$root$l" ] || ln -s "$t" "$root$l"
+		case $t in /*) l=$t ;; *) l=$(dirname "$l")/$t ;; esac
+	done
+	[ -e "$root$l" ] || install -D -m 755 "$l" "$root$l"
 }
 for p in velo-init velo-mgmtd velod veloctl velo-client velo-keygen; do
 	[ -x "$O/bin/$p" ] && copy_with_libs "$O/bin/$p" "/usr/bin/$p"
@@ -79,9 +92,12 @@ fi
 if [ "${CONFIG_DP_DPDK:-}" = y ]; then
 	pmd=$(ls -d /usr/lib/x86_64-linux-gnu/dpdk/pmds-* 2>/dev/null | head -1 || true)
 	for so in librte_net_virtio librte_bus_pci librte_bus_vdev librte_mempool_ring; do
-		# The EAL loads the names ending in .so (or .so.<ABI>) of its plugin
-		# directory; the real file goes there under the plain name.
-		[ -e "$pmd/$so.so" ] && copy_with_libs "$(readlink -f "$pmd/$so.so")" "$pmd/$so.so"
+		# The EAL loads the names ending in .so of its plugin directory: a
+		# link there to the library in its own place, so that one velod
+		# already links (librte_bus_pci) is the same file and not loaded twice.
+		[ -e "$pmd/$so.so" ] || continue
+		copy_with_libs "$(readlink -f "$pmd/$so.so")" "$(readlink -f "$pmd/$so.so")"
+		copy_lib "$pmd/$so.so"
 	done
 fi
 
@@ -141,7 +157,8 @@ chmod 600 "$root/root/.ssh/authorized_keys"
 # ---- archive --------------------------------------------------------------
 mkdir -p "$out"
 find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-(cd "$root" && find . -mindepth 1 | sort | cpio -o -H newc --reproducible -R 0:0 --quiet) | gzip -n -9 >"$work/initramfs.cpio.gz"
+chmod 755 "$root"	# "/" of the booted box: the EAL refuses a world-writable path
+(cd "$root" && find . | sort | cpio -o -H newc --reproducible -R 0:0 --quiet) | gzip -n -9 >"$work/initramfs.cpio.gz"
 install -m 644 "$work/x/boot/vmlinuz-$kver" "$out/vmlinuz"
 install -m 644 "$work/initramfs.cpio.gz" "$out/initramfs.cpio.gz"
 (cd "$root" && find . -type f | sort | xargs -d '\n' sha256sum) >"$out/manifest"

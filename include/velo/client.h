@@ -341,7 +341,7 @@ unsigned velo_client_in_flight(const struct velo_client *c);
 	X(tx_bytes, "bytes sent")                                             \
 	X(rx_datagrams, "datagrams received")                                 \
 	X(rx_bytes, "bytes received")                                         \
-	X(tx_errors, "sends that failed (EAGAIN, ENOBUFS ...)")               \
+	X(tx_errors, "sends the kernel refused: counted as lost")             \
 	X(rx_drop_parse, "received datagrams with bad framing")               \
 	X(rx_drop_session, "received datagrams of another session or state")  \
 	X(rx_drop_tag, "received datagrams whose tag did not verify")         \

@@ -433,8 +433,26 @@ static int tx_send(struct velo_client *c, uint8_t *buf, size_t len, bool ctrl,
 	}
 	n = send(c->fd, buf, len, MSG_DONTWAIT);
 	if (n < 0) {
+		int e = errno;
+
 		CINC(c, tx_errors);
-		return -errno;
+		/* What the network does to a datagram is loss, not a failure of
+		 * the session: a full socket buffer, a netfilter drop on output
+		 * (EPERM), an ICMP error reported on the connected socket.  The
+		 * retries and retransmissions recover as for any lost datagram;
+		 * the session's timeouts decide when it is gone. */
+		switch (e) {
+		case EAGAIN:
+		case ENOBUFS:
+		case EPERM:
+		case ECONNREFUSED:
+		case EHOSTUNREACH:
+		case ENETUNREACH:
+		case EHOSTDOWN:
+			return 0;
+		default:
+			return -e;
+		}
 	}
 	CINC(c, tx_datagrams);
 	CADD(c, tx_bytes, (uint64_t)n);

@@ -50,7 +50,13 @@ kver=${kpkg#linux-image-}
 
 # ---- tree -----------------------------------------------------------------
 log ROOT "$name"
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc/velo,etc/dropbear,lib,lib64,proc,sys,dev,run,tmp,root/.ssh,var/lib/velo/models}
+# /lib and /lib64 as on the build host (merged /usr: links), so a library
+# that ldd names under /lib and the EAL opens under /usr/lib is one file.
+mkdir -p "$root"/usr/lib "$root"/usr/lib64
+for d in lib lib64; do
+	if [ -L "/$d" ]; then ln -s "$(readlink "/$d")" "$root/$d"; else mkdir -p "$root/$d"; fi
+done
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc/velo,etc/dropbear,proc,sys,dev,run,tmp,root/.ssh,var/lib/velo/models}
 chmod 700 "$root/root" "$root/root/.ssh"
 ln -s /run "$root/var/run"	# DPDK's runtime directory is /var/run/dpdk
 install -m 755 "$work/x/bin/busybox" "$root/bin/busybox"

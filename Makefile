@@ -271,7 +271,11 @@ bench-engine: all
 # script under $(O)/images/$(CONFIG_IMAGE_NAME)/, e.g.
 # make O=build-img qemu_defconfig && make O=build-img image check-image
 .PHONY: image check-image
+# Host tools the image recipe and its QEMU test use (the kernel, busybox and
+# dropbear inside the image are fetched with apt-get download, not installed).
+deps-image := qemu-system-x86 cpio kmod python3
 image: all
+	$(Q)$(srctree)/tools/build/deps.sh $(deps-image)
 	$(Q)$(srctree)/images/mkimage.sh $(O)
 
 check-image: image

@@ -174,7 +174,10 @@ deps-config:
 .PHONY: build-all
 build-all: $(progs-bin) $(tests) $(O)/lib/libvelo.a
 
-$(O)/%.o: %.c $(O)/include/config/auto.conf
+# autoconf.h must exist before anything compiles (order-only); what an
+# object really depends on is in its .d file, rewritten by fixdep to the
+# per-symbol files of the CONFIG_ names its sources and headers mention.
+$(O)/%.o: %.c | $(O)/include/config/auto.conf
 	$(quiet) CC $<
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CC) $(cflags-common) $(ccflags-dir-$(dir $<)) -MMD -MP -c -o $@ $<
@@ -208,7 +211,7 @@ $(tests): %: %.o $(O)/lib/libvelo-core.a
 fuzz-cflags := $(filter-out -march=% -mtune=% -fsanitize=%,$(cflags-common)) \
 	-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -DVELO_FUZZ=1
 fuzz-objs := $(patsubst $(O)/%,$(O)/fuzz/%,$(objs-core) $(objs-client))
-$(O)/fuzz/%.o: %.c $(O)/include/config/auto.conf
+$(O)/fuzz/%.o: %.c | $(O)/include/config/auto.conf
 	$(quiet) CLANG $<
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CLANG) $(fuzz-cflags) -Wno-unknown-warning-option -MMD -MP -c -o $@ $<

@@ -11,11 +11,13 @@ cfg=$2
 files=$(sed -e 's/\\$//' -e 's/^[^:]*://' "$dep" | tr ' ' '\n' | grep -v '^$' | grep -v 'autoconf\.h$')
 syms=$(cat $files 2>/dev/null | grep -o 'CONFIG_[A-Za-z0-9_]*' | sort -u)
 {
-	sed -e 's#[^ ]*autoconf\.h##' -e '/^[[:space:]]*\\$/d' "$dep"
+	sed -e 's#[^ ]*autoconf\.h##' -e '/^[[:space:]]*\\$/d' -e '/^[[:space:]]*:[[:space:]]*$/d' "$dep"
 	echo
+	# $(wildcard): a symbol that never changed has no file yet (and a
+	# CONFIG_ name in a comment never will); kconfig-conf creates the file
+	# when the symbol changes, which then makes it newer than the object.
 	for s in $syms; do
 		f=$(echo "${s#CONFIG_}" | tr 'A-Z_' 'a-z/')
-		echo "$dep $(echo "$dep" | sed 's/\.d$/.o/'): $cfg/$f.h"
-		echo "$cfg/$f.h:"
+		echo "$dep $(echo "$dep" | sed 's/\.d$/.o/'): \$(wildcard $cfg/$f.h)"
 	done
 } > "$dep.tmp" && mv "$dep.tmp" "$dep"

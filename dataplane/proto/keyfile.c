@@ -21,25 +21,13 @@
 
 #include <velo/auth.h>
 
+#include "../../tools/lib/errbuf.h"
+
 #define KEYFILE_MAGIC "velo-psk-v1"
 /* A line is ~110 bytes: 64 KiB holds several hundred keys. */
 #define KEYFILE_BYTES_MAX (64u * 1024)
 /* Keys velo_keyfile_append() checks for a duplicate id. */
 #define KEYFILE_APPEND_KEYS_MAX 512
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static bool is_space(char c)
 {
@@ -145,14 +133,14 @@ static int parse_buf(const char *buf, size_t len, struct velo_psk *keys,
 		rc = parse_line(p, eol, &k, &why);
 		p = eol + (eol < end);
 		if (rc < 0) {
-			set_err(err, errlen, "line %u: %s", line, why);
+			velo_errf(err, errlen, "line %u: %s", line, why);
 			return rc;
 		}
 		if (rc == 0)
 			continue;
 		for (unsigned i = 0; i < n; i++) {
 			if (keys[i].key_id == k.key_id) {
-				set_err(err, errlen, "line %u: duplicate key id %u",
+				velo_errf(err, errlen, "line %u: duplicate key id %u",
 					line, k.key_id);
 				sodium_memzero(&k, sizeof(k));
 				return -EINVAL;
@@ -160,7 +148,7 @@ static int parse_buf(const char *buf, size_t len, struct velo_psk *keys,
 		}
 		if (n == max) {
 			sodium_memzero(&k, sizeof(k));
-			set_err(err, errlen, "line %u: more than %u keys", line,
+			velo_errf(err, errlen, "line %u: more than %u keys", line,
 				max);
 			return -ENOSPC;
 		}
@@ -180,11 +168,11 @@ static int read_fd(int fd, char *buf, size_t cap, size_t *len, char *err,
 	if (fstat(fd, &st) < 0)
 		return -errno;
 	if (!S_ISREG(st.st_mode)) {
-		set_err(err, errlen, "not a regular file");
+		velo_errf(err, errlen, "not a regular file");
 		return -EINVAL;
 	}
 	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-		set_err(err, errlen, "mode %03o: must not be accessible by group "
+		velo_errf(err, errlen, "mode %03o: must not be accessible by group "
 			"or others (chmod 600)", (unsigned)(st.st_mode & 0777));
 		return -EPERM;
 	}
@@ -200,7 +188,7 @@ static int read_fd(int fd, char *buf, size_t cap, size_t *len, char *err,
 			break;
 		got += (size_t)r;
 		if (got == cap) {
-			set_err(err, errlen, "larger than %u bytes",
+			velo_errf(err, errlen, "larger than %u bytes",
 				KEYFILE_BYTES_MAX - 1);
 			return -EFBIG;
 		}
@@ -216,11 +204,11 @@ int velo_keyfile_load(const char *path, struct velo_psk *keys, unsigned max,
 	size_t len = 0;
 	int fd, rc;
 
-	set_err(err, errlen, "%s", "");
+	velo_errf(err, errlen, "%s", "");
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		rc = -errno;
-		set_err(err, errlen, "%s", strerror(errno));
+		velo_errf(err, errlen, "%s", strerror(errno));
 		return rc;
 	}
 	rc = read_fd(fd, buf, sizeof(buf), &len, err, errlen);
@@ -228,7 +216,7 @@ int velo_keyfile_load(const char *path, struct velo_psk *keys, unsigned max,
 	if (rc == 0) {
 		rc = parse_buf(buf, len, keys, max, err, errlen);
 		if (rc == 0) {
-			set_err(err, errlen, "no key in the file");
+			velo_errf(err, errlen, "no key in the file");
 			rc = -EINVAL;
 		}
 	}

@@ -23,6 +23,7 @@
 #include "utf8.h"
 #include "velo/compiler.h"
 #include "../../tools/lib/counters.h"
+#include "../../tools/lib/errbuf.h"
 #include "../../tools/lib/log.h"
 
 #ifndef CONFIG_ENGINE_TOK_TEXT_BYTES_MAX
@@ -72,19 +73,6 @@ int tok_cp_to_byte(uint32_t cp)
 uint32_t tok_bytelevel_cp(uint8_t b)
 {
 	return byte_to_cp_tab[b];
-}
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
 }
 
 /* ------------------------------------------------------------------ */
@@ -276,7 +264,7 @@ pcre2_code *tok_regex_compile(struct eng_tokenizer *t, const char *pat,
 	pcre2_code *re;
 
 	if (!rw) {
-		seterr(err, errlen, "out of memory");
+		velo_errf(err, errlen, "out of memory");
 		return NULL;
 	}
 	if (literal) {
@@ -284,7 +272,7 @@ pcre2_code *tok_regex_compile(struct eng_tokenizer *t, const char *pat,
 		rlen = len;
 	} else if (regex_rewrite(pat, len, rw, cap, &rlen)) {
 		free(rw);
-		seterr(err, errlen, "regex too long");
+		velo_errf(err, errlen, "regex too long");
 		return NULL;
 	}
 	re = pcre2_compile((PCRE2_SPTR)rw, rlen,
@@ -293,7 +281,7 @@ pcre2_code *tok_regex_compile(struct eng_tokenizer *t, const char *pat,
 	if (!re) {
 		PCRE2_UCHAR msg[160];
 		pcre2_get_error_message(ec, msg, sizeof(msg));
-		seterr(err, errlen, "regex /%.*s/ at %zu: %s", (int)MIN(len, 80),
+		velo_errf(err, errlen, "regex /%.*s/ at %zu: %s", (int)MIN(len, 80),
 		       pat, (size_t)eo, (const char *)msg);
 		free(rw);
 		return NULL;
@@ -370,14 +358,14 @@ static int parse_normalizer(struct eng_tokenizer *t, json_t *n, char *err,
 		return 0;
 	type = jstr(n, "type", NULL);
 	if (!type) {
-		seterr(err, errlen, "normalizer without type");
+		velo_errf(err, errlen, "normalizer without type");
 		return -EINVAL;
 	}
 	if (!strcmp(type, "Sequence")) {
 		json_t *arr = json_object_get(n, "normalizers"), *e;
 		size_t i;
 		if (!json_is_array(arr)) {
-			seterr(err, errlen, "normalizer Sequence without list");
+			velo_errf(err, errlen, "normalizer Sequence without list");
 			return -EINVAL;
 		}
 		json_array_foreach(arr, i, e) {
@@ -388,7 +376,7 @@ static int parse_normalizer(struct eng_tokenizer *t, json_t *n, char *err,
 		return 0;
 	}
 	if (t->n_norm >= TOK_STEPS_MAX) {
-		seterr(err, errlen, "more than %d normalizers", TOK_STEPS_MAX);
+		velo_errf(err, errlen, "more than %d normalizers", TOK_STEPS_MAX);
 		return -EINVAL;
 	}
 	struct tok_norm *s = &t->norm[t->n_norm];
@@ -423,13 +411,13 @@ static int parse_normalizer(struct eng_tokenizer *t, json_t *n, char *err,
 		s->left = jbool(n, "strip_left", true);
 		s->right = jbool(n, "strip_right", true);
 	} else {
-		seterr(err, errlen, "unsupported normalizer %s", type);
+		velo_errf(err, errlen, "unsupported normalizer %s", type);
 		return -EINVAL;
 	}
 	t->n_norm++;
 	return 0;
 bad:
-	seterr(err, errlen, "bad normalizer %s", type);
+	velo_errf(err, errlen, "bad normalizer %s", type);
 	return -EINVAL;
 }
 
@@ -439,7 +427,7 @@ static const char gpt2_regex[] =
 static struct tok_pre *pre_new(struct eng_tokenizer *t, char *err, size_t errlen)
 {
 	if (t->n_pre >= TOK_STEPS_MAX) {
-		seterr(err, errlen, "more than %d pre-tokenizer steps", TOK_STEPS_MAX);
+		velo_errf(err, errlen, "more than %d pre-tokenizer steps", TOK_STEPS_MAX);
 		return NULL;
 	}
 	struct tok_pre *p = &t->pre[t->n_pre++];
@@ -457,14 +445,14 @@ static int parse_pretok(struct eng_tokenizer *t, json_t *n, char *err,
 		return 0;
 	type = jstr(n, "type", NULL);
 	if (!type) {
-		seterr(err, errlen, "pre_tokenizer without type");
+		velo_errf(err, errlen, "pre_tokenizer without type");
 		return -EINVAL;
 	}
 	if (!strcmp(type, "Sequence")) {
 		json_t *arr = json_object_get(n, "pretokenizers"), *e;
 		size_t i;
 		if (!json_is_array(arr)) {
-			seterr(err, errlen, "pre_tokenizer Sequence without list");
+			velo_errf(err, errlen, "pre_tokenizer Sequence without list");
 			return -EINVAL;
 		}
 		json_array_foreach(arr, i, e) {
@@ -568,10 +556,10 @@ static int parse_pretok(struct eng_tokenizer *t, json_t *n, char *err,
 		p->re = tok_regex_compile(t, ws, sizeof(ws) - 1, false, err, errlen);
 		return p->re ? 0 : -EINVAL;
 	}
-	seterr(err, errlen, "unsupported pre_tokenizer %s", type);
+	velo_errf(err, errlen, "unsupported pre_tokenizer %s", type);
 	return -EINVAL;
 bad:
-	seterr(err, errlen, "bad pre_tokenizer %s", type);
+	velo_errf(err, errlen, "bad pre_tokenizer %s", type);
 	return -EINVAL;
 }
 
@@ -585,7 +573,7 @@ static int tmpl_push(struct eng_tokenizer *t, bool before, uint32_t id,
 	uint32_t *a = before ? t->tmpl_pre : t->tmpl_post;
 
 	if (id >= t->n_ids || *n >= TOK_TEMPLATE_MAX) {
-		seterr(err, errlen, "post_processor: bad or too many template ids");
+		velo_errf(err, errlen, "post_processor: bad or too many template ids");
 		return -EINVAL;
 	}
 	a[(*n)++] = id;
@@ -656,10 +644,10 @@ static int parse_post(struct eng_tokenizer *t, json_t *n, char *err,
 			return -EINVAL;
 		return 0;
 	}
-	seterr(err, errlen, "unsupported post_processor %s", type);
+	velo_errf(err, errlen, "unsupported post_processor %s", type);
 	return -EINVAL;
 bad:
-	seterr(err, errlen, "bad post_processor %s", type ? type : "(no type)");
+	velo_errf(err, errlen, "bad post_processor %s", type ? type : "(no type)");
 	return -EINVAL;
 }
 
@@ -735,7 +723,7 @@ static int build_added(struct eng_tokenizer *t, json_t *arr, char *err,
 		if (!json_is_integer(idv) || !c || cl == 0 ||
 		    json_integer_value(idv) < 0 ||
 		    (uint64_t)json_integer_value(idv) >= t->n_ids) {
-			seterr(err, errlen, "bad added_tokens entry %zu", i);
+			velo_errf(err, errlen, "bad added_tokens entry %zu", i);
 			return -EINVAL;
 		}
 		a->id = (uint32_t)json_integer_value(idv);
@@ -798,33 +786,33 @@ static int build_model(struct eng_tokenizer *t, json_t *model, json_t *added,
 	int rc;
 
 	if (type && strcmp(type, "BPE")) {
-		seterr(err, errlen, "unsupported model type %s (BPE only)", type);
+		velo_errf(err, errlen, "unsupported model type %s (BPE only)", type);
 		return -EINVAL;
 	}
 	if (!json_is_object(vocab) || (merges && !json_is_array(merges))) {
-		seterr(err, errlen, "model without vocab/merges");
+		velo_errf(err, errlen, "model without vocab/merges");
 		return -EINVAL;
 	}
 	json_t *dropout = json_object_get(model, "dropout");
 	if (json_is_number(dropout) && json_number_value(dropout) > 0) {
-		seterr(err, errlen, "BPE dropout is not supported");
+		velo_errf(err, errlen, "BPE dropout is not supported");
 		return -EINVAL;
 	}
 	const char *pfx = jstr(model, "continuing_subword_prefix", NULL);
 	const char *sfx = jstr(model, "end_of_word_suffix", NULL);
 	if ((pfx && *pfx) || (sfx && *sfx)) {
-		seterr(err, errlen, "BPE subword prefix/suffix not supported");
+		velo_errf(err, errlen, "BPE subword prefix/suffix not supported");
 		return -EINVAL;
 	}
 	nv = json_object_size(vocab);
 	if (!nv) {
-		seterr(err, errlen, "empty vocab");
+		velo_errf(err, errlen, "empty vocab");
 		return -EINVAL;
 	}
 	json_object_foreach(vocab, key, v) {
 		if (!json_is_integer(v) || json_integer_value(v) < 0 ||
 		    json_integer_value(v) >= TOK_IDS_MAX) {
-			seterr(err, errlen, "bad vocab id for %.40s", key);
+			velo_errf(err, errlen, "bad vocab id for %.40s", key);
 			return -EINVAL;
 		}
 		max_id = MAX(max_id, (uint64_t)json_integer_value(v));
@@ -881,7 +869,7 @@ static int build_model(struct eng_tokenizer *t, json_t *model, json_t *added,
 
 	size_t nm = merges ? json_array_size(merges) : 0;
 	if (nm >= TOK_IDS_MAX * 4u) {
-		seterr(err, errlen, "too many merges");
+		velo_errf(err, errlen, "too many merges");
 		return -E2BIG;
 	}
 	t->mh_mask = pow2_at_least((uint64_t)nm * 2 + 2) - 1;
@@ -930,7 +918,7 @@ static int build_model(struct eng_tokenizer *t, json_t *model, json_t *added,
 		uint32_t im = tok_vocab_find(t, cat, al + bl);
 		if (ia == TOK_NONE || ib == TOK_NONE || im == TOK_NONE) {
 			free(cat);
-			seterr(err, errlen, "merge %zu (%.*s %.*s) out of vocabulary", i,
+			velo_errf(err, errlen, "merge %zu (%.*s %.*s) out of vocabulary", i,
 			       (int)MIN(al, 40), a, (int)MIN(bl, 40), b);
 			return -EINVAL;
 		}
@@ -941,7 +929,7 @@ static int build_model(struct eng_tokenizer *t, json_t *model, json_t *added,
 	return 0;
 bad_merge:
 	free(cat);
-	seterr(err, errlen, "bad merge entry %zu", i);
+	velo_errf(err, errlen, "bad merge entry %zu", i);
 	return -EINVAL;
 }
 
@@ -1049,29 +1037,29 @@ struct eng_tokenizer *eng_tok_load(const void *blob, size_t len,
 	json_error_t je;
 	int rc = -EINVAL;
 
-	seterr(err, errlen, "ok");
+	velo_errf(err, errlen, "ok");
 	bytemap_init();
 	if (!blob || len < sizeof(h)) {
-		seterr(err, errlen, "tokenizer blob too short");
+		velo_errf(err, errlen, "tokenizer blob too short");
 		errno = EINVAL;
 		return NULL;
 	}
 	memcpy(&h, blob, sizeof(h));
 	if (h.magic != ENG_TOK_MAGIC || h.version != ENG_TOK_VERSION) {
-		seterr(err, errlen, "bad tokenizer blob magic/version");
+		velo_errf(err, errlen, "bad tokenizer blob magic/version");
 		errno = EINVAL;
 		return NULL;
 	}
 	if ((uint64_t)h.tokenizer_json_len + h.tokenizer_config_json_len >
 	    len - sizeof(h)) {
-		seterr(err, errlen, "tokenizer blob lengths exceed the blob");
+		velo_errf(err, errlen, "tokenizer blob lengths exceed the blob");
 		errno = EINVAL;
 		return NULL;
 	}
 	if (!text_bytes_max)
 		text_bytes_max = CONFIG_ENGINE_TOK_TEXT_BYTES_MAX;
 	if (text_bytes_max > (1u << 28)) {
-		seterr(err, errlen, "text budget too large");
+		velo_errf(err, errlen, "text budget too large");
 		errno = E2BIG;
 		return NULL;
 	}
@@ -1087,7 +1075,7 @@ struct eng_tokenizer *eng_tok_load(const void *blob, size_t len,
 	const char *js = (const char *)blob + sizeof(h);
 	root = json_loadb(js, h.tokenizer_json_len, JSON_ALLOW_NUL, &je);
 	if (!json_is_object(root)) {
-		seterr(err, errlen, "tokenizer.json: %s (line %d)", je.text, je.line);
+		velo_errf(err, errlen, "tokenizer.json: %s (line %d)", je.text, je.line);
 		rc = -EINVAL;
 		goto err_free;
 	}
@@ -1098,7 +1086,7 @@ struct eng_tokenizer *eng_tok_load(const void *blob, size_t len,
 		cfg = json_loadb(js + h.tokenizer_json_len, h.tokenizer_config_json_len,
 				 JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
 		if (!json_is_object(cfg)) {
-			seterr(err, errlen, "tokenizer_config.json: %s (line %d)",
+			velo_errf(err, errlen, "tokenizer_config.json: %s (line %d)",
 			       je.text, je.line);
 			rc = -EINVAL;
 			goto err_free;
@@ -1109,7 +1097,7 @@ struct eng_tokenizer *eng_tok_load(const void *blob, size_t len,
 
 	json_t *added = json_object_get(root, "added_tokens");
 	if (added && !json_is_array(added)) {
-		seterr(err, errlen, "added_tokens is not a list");
+		velo_errf(err, errlen, "added_tokens is not a list");
 		rc = -EINVAL;
 		goto err_free;
 	}
@@ -1141,7 +1129,7 @@ struct eng_tokenizer *eng_tok_load(const void *blob, size_t len,
 
 err_free:
 	if (rc == -ENOMEM)
-		seterr(err, errlen, "out of memory");
+		velo_errf(err, errlen, "out of memory");
 	json_decref(root);
 	json_decref(cfg);
 	eng_tok_free(t);

@@ -266,9 +266,8 @@ bench-proto: all
 .PHONY: bench-engine
 bench-engine: all
 	$(Q)mkdir -p $(O)/results
-	$(Q)$(O)/bin/velo-bench-engine --json $(O)/results/bench-engine.json \
-		--commit $$(git -C $(srctree) rev-parse --short HEAD 2>/dev/null || echo unknown) \
-		$(BENCH_ENGINE_ARGS)
+	$(Q)cd $(srctree) && $(abspath $(O))/bin/velo-bench-engine \
+		--json $(abspath $(O))/results/bench-engine.json $(BENCH_ENGINE_ARGS)
 
 # Appliance image (docs/image.md): kernel, initramfs, manifest and QEMU boot
 # script under $(O)/images/$(CONFIG_IMAGE_NAME)/, e.g.

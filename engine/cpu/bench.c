@@ -35,6 +35,7 @@
 
 #include <velo/compiler.h>
 
+#include "../../tools/lib/benchmeta.h"
 #include "../../tools/lib/clock.h"
 #include "../core/sampler.h"
 #include "../../tools/lib/cpu.h"
@@ -394,19 +395,6 @@ static void cpu_name(char *buf, size_t len)
 	fclose(f);
 }
 
-/* The 1-minute load average: other work on the machine skews every figure. */
-static void load_avg(char *buf, size_t len)
-{
-	FILE *f = fopen("/proc/loadavg", "r");
-
-	snprintf(buf, len, "?");
-	if (f) {
-		if (fscanf(f, "%15s", buf) != 1)
-			snprintf(buf, len, "?");
-		fclose(f);
-	}
-}
-
 static uint64_t params(const struct eng_model_config *c)
 {
 	uint64_t q = (uint64_t)c->n_heads * c->head_dim, kv = (uint64_t)c->n_kv_heads * c->head_dim;
@@ -429,7 +417,7 @@ static void usage(void)
 		"  -r, --reps N        prefill repetitions (default 5)\n"
 		"  -l, --layers N      layers of the synthetic model (default 12)\n"
 		"  -j, --json FILE     write the results as JSON\n"
-		"  -c, --commit ID     recorded in the JSON\n");
+		"  -c, --commit ID     recorded in the JSON (default: $VELO_COMMIT or git HEAD)\n");
 }
 
 int main(int argc, char **argv)
@@ -449,7 +437,8 @@ int main(int argc, char **argv)
 		{ 0 }
 	};
 	struct opts o = { .prefill = 128, .decode = 64, .batch = 8, .reps = 5,
-			  .dtypes = "bf16,fp8,int4", .commit = "unknown" };
+			  .dtypes = "bf16,fp8,int4" };
+	char commit[80];
 	const struct { const char *name; enum eng_dtype dt; } dts[] = {
 		{ "f32", ENG_DT_F32 }, { "bf16", ENG_DT_BF16 },
 		{ "fp8", ENG_DT_FP8_E4M3 }, { "int4", ENG_DT_INT4_G128 },
@@ -504,7 +493,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	cbe = (struct cpu_backend *)be;
-	load_avg(load0, sizeof(load0));
+	if (o.commit)
+		snprintf(commit, sizeof(commit), "%s", o.commit);
+	else
+		velo_bench_commit(commit, sizeof(commit));
+	velo_bench_loadavg(load0, sizeof(load0));
 	measure_bw(cbe->pool, cbe->kern, &copy_bps, &read_bps);
 	rtt_ns = pool_rtt_ns(cbe->pool);
 	sampler_costs(sc, &n_sc);
@@ -522,7 +515,7 @@ int main(int argc, char **argv)
 		n_res++;
 	}
 
-	load_avg(load1, sizeof(load1));
+	velo_bench_loadavg(load1, sizeof(load1));
 	cpu_name(cpu, sizeof(cpu));
 	uname(&un);
 	strftime(date, sizeof(date), "%Y-%m-%d", gmtime(&now));
@@ -565,7 +558,7 @@ int main(int argc, char **argv)
 				   "  \"machine\": {\"cpu\": \"%s\", \"cores\": %ld, "
 				   "\"kernel\": \"%s\", \"loadavg_start\": \"%s\", "
 				   "\"loadavg_end\": \"%s\"},\n",
-				o.commit, date, cpu, sysconf(_SC_NPROCESSORS_ONLN),
+				commit, date, cpu, sysconf(_SC_NPROCESSORS_ONLN),
 				un.release, load0, load1);
 			fprintf(f, "  \"settings\": {\"kernels\": \"%s\", \"threads\": %u, "
 				   "\"params_m\": %.1f, \"hidden\": %u, \"layers\": %u, "

@@ -48,6 +48,7 @@
 
 #include "../client/tool.h"
 #include "../lib/clock.h"
+#include "../lib/benchmeta.h"
 #include "../lib/cpu.h"
 
 #define SESSIONS_MAX 256
@@ -327,29 +328,6 @@ static void pct_json(FILE *f, const char *name, const struct samples *s,
 	*first = 0;
 }
 
-static void git_commit(char *buf, size_t len)
-{
-	const char *env = getenv("VELO_COMMIT");
-	FILE *p;
-
-	snprintf(buf, len, "unknown");
-	if (env && *env) {
-		snprintf(buf, len, "%s", env);
-		return;
-	}
-	p = popen("git rev-parse --verify -q HEAD 2>/dev/null", "r");
-	if (!p)
-		return;
-	if (!fgets(buf, (int)len, p))
-		*buf = 0;
-	buf[strcspn(buf, "\n")] = 0;
-	pclose(p);
-	/* Only a hash is a commit (outside a repository git says other
-	 * things). */
-	if (strlen(buf) != 40 || strspn(buf, "0123456789abcdef") != 40)
-		snprintf(buf, len, "unknown");
-}
-
 static int write_json(const struct opts *o, uint32_t n_sess, double secs)
 {
 	char commit[64], date[64];
@@ -361,7 +339,7 @@ static int write_json(const struct opts *o, uint32_t n_sess, double secs)
 		fprintf(stderr, "velo-bench: %s: %s\n", o->json, strerror(errno));
 		return -1;
 	}
-	git_commit(commit, sizeof(commit));
+	velo_bench_commit(commit, sizeof(commit));
 	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
 	fprintf(f, "{\n  \"tool\": \"velo-bench\",\n  \"commit\": ");
 	tool_json_str(f, commit, strlen(commit));

@@ -28,6 +28,7 @@
 
 #include "../client/tool.h"
 #include "../lib/clock.h"
+#include "../lib/benchmeta.h"
 #include "../lib/cpu.h"
 
 #define BATCH 256
@@ -248,25 +249,6 @@ static double run_median(enum what w, const struct velo_dir_key *key,
 	return v[o->reps / 2];
 }
 
-static void git_commit(char *buf, size_t len)
-{
-	const char *env = getenv("VELO_COMMIT");
-	FILE *p;
-
-	snprintf(buf, len, "unknown");
-	if (env && *env) {
-		snprintf(buf, len, "%s", env);
-		return;
-	}
-	p = popen("git rev-parse HEAD 2>/dev/null", "r");
-	if (!p)
-		return;
-	if (!fgets(buf, (int)len, p) || !buf[0] || buf[0] == '\n')
-		snprintf(buf, len, "unknown");
-	buf[strcspn(buf, "\n")] = 0;
-	pclose(p);
-}
-
 static int write_json(const struct opts *o, const char *chosen)
 {
 	char commit[64], date[64];
@@ -278,7 +260,7 @@ static int write_json(const struct opts *o, const char *chosen)
 		fprintf(stderr, "velo-bench-codec: %s: %s\n", o->json, strerror(errno));
 		return -1;
 	}
-	git_commit(commit, sizeof(commit));
+	velo_bench_commit(commit, sizeof(commit));
 	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
 	fprintf(f, "{\n  \"tool\": \"velo-bench-codec\",\n  \"commit\": \"%s\",\n"
 		"  \"date\": \"%s\",\n  \"machine\": ", commit, date);

@@ -890,7 +890,8 @@ static void rx_logon(struct dp_sess_table *t, const struct proto_pkt_view *v,
 		.credit_tokens = t->cfg.credit_tokens,
 		.replay_msgs = t->cfg.replay_depth,
 		.mtu = (uint16_t)mtu,
-		.reserved = (uint16_t)suite,
+		.suite = (uint16_t)suite,
+		.dedup_ids = t->cfg.dedup_ids,
 	};
 	memcpy(ack.server_nonce, server_nonce, sizeof(server_nonce));
 	{

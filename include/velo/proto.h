@@ -163,9 +163,14 @@ struct proto_logon_ack {
 	uint32_t credit_tokens;		/* prompt + max_tokens allowed in flight */
 	uint32_t replay_msgs;		/* replay buffer depth, messages */
 	uint16_t mtu;			/* negotiated */
-	uint16_t reserved;
+	uint16_t suite;			/* enum velo_suite chosen for the session */
+	/* Request ids the server remembers per session (a retry of an id
+	 * this far behind the newest is answered REJECT DUPLICATE, since the
+	 * server can no longer tell whether it ran); > credit_requests. */
+	uint32_t dedup_ids;
+	uint32_t reserved;		/* 0 */
 };
-_Static_assert(sizeof(struct proto_logon_ack) == 56, "logon ack");
+_Static_assert(sizeof(struct proto_logon_ack) == 64, "logon ack");
 
 /* LOGON_REJECT: var data text. */
 struct proto_logon_reject {
@@ -425,5 +430,6 @@ _Static_assert(sizeof(struct proto_status) == 24, "status");
 _Static_assert(offsetof(struct proto_infer, temperature) == 40, "infer temp");
 _Static_assert(offsetof(struct proto_infer, priority) == 72, "infer prio");
 _Static_assert(offsetof(struct proto_logon_ack, mtu) == 52, "ack mtu");
+_Static_assert(offsetof(struct proto_logon_ack, dedup_ids) == 56, "ack dedup");
 
 #endif /* VELO_PROTO_H */

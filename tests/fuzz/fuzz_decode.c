@@ -453,7 +453,7 @@ static void write_seeds(void)
 					      .credit_requests = 16,
 					      .credit_tokens = 65536,
 					      .replay_msgs = 256, .mtu = 1408,
-					      .reserved = 2 };
+					      .suite = 2 };
 		struct proto_logon_reject lr = { .code = PROTO_E_AUTH };
 		struct proto_logout lo = { .code = 0 };
 		struct proto_test_request tq = { 7, 123456789 };

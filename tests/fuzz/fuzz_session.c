@@ -137,7 +137,7 @@ static void check_tx(const struct dp_pkt *p)
 				die("LOGON_ACK does not verify");
 			f->sid = ack.session_id;
 			velo_auth_session_keys(&psk, f->cnonce, ack.server_nonce,
-					       f->sid, (enum velo_suite)ack.reserved,
+					       f->sid, (enum velo_suite)ack.suite,
 					       &f->sk);
 			f->pkt = 1;
 			f->seq = 1;

@@ -167,7 +167,7 @@ static void fill_logon_ack(struct proto_enc *e, void *arg)
 	a->credit_tokens = 65536;
 	a->replay_msgs = 256;
 	a->mtu = PROTO_MTU_DEFAULT;
-	a->reserved = VELO_SUITE_CHACHA20_POLY1305;
+	a->suite = VELO_SUITE_CHACHA20_POLY1305;
 	proto_enc_msg_end(e);
 }
 

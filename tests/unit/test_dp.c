@@ -177,7 +177,10 @@ static void take_ack(struct cli *c, size_t n)
 	assert_int_equal(m.template_id, PROTO_T_LOGON_ACK);
 	assert_int_equal(proto_block_get(&m, &ack, sizeof(ack), sizeof(ack)), 0);
 	assert_int_equal(velo_auth_open(&c->lk.s2c, buf, n, ack.server_nonce), 0);
-	assert_int_equal(ack.reserved, VELO_SUITE_CHACHA20_POLY1305);
+	assert_int_equal(ack.suite, VELO_SUITE_CHACHA20_POLY1305);
+	/* the dedup window configured below (c.sess.dedup_ids) */
+	assert_int_equal(ack.dedup_ids, 32);
+	assert_int_equal(ack.reserved, 0);
 	c->sid = ack.session_id;
 	c->pkt = 1;
 	velo_auth_session_keys(&psk, c->cnonce, ack.server_nonce, c->sid,

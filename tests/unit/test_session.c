@@ -275,7 +275,7 @@ static void c_logon(struct tcli *c, uint16_t mtu)
 	assert_int_equal(v.hdr->pkt_num, 1);
 	c->sid = c->ack.session_id;
 	velo_auth_session_keys(&psk, c->cnonce, c->ack.server_nonce, c->sid,
-			       (enum velo_suite)c->ack.reserved, &c->sk);
+			       (enum velo_suite)c->ack.suite, &c->sk);
 }
 
 static void c_begin(struct tcli *c, struct proto_enc *e, uint8_t *b, bool ctrl)
@@ -395,8 +395,8 @@ static void test_logon_ok(void **state)
 	assert_int_equal(cl.ack.credit_tokens, 10000);
 	assert_int_equal(cl.ack.replay_msgs, 8);
 	assert_int_equal(cl.ack.mtu, 1200);		/* min(client, server) */
-	assert_true(cl.ack.reserved == VELO_SUITE_CHACHA20_POLY1305 ||
-		    cl.ack.reserved == VELO_SUITE_AES256_GCM);
+	assert_true(cl.ack.suite == VELO_SUITE_CHACHA20_POLY1305 ||
+		    cl.ack.suite == VELO_SUITE_AES256_GCM);
 	assert_int_equal(cl.ack.server_time_ns, real);
 	s = dp_sess_lookup(&T, cl.sid);
 	assert_non_null(s);

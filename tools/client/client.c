@@ -913,7 +913,7 @@ static void rx_logon_reply(struct velo_client *c, const uint8_t *buf,
 			CINC(c, rx_drop_tag);
 			return;
 		}
-		suite = ack.reserved == VELO_SUITE_AES256_GCM
+		suite = ack.suite == VELO_SUITE_AES256_GCM
 				? VELO_SUITE_AES256_GCM
 				: VELO_SUITE_CHACHA20_POLY1305;
 		velo_auth_session_keys(&c->psk, c->client_nonce,
@@ -1520,14 +1520,16 @@ int velo_client_logout(struct velo_client *c)
  * and answers a retry of an id older than that window REJECT DUPLICATE
  * (it cannot tell whether the id ran).  So while a request is unanswered,
  * ids may run ahead of it by less than that window: cfg.dedup_window, or
- * else the least the server promises, its request credit (docs/velod.md:
- * dedup_ids > credit_requests).
+ * else the window the server advertised in LOGON_ACK (dedup_ids), else the
+ * least it promises, its request credit (docs/velod.md: dedup_ids >
+ * credit_requests).
  * Walks the unanswered requests: at most the credit when the caller keeps
  * to it, requests_max otherwise.
  */
 static bool dedup_span_ok(const struct velo_client *c, uint64_t id)
 {
 	uint64_t span = c->cfg.dedup_window ? c->cfg.dedup_window :
+			c->params.dedup_ids ? c->params.dedup_ids :
 			c->params.credit_requests ? c->params.credit_requests : 16;
 
 	for (uint32_t i = c->lists[L_INFER].head; i != NIL;

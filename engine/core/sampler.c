@@ -84,6 +84,11 @@ static bool params_ok(const struct eng_sampler_params *p, uint32_t window_max)
 		return false;
 	if (p->penalty_window > window_max || p->n_stop > ENG_SAMPLER_STOP_MAX)
 		return false;
+	if (p->n_bias > ENG_SAMPLER_BIAS_MAX)
+		return false;
+	for (uint32_t i = 0; i < p->n_bias; i++)
+		if (!(fabsf(p->bias[i]) <= ENG_SAMPLER_BIAS_LIMIT))
+			return false;
 	return true;
 }
 
@@ -304,16 +309,20 @@ static inline uint32_t win_token(const struct eng_sampler *s, uint32_t i)
 	return s->win[slot >= s->win_cap ? slot - s->win_cap : slot];
 }
 
-/* Penalised copy of @logits in sc->val.  O(vocab) copy + O(window). */
+/* Penalised and biased copy of @logits in sc->val.  O(vocab) copy +
+ * O(window) + O(biases). */
 static int apply_penalties(const struct eng_sampler *s,
 			   struct eng_sampler_scratch *sc, const float *logits,
 			   uint32_t vocab)
 {
 	const struct eng_sampler_params *p = &s->p;
-	uint32_t n = MIN(s->win_len, p->penalty_window);
+	uint32_t n = penalties_active(s) ? MIN(s->win_len, p->penalty_window) : 0;
 
 	for (uint32_t i = 0; i < n; i++)
 		if (win_token(s, i) >= vocab)
+			return -EINVAL;
+	for (uint32_t i = 0; i < p->n_bias; i++)
+		if (p->bias_ids[i] >= vocab)
 			return -EINVAL;
 	memcpy(sc->val, logits, (size_t)vocab * sizeof(float));
 	for (uint32_t i = 0; i < n; i++)
@@ -334,6 +343,8 @@ static int apply_penalties(const struct eng_sampler *s,
 		sc->val[t] = x;
 		sc->cnt[t] = 0;
 	}
+	for (uint32_t i = 0; i < p->n_bias; i++)
+		sc->val[p->bias_ids[i]] += p->bias[i];
 	return 0;
 }
 
@@ -480,7 +491,7 @@ int eng_sampler_sample(struct eng_sampler *s, struct eng_sampler_scratch *sc,
 
 	if (!vocab || vocab > sc->vocab)
 		return -EINVAL;
-	if (penalties_active(s)) {
+	if (penalties_active(s) || p->n_bias) {
 		rc = apply_penalties(s, sc, logits, vocab);
 		if (rc)
 			return rc;

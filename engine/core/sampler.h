@@ -22,6 +22,7 @@
  *      tokens given to eng_sampler_accept: prompt and output alike):
  *        repetition (CTRL / HF):  l > 0 ? l / r : l * r
  *        presence and frequency (OpenAI): l -= presence + frequency * count
+ *      then the request's logit biases: l[id] += bias
  *   2. temperature <= 0, or top_k == 1: greedy — the highest logit, ties to
  *      the lowest token id.  Stop here.
  *   3. l / temperature, softmax over the finite logits;
@@ -50,6 +51,10 @@
 #include <stdint.h>
 
 #define ENG_SAMPLER_STOP_MAX 8
+/* Logit biases per request (the protocol's logit_bias group holds 64). */
+#define ENG_SAMPLER_BIAS_MAX 64
+/* A bias is within +-this (OpenAI's range: -100 bans, +100 forces). */
+#define ENG_SAMPLER_BIAS_LIMIT 100.0f
 /* Longest penalty window a sampler may be sized for. */
 #define ENG_SAMPLER_WINDOW_MAX 65536
 
@@ -65,6 +70,12 @@ struct eng_sampler_params {
 	uint64_t seed;
 	uint32_t stop_ids[ENG_SAMPLER_STOP_MAX];
 	uint32_t n_stop;
+	/* added to the logits of bias_ids[i] after the penalties (a token
+	 * listed twice gets both); every id must be < the vocabulary the
+	 * sampler is used with (eng_sampler_sample: -EINVAL otherwise) */
+	uint32_t bias_ids[ENG_SAMPLER_BIAS_MAX];
+	float bias[ENG_SAMPLER_BIAS_MAX];
+	uint32_t n_bias;
 };
 
 /* Defaults: greedy, no truncation, no penalties, seed 0, no stop ids. */

@@ -394,6 +394,84 @@ static void test_penalties(void **st)
 	eng_sampler_scratch_fini(&sc);
 }
 
+/* Logit biases: added after the penalties; -100 bans a token under
+ * sampling, a bias can move the greedy choice; out-of-range biases and ids
+ * are refused. */
+static void test_logit_bias(void **st)
+{
+	enum { V = 32, DRAWS = 4000 };
+	struct eng_sampler_scratch sc;
+	uint64_t mem[(sizeof(struct eng_sampler) + 4 * WIN) / 8 + 1];
+	struct eng_sampler_params pr = params(0.0f, 0, 1.0f, 0.0f, 7);
+	struct eng_sampler *s;
+	float l[V];
+	unsigned seen[V] = { 0 };
+	uint32_t t, best = 0;
+
+	(void)st;
+	assert_int_equal(eng_sampler_scratch_init(&sc, V), 0);
+	for (int i = 0; i < V; i++) {
+		l[i] = (float)(urand() * 2.0 - 1.0);
+		if (l[i] > l[best])
+			best = (uint32_t)i;
+	}
+	/* greedy: +3 on a token that is not the best makes it the best */
+	pr.bias_ids[0] = (best + 1) % V;
+	pr.bias[0] = 3.0f;
+	pr.n_bias = 1;
+	s = mk(mem, &pr);
+	assert_int_equal(eng_sampler_sample(s, &sc, l, V, &t), 0);
+	assert_int_equal(t, (best + 1) % V);
+	assert_float_equal(sc.val[(best + 1) % V], l[(best + 1) % V] + 3.0f, 1e-6);
+	/* with a repetition penalty too: penalty first, then the bias */
+	pr.repetition_penalty = 2.0f;
+	pr.penalty_window = 4;
+	s = mk(mem, &pr);
+	eng_sampler_accept(s, (best + 1) % V);
+	assert_int_equal(eng_sampler_sample(s, &sc, l, V, &t), 0);
+	{
+		float x = l[(best + 1) % V];
+
+		x = x > 0 ? x / 2.0f : x * 2.0f;
+		assert_float_equal(sc.val[(best + 1) % V], x + 3.0f, 1e-6);
+	}
+	/* sampling at temperature 1: -100 on the best token bans it */
+	pr = params(1.0f, 0, 1.0f, 0.0f, 11);
+	pr.bias_ids[0] = best;
+	pr.bias[0] = -100.0f;
+	pr.n_bias = 1;
+	s = mk(mem, &pr);
+	for (unsigned i = 0; i < DRAWS; i++) {
+		assert_int_equal(eng_sampler_sample(s, &sc, l, V, &t), 0);
+		seen[t]++;
+	}
+	assert_int_equal(seen[best], 0);
+	/* and without the bias the same token is drawn (about 1 in 20) */
+	pr.n_bias = 0;
+	s = mk(mem, &pr);
+	memset(seen, 0, sizeof(seen));
+	for (unsigned i = 0; i < DRAWS; i++) {
+		assert_int_equal(eng_sampler_sample(s, &sc, l, V, &t), 0);
+		seen[t]++;
+	}
+	assert_true(seen[best] > 0);
+	/* refused: a bias beyond +-100, NaN, too many; an id >= vocab at
+	 * sample time */
+	pr.n_bias = 1;
+	pr.bias[0] = 100.5f;
+	assert_null(eng_sampler_init(mem, sizeof(mem), &pr, WIN));
+	pr.bias[0] = NAN;
+	assert_null(eng_sampler_init(mem, sizeof(mem), &pr, WIN));
+	pr.bias[0] = 1.0f;
+	pr.n_bias = ENG_SAMPLER_BIAS_MAX + 1;
+	assert_null(eng_sampler_init(mem, sizeof(mem), &pr, WIN));
+	pr.n_bias = 1;
+	pr.bias_ids[0] = V;
+	s = mk(mem, &pr);
+	assert_int_equal(eng_sampler_sample(s, &sc, l, V, &t), -EINVAL);
+	eng_sampler_scratch_fini(&sc);
+}
+
 static void test_window_ring(void **st)
 {
 	enum { V = 16 };
@@ -519,6 +597,7 @@ int main(void)
 		cmocka_unit_test(test_top_p_min_p),
 		cmocka_unit_test(test_determinism),
 		cmocka_unit_test(test_penalties),
+		cmocka_unit_test(test_logit_bias),
 		cmocka_unit_test(test_window_ring),
 		cmocka_unit_test(test_stop_and_params),
 		cmocka_unit_test(test_no_alloc),

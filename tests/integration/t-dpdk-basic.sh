@@ -1,15 +1,19 @@
 #!/bin/bash
 # velod on the DPDK transport (net_af_packet on one end of a veth pair, in
 # its own network namespace), velo-client on the kernel side in another:
-# logon and PING, STATUS, INFER (streamed tokens when a model is loaded,
-# else the explicit NOT_READY answer) and CANCEL; ARP requests for velod's
+# logon and PING, STATUS, INFER with streamed tokens from the bundled model
+# (text identical to the kernel socket's, in order, one DONE; 8 at once),
+# CANCEL of a running INFER (CANCEL_ACK, DONE CANCELLED, KV blocks freed); ARP requests for velod's
 # address and ICMP echo answered by the dataplane; malformed frames and
 # packets of every class dropped, each by its own counter, velod still
 # serving afterwards.  Root only (namespaces); skipped otherwise.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/dpdk.inc"
 
-start_velod_dpdk
+P="A wise man"
+ref_texts 32 "$P"
+PIDS=()
+start_velod_dpdk "${MODEL_ARGS[@]}"
 note "velod (dpdk, af_packet on $IF_DP) answers for $SERVER"
 c() { cl "$BIN/velo-client" --server "$SERVER" --key "$KEY" "$@"; }
 
@@ -28,23 +32,37 @@ note "ARP: $DP_IP is at $mac in the client's table"
 expect_rc 0 c status
 grep -q 'credit free' "$T/out" || { cat "$T/out"; fail "status: no credit line"; }
 
-# INFER: streamed tokens when a model is loaded, else NOT_READY (answered,
-# explicitly).  CANCEL after the first token when tokens come.
-rx0=$(counter sess.infer_rx)
-c gen --tokens 1,2,3 --max-tokens 8 >"$T/gen.out" 2>"$T/gen.err"
-rc=$?
-[ "$(counter sess.infer_rx)" -gt "$rx0" ] || fail "INFER did not reach velod"
-if [ "$(counter sess.done_tx)" -gt 0 ]; then
-	note "INFER streamed $(counter sess.tokens_tx) TOKENS message(s)"
-	[ "$rc" = 0 ] || fail "gen exit status $rc"
-	c gen --tokens 1,2,3 --max-tokens 64 --cancel-after 1 \
-		>"$T/cancel.out" 2>"$T/cancel.err"
-	[ "$(counter sess.cancel_rx)" -ge 1 ] || fail "CANCEL did not reach velod"
-else
-	[ "$(counter sess.reject_not_ready)" -ge 1 ] ||
-		{ cat "$T/gen.err"; fail "INFER neither streamed nor answered NOT_READY"; }
-	note "no model loaded: INFER answered NOT_READY (CANCEL not exercised)"
-fi
+# INFER through DPDK: the streamed text is the kernel socket's (reference
+# run above), in order, complete, one DONE.
+rx0=$(counter sess.infer_rx); d0=$(counter sess.done_tx)
+c gen --json --ignore-eos --max-tokens 32 "$P" >"$T/gen.json" 2>"$T/gen.err" ||
+	{ cat "$T/gen.err"; fail "gen through DPDK"; }
+gen_check "$T/gen.json" >"$T/gen.chk" || fail "gen: $(cat "$T/gen.chk")"
+cmp -s "$T/gen.chk" "$T/ref.0" ||
+	fail "DPDK text differs from the socket's: $(cut -f3 "$T/gen.chk") / $(cut -f3 "$T/ref.0")"
+[ "$(counter sess.infer_rx)" = $((rx0 + 1)) ] || fail "INFER received $(( $(counter sess.infer_rx) - rx0 )) times"
+[ "$(counter sess.done_tx)" = $((d0 + 1)) ] || fail "DONE sent $(( $(counter sess.done_tx) - d0 )) times"
+note "INFER: $(grep -c '"tokens"' "$T/gen.json") TOKENS messages, text =" \
+     "socket's: '$(cut -f3 "$T/gen.chk")'"
+# 8 at once on one session each: same texts (greedy, batched).
+for i in $(seq 8); do
+	c gen --json --ignore-eos --max-tokens 32 "$P" >"$T/par.$i" 2>&1 &
+	PIDS+=($!)
+done
+for p in "${PIDS[@]}"; do wait "$p" || fail "parallel gen failed"; done
+for i in $(seq 8); do
+	gen_check "$T/par.$i" | cmp -s - "$T/ref.0" || fail "parallel gen $i differs"
+done
+note "8 concurrent INFERs through DPDK: all 8 texts = socket's"
+
+# CANCEL of a running INFER: CANCEL_ACK, DONE CANCELLED, blocks freed.
+expect_rc 0 c gen --ignore-eos --max-tokens 400 --cancel-after 4 "Cancel me please"
+grep -q '^\[cancelled: ' "$T/err" || fail "no CANCEL_ACK: $(cat "$T/err")"
+grep -q 'done: cancelled' "$T/err" || fail "no DONE cancelled: $(cat "$T/err")"
+[ "$(counter sess.cancel_rx)" -ge 1 ] || fail "CANCEL did not reach velod"
+[ "$(counter sched.done_cancel)" -ge 1 ] || fail "sched.done_cancel not counted"
+kv_idle
+note "CANCEL: $(grep -o 'cancelled: [0-9]* tokens generated' "$T/err"), every KV block free"
 
 # ICMP echo, answered by the dataplane (the kernel has no address there).
 if cl ping -c 3 -i 0.2 -W 1 "$DP_IP" >"$T/ping.out" 2>&1; then

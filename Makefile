@@ -10,6 +10,7 @@
 #                              which velod links as well
 #   prog-y                     programs; <prog>-objs lists their own objects
 #   test-y                     cmocka unit tests, one .c each (tests/unit)
+#   testlib-y                  objects shared by the unit tests (libvelo-test.a)
 #   fuzz-y                     libFuzzer targets, one .c each (tests/fuzz)
 #   ldlibs-y                   system libraries (-lsodium ...)
 #   deps-y                     Debian packages the configuration needs
@@ -60,6 +61,7 @@ endif
 # Walk the fragments.
 objs-core :=
 objs-client :=
+objs-testlib :=
 progs :=
 tests :=
 fuzzers :=
@@ -69,6 +71,7 @@ deps :=
 define include-dir
 obj-y :=
 client-y :=
+testlib-y :=
 prog-y :=
 test-y :=
 fuzz-y :=
@@ -78,6 +81,7 @@ ccflags-y :=
 include $(1)Makefile
 objs-core   += $$(addprefix $(O)/$(1),$$(filter %.o,$$(obj-y)))
 objs-client += $$(addprefix $(O)/$(1),$$(client-y))
+objs-testlib += $$(addprefix $(O)/$(1),$$(testlib-y))
 progs       += $$(prog-y)
 $$(foreach p,$$(prog-y),$$(eval objs-prog-$$(p) := $$(addprefix $(O)/$(1),$$($$(p)-objs))))
 $$(foreach p,$$(prog-y),$$(eval $$(p)-objs :=))
@@ -201,10 +205,17 @@ $(O)/bin/$(1): $$(objs-prog-$(1)) $(O)/lib/libvelo-core.a
 endef
 $(foreach p,$(progs),$(eval $(call prog-rule,$(p))))
 
-# Unit tests: tests/unit/test_x.c -> build/tests/unit/test_x
-$(tests): %: %.o $(O)/lib/libvelo-core.a
+# Unit tests: tests/unit/test_x.c -> build/tests/unit/test_x, with the
+# shared test helpers (testlib-y) from an archive: a test links only what
+# it uses.
+$(O)/lib/libvelo-test.a: $(objs-testlib)
+	$(quiet) AR $@
+	$(Q)mkdir -p $(dir $@)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+$(tests): %: %.o $(O)/lib/libvelo-test.a $(O)/lib/libvelo-core.a
 	$(quiet) LD $@
-	$(Q)$(CC) $(cflags-common) $(ldflags-common) -o $@ $< $(O)/lib/libvelo-core.a $(ldlibs) -lcmocka
+	$(Q)$(CC) $(cflags-common) $(ldflags-common) -o $@ $< $(O)/lib/libvelo-test.a \
+		$(O)/lib/libvelo-core.a $(ldlibs) -lcmocka
 
 # libFuzzer targets are built with clang, ASan and UBSan, from their own
 # objects under build/fuzz/.

@@ -27,81 +27,7 @@
 
 #include "../../engine/core/chat.h"
 #include "../../engine/core/tokenizer.h"
-
-static const char *srctree(void)
-{
-	static char dir[PATH_MAX];
-	const char *env = getenv("VELO_SRCTREE");
-	char probe[PATH_MAX + 64];
-
-	if (env)
-		return env;
-	if (!dir[0] && realpath(".", dir)) {
-		for (;;) {
-			snprintf(probe, sizeof(probe), "%s/tests/fixtures/models", dir);
-			if (!access(probe, R_OK))
-				break;
-			char *sl = strrchr(dir, '/');
-
-			if (!sl || sl == dir) {
-				dir[0] = 0;
-				break;
-			}
-			*sl = 0;
-		}
-	}
-	return dir[0] ? dir : NULL;
-}
-
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *b = NULL;
-	long n;
-
-	if (!f)
-		return NULL;
-	if (!fseek(f, 0, SEEK_END) && (n = ftell(f)) >= 0 && !fseek(f, 0, SEEK_SET) &&
-	    (b = malloc((size_t)n + 1)) && fread(b, 1, (size_t)n, f) == (size_t)n) {
-		b[n] = 0;
-		*len = (size_t)n;
-	} else {
-		free(b);
-		b = NULL;
-	}
-	fclose(f);
-	return b;
-}
-
-static struct eng_tokenizer *load_tok(const char *dir)
-{
-	char p[PATH_MAX + 128], err[256];
-	size_t tl = 0, cl = 0;
-	char *tj, *cj, *blob;
-	struct eng_tokenizer *t;
-	struct eng_tok_blob_hdr h = { ENG_TOK_MAGIC, ENG_TOK_VERSION, 0, 0 };
-
-	snprintf(p, sizeof(p), "%s/tokenizer.json", dir);
-	tj = slurp(p, &tl);
-	snprintf(p, sizeof(p), "%s/tokenizer_config.json", dir);
-	cj = slurp(p, &cl);
-	assert_non_null(tj);
-	assert_non_null(cj);
-	h.tokenizer_json_len = (uint32_t)tl;
-	h.tokenizer_config_json_len = (uint32_t)cl;
-	blob = malloc(sizeof(h) + tl + cl);
-	assert_non_null(blob);
-	memcpy(blob, &h, sizeof(h));
-	memcpy(blob + sizeof(h), tj, tl);
-	memcpy(blob + sizeof(h) + tl, cj, cl);
-	t = eng_tok_load(blob, sizeof(h) + tl + cl, 0, err, sizeof(err));
-	if (!t)
-		print_error("load %s: %s\n", dir, err);
-	free(blob);
-	free(tj);
-	free(cj);
-	return t;
-}
+#include "testutil.h"
 
 /* A special token's text as a C string (NULL: none). */
 static const char *piece(const struct eng_tokenizer *tok, uint32_t id,
@@ -120,7 +46,7 @@ static const char *piece(const struct eng_tokenizer *tok, uint32_t id,
 static void check_fixture(const char *name, enum eng_chat_template tpl,
 			  const char *default_system, bool text_is_render)
 {
-	const char *src = srctree();
+	const char *src = velo_test_srctree();
 	char dir[PATH_MAX + 64], path[PATH_MAX + 128], text[1024], err[128];
 	struct eng_chat_msg msg = { ENG_CHAT_USER, "Hi there!", 9 };
 	struct eng_chat_tokens tk = { .default_system = default_system };
@@ -134,7 +60,7 @@ static void check_fixture(const char *name, enum eng_chat_template tpl,
 
 	assert_non_null(src);
 	snprintf(dir, sizeof(dir), "%s/tests/fixtures/models/%s", src, name);
-	tok = load_tok(dir);
+	tok = velo_test_tok_load_dir(dir, 0);
 	assert_non_null(tok);
 	bos = eng_tok_bos_id(tok);
 	eos = eng_tok_eos_id(tok);

@@ -38,6 +38,7 @@
 #include "../../engine/core/stream.h"
 #include "../../engine/core/utf8.h"
 #include "alloc_count.h"
+#include "testutil.h"
 
 /* ---- fixtures ----------------------------------------------------------- */
 
@@ -45,90 +46,25 @@
 static const char *const tok_names[N_TOK] = { "llama3", "qwen2", "spm" };
 static struct eng_tokenizer *toks[N_TOK];
 static json_t *cases[N_TOK];
-static char srcdir[PATH_MAX];
+static const char *srcdir;
 
-static const char *find_srctree(void)
-{
-	const char *env = getenv("VELO_SRCTREE");
-	char cand[PATH_MAX], probe[PATH_MAX + 64];
-
-	if (env) {
-		snprintf(srcdir, sizeof(srcdir), "%s", env);
-		return srcdir;
-	}
-	if (!realpath(".", cand))
-		return NULL;
-	for (;;) {
-		snprintf(probe, sizeof(probe), "%s/tests/fixtures/models", cand);
-		if (!access(probe, R_OK)) {
-			snprintf(srcdir, sizeof(srcdir), "%s", cand);
-			return srcdir;
-		}
-		char *sl = strrchr(cand, '/');
-
-		if (!sl || sl == cand)
-			return NULL;
-		*sl = 0;
-	}
-}
-
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *b = NULL;
-	long n;
-
-	if (!f)
-		return NULL;
-	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 &&
-	    fseek(f, 0, SEEK_SET) == 0 && (b = malloc((size_t)n + 1)) &&
-	    fread(b, 1, (size_t)n, f) == (size_t)n) {
-		b[n] = 0;
-		*len = (size_t)n;
-	} else {
-		free(b);
-		b = NULL;
-	}
-	fclose(f);
-	return b;
-}
-
-/* The image's tokenizer blob: VTOK header, tokenizer.json,
- * tokenizer_config.json. */
+/* A fixture's tokenizer as its image carries it. */
 static struct eng_tokenizer *load_fixture(const char *name)
 {
-	char p[PATH_MAX + 128], err[256];
-	size_t tl = 0, cl = 0, bl;
-	char *tj, *cj, *blob;
-	struct eng_tok_blob_hdr h;
+	char d[PATH_MAX + 64];
 	struct eng_tokenizer *t;
 
-	snprintf(p, sizeof(p), "%s/tests/fixtures/models/%s/tokenizer.json", srcdir, name);
-	tj = slurp(p, &tl);
-	snprintf(p, sizeof(p), "%s/tests/fixtures/models/%s/tokenizer_config.json", srcdir, name);
-	cj = slurp(p, &cl);
-	assert_non_null(tj);
-	h = (struct eng_tok_blob_hdr){ ENG_TOK_MAGIC, ENG_TOK_VERSION, (uint32_t)tl,
-				       cj ? (uint32_t)cl : 0 };
-	bl = sizeof(h) + tl + (cj ? cl : 0);
-	blob = malloc(bl);
-	memcpy(blob, &h, sizeof(h));
-	memcpy(blob + sizeof(h), tj, tl);
-	if (cj)
-		memcpy(blob + sizeof(h) + tl, cj, cl);
-	t = eng_tok_load(blob, bl, 0, err, sizeof(err));
+	snprintf(d, sizeof(d), "%s/tests/fixtures/models/%s", srcdir, name);
+	t = velo_test_tok_load_dir(d, 0);
 	if (!t)
-		fail_msg("load %s: %s", name, err);
-	free(blob);
-	free(tj);
-	free(cj);
+		fail_msg("load %s", name);
 	return t;
 }
 
 static int setup(void **state)
 {
 	(void)state;
-	if (!find_srctree())
+	if (!(srcdir = velo_test_srctree()))
 		return -1;
 	for (int i = 0; i < N_TOK; i++) {
 		char p[PATH_MAX + 128];

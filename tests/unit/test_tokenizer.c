@@ -32,6 +32,7 @@
 #include "../../engine/core/tokenizer.h"
 #include "../../engine/core/utf8.h"
 #include "velo/compiler.h"
+#include "testutil.h"
 
 /* ------------------------------------------------------------------ */
 /* Allocation counter: interpose malloc (not under ASan, which owns it). */
@@ -65,104 +66,11 @@ void *realloc(void *p, size_t n)
 /* ------------------------------------------------------------------ */
 /* Files                                                                */
 
-static char srcdir[PATH_MAX];
-
-/* The source tree: $VELO_SRCTREE, else walk up from the working directory
- * and from the executable until tests/unit/data/tokenizer shows up. */
-static const char *find_srctree(void)
-{
-	const char *env = getenv("VELO_SRCTREE");
-	char cand[PATH_MAX], probe[PATH_MAX + 64];
-	const char *starts[2] = { ".", "/proc/self/exe" };
-
-	if (srcdir[0])
-		return srcdir;
-	if (env) {
-		snprintf(srcdir, sizeof(srcdir), "%s", env);
-		return srcdir;
-	}
-	for (int s = 0; s < 2; s++) {
-		if (!realpath(starts[s], cand))
-			continue;
-		for (;;) {
-			snprintf(probe, sizeof(probe), "%s/tests/unit/data/tokenizer", cand);
-			if (!access(probe, R_OK)) {
-				snprintf(srcdir, sizeof(srcdir), "%s", cand);
-				return srcdir;
-			}
-			char *sl = strrchr(cand, '/');
-			if (!sl || sl == cand)
-				break;
-			*sl = 0;
-		}
-	}
-	return NULL;
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *b = NULL;
-	long n;
-
-	if (!f)
-		return NULL;
-	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-	    (b = malloc((size_t)n + 1)) && fread(b, 1, (size_t)n, f) == (size_t)n) {
-		b[n] = 0;
-		*len = (size_t)n;
-	} else {
-		free(b);
-		b = NULL;
-	}
-	fclose(f);
-	return b;
-}
-
-static void *make_blob(const char *tj, size_t tl, const char *cj, size_t cl,
-		       size_t *len)
-{
-	struct eng_tok_blob_hdr h = { ENG_TOK_MAGIC, ENG_TOK_VERSION, (uint32_t)tl,
-				      (uint32_t)cl };
-	char *b = malloc(sizeof(h) + tl + cl);
-
-	memcpy(b, &h, sizeof(h));
-	memcpy(b + sizeof(h), tj, tl);
-	memcpy(b + sizeof(h) + tl, cj, cl);
-	*len = sizeof(h) + tl + cl;
-	return b;
-}
-
-static struct eng_tokenizer *load_dir(const char *dir, size_t budget)
-{
-	char p[PATH_MAX + 64], err[256];
-	size_t tl = 0, cl = 0, bl;
-	char *tj, *cj;
-	struct eng_tokenizer *t;
-
-	snprintf(p, sizeof(p), "%s/tokenizer.json", dir);
-	tj = read_file(p, &tl);
-	snprintf(p, sizeof(p), "%s/tokenizer_config.json", dir);
-	cj = read_file(p, &cl);
-	if (!tj) {
-		free(cj);
-		return NULL;
-	}
-	void *blob = make_blob(tj, tl, cj ? cj : "", cj ? cl : 0, &bl);
-	t = eng_tok_load(blob, bl, budget, err, sizeof(err));
-	if (!t)
-		print_error("load %s: %s\n", dir, err);
-	free(blob);
-	free(tj);
-	free(cj);
-	return t;
-}
-
 static struct eng_tokenizer *load_json(const char *tj, const char *cj)
 {
 	size_t bl;
 	char err[256];
-	void *blob = make_blob(tj, strlen(tj), cj, strlen(cj), &bl);
+	void *blob = velo_test_tok_blob(tj, strlen(tj), cj, strlen(cj), &bl);
 	struct eng_tokenizer *t = eng_tok_load(blob, bl, 0, err, sizeof(err));
 
 	if (!t)
@@ -312,7 +220,7 @@ static void check_dir(const char *dir, unsigned *n_checked)
 	snprintf(p, sizeof(p), "%s/tokens.json", dir);
 	if (access(p, R_OK))
 		return;
-	t = load_dir(dir, 1 << 20);
+	t = velo_test_tok_load_dir(dir, 1 << 20);
 	assert_non_null(t);
 	compare_file(t, p, &s);
 	fprintf(stderr, "  %s: %u strings, mismatches: ids %u, ids_special %u, decode %u, "
@@ -330,7 +238,7 @@ static void check_dir(const char *dir, unsigned *n_checked)
 
 static void test_handmade_refs(void **state)
 {
-	const char *src = find_srctree();
+	const char *src = velo_test_srctree();
 	char d[PATH_MAX + 64];
 	unsigned n = 0;
 
@@ -345,7 +253,7 @@ static void test_handmade_refs(void **state)
 
 static void test_fixture_refs(void **state)
 {
-	const char *src = find_srctree();
+	const char *src = velo_test_srctree();
 	char d[PATH_MAX + 64];
 	unsigned n = 0;
 	DIR *dir;
@@ -378,9 +286,9 @@ static struct eng_tokenizer *load_handmade(const char *name, size_t budget)
 {
 	char d[PATH_MAX + 64];
 
-	assert_non_null(find_srctree());
-	snprintf(d, sizeof(d), "%s/tests/unit/data/tokenizer/%s", find_srctree(), name);
-	return load_dir(d, budget);
+	assert_non_null(velo_test_srctree());
+	snprintf(d, sizeof(d), "%s/tests/unit/data/tokenizer/%s", velo_test_srctree(), name);
+	return velo_test_tok_load_dir(d, budget);
 }
 
 static void test_errors(void **state)
@@ -829,7 +737,7 @@ static void test_bench(void **state)
 		char *js = synthetic_tokenizer(spm);
 		size_t bl;
 		char err[256];
-		void *blob = make_blob(js, strlen(js), "{}", 2, &bl);
+		void *blob = velo_test_tok_blob(js, strlen(js), "{}", 2, &bl);
 		struct eng_tokenizer *t = eng_tok_load(blob, bl, 1 << 20, err, sizeof(err));
 		if (!t)
 			print_error("%s\n", err);
@@ -841,14 +749,14 @@ static void test_bench(void **state)
 		free(js);
 	}
 	/* and the fixture tokenizers, when there */
-	const char *src = find_srctree();
+	const char *src = velo_test_srctree();
 	char d[PATH_MAX + 64];
 	static const char *const fx[] = { "llama3", "spm", "qwen2" };
 	for (size_t i = 0; src && i < 3; i++) {
 		snprintf(d, sizeof(d), "%s/tests/fixtures/models/%s", src, fx[i]);
 		if (access(d, R_OK))
 			continue;
-		struct eng_tokenizer *t = load_dir(d, 1 << 20);
+		struct eng_tokenizer *t = velo_test_tok_load_dir(d, 1 << 20);
 		if (!t)
 			continue;
 		char label[64];

@@ -253,5 +253,7 @@ struct eng_backend_ops {
 
 /* The CPU backend (engine/cpu/, CONFIG_ENGINE_CPU). */
 extern const struct eng_backend_ops eng_cpu_ops;
+/* The CUDA backend (engine/cuda/, CONFIG_ENGINE_CUDA). */
+extern const struct eng_backend_ops eng_cuda_ops;
 
 #endif /* VELO_ENG_BACKEND_H */

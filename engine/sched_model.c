@@ -194,9 +194,15 @@ static int model_load(struct eng_sched *s, struct eng_sched_model *sm,
 			return -ENOTSUP;
 		}
 		sm->ops = &eng_cpu_ops;
+	} else if (!strcmp(mc->backend, "cuda")) {
+		if (!IS_ENABLED(CONFIG_ENGINE_CUDA)) {
+			snprintf(err, errlen, "the CUDA backend is not built (CONFIG_ENGINE_CUDA)");
+			return -ENOTSUP;
+		}
+		sm->ops = &eng_cuda_ops;
 	} else {
-		snprintf(err, errlen, "unknown backend '%s' (this build has: cpu)",
-			 mc->backend);
+		snprintf(err, errlen, "unknown backend '%s' (this build has: cpu%s)",
+			 mc->backend, IS_ENABLED(CONFIG_ENGINE_CUDA) ? ", cuda" : "");
 		return -ENOTSUP;
 	}
 	if (!mc->kv_blocks || !mc->seqs_max || !mc->step_tokens_max ||

@@ -1,0 +1,1185 @@
+// SPDX-License-Identifier: MIT
+/*
+ * backend.c — the CUDA backend's ops table: init (driver through dlopen,
+ * primary context, the embedded fatbin), model load (checks, one device
+ * block for the weights and one for everything else, sized from the
+ * budget; weights copied from the image through two pinned staging
+ * buffers), and the host side of a step (validation, one copy of the
+ * step's token/position/block-table arrays, kernel launches on the
+ * model's stream, device argmax).  The forward pass is forward.c.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <velo/compiler.h>
+
+#include "../../tools/lib/counters.h"
+#include "../../tools/lib/log.h"
+#include "../core/image.h"
+#include "cuda_fwd.h"
+#include "cuda_priv.h"
+
+_Static_assert(sizeof(struct cuda_mv_args) == 3 * 8 * 4 + 3 * 4 * 2 + 4 * 4 * 2 + 8 + 4 * 6,
+	       "cuda_mv_args layout shared with kernels.cu");
+_Static_assert(sizeof(struct cuda_attn_args) == 8 * 8 + 8 + 4 * 10,
+	       "cuda_attn_args layout shared with kernels.cu");
+
+static const struct ctr_desc cuda_ctr_desc[] = { foreach_cuda_counter(CTR_DESC) };
+
+#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+
+static inline struct cuda_backend *to_be(struct eng_backend *be)
+{
+	return container_of(be, struct cuda_backend, base);
+}
+
+static inline struct cuda_model *to_cm(struct eng_be_model *bm)
+{
+	return container_of(bm, struct cuda_model, base);
+}
+
+static inline bool be_down(const struct cuda_backend *be)
+{
+	return __atomic_load_n(&be->health, __ATOMIC_ACQUIRE) != 0;
+}
+
+static inline void ctr_add(struct cuda_backend *be, int c, uint64_t n)
+{
+	__atomic_fetch_add(&be->ctr[c], n, __ATOMIC_RELAXED);
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* ---- init / fini -------------------------------------------------------- */
+
+static const char *const dt_names[CUDA_N_DT] = { "f32", "bf16", "f16", "fp8", "int4" };
+static const unsigned nt_of[CUDA_N_NT] = { 1, 2, 4, 8 };
+
+static int get_functions(struct cuda_backend *be)
+{
+	struct cuda_api *a = &be->api;
+	char name[48];
+	int rc = 0;
+
+	for (int d = 0; d < CUDA_N_DT && !rc; d++) {
+		for (int n = 0; n < CUDA_N_NT && !rc; n++) {
+			snprintf(name, sizeof(name), "k_mv_%s_%u", dt_names[d], nt_of[n]);
+			rc = CU_CHECK(be, a->cuModuleGetFunction(&be->f_mv[d][n], be->mod, name));
+		}
+		snprintf(name, sizeof(name), "k_mm_%s", dt_names[d]);
+		rc = rc ?: CU_CHECK(be, a->cuModuleGetFunction(&be->f_mm[d], be->mod, name));
+	}
+	return rc ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_embed, be->mod, "k_embed")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_rmsnorm, be->mod, "k_rmsnorm")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_swiglu, be->mod, "k_swiglu")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_rope, be->mod, "k_rope_store")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_attn[0], be->mod, "k_attn_f32")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_attn[1], be->mod, "k_attn_bf16")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_merge, be->mod, "k_attn_merge")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_argmax, be->mod, "k_argmax")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_copy, be->mod, "k_copy16"));
+}
+
+static int cuda_init(const struct eng_backend_budget *b, struct eng_backend **out)
+{
+	struct eng_backend_budget def = { 0 };
+	struct cuda_backend *be;
+	char why[192];
+	const char *inj = getenv("VELO_CUDA_FAIL_NTH");
+	int n_dev = 0, drv = 0, rc;
+	CUresult r;
+
+	if (!b)
+		b = &def;
+	if (b->device < 0)
+		return -EINVAL;
+	be = calloc(1, sizeof(*be));
+	if (!be)
+		return -ENOMEM;
+	be->base.ops = &eng_cuda_ops;
+	be->mem_bytes_max = b->mem_bytes_max;
+	be->fail_nth = inj ? strtol(inj, NULL, 10) : 0;
+	rc = cuda_api_load(&be->api, why, sizeof(why));
+	if (rc) {
+		LOG_W(eng, "cuda: %s", why);
+		goto err_free;
+	}
+	r = be->api.cuInit(0);
+	if (r != CUDA_SUCCESS) {
+		const char *nm = NULL;
+
+		be->api.cuGetErrorName(r, &nm);
+		LOG_W(eng, "cuda: cuInit: %s: no usable GPU", nm ? nm : "?");
+		rc = -ENODEV;
+		goto err_unload;
+	}
+	be->api.cuDriverGetVersion(&drv);
+	if (be->api.cuDeviceGetCount(&n_dev) != CUDA_SUCCESS || b->device >= n_dev) {
+		LOG_W(eng, "cuda: device %d requested, %d present", b->device, n_dev);
+		rc = -ENODEV;
+		goto err_unload;
+	}
+	rc = CU_CHECK(be, be->api.cuDeviceGet(&be->dev, b->device)) ?:
+	     CU_CHECK(be, be->api.cuDeviceGetName(be->name, sizeof(be->name), be->dev)) ?:
+	     CU_CHECK(be, be->api.cuDeviceGetAttribute(&be->sm_count,
+			CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, be->dev)) ?:
+	     CU_CHECK(be, be->api.cuDeviceGetAttribute(&be->cc_major,
+			CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, be->dev)) ?:
+	     CU_CHECK(be, be->api.cuDeviceGetAttribute(&be->cc_minor,
+			CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, be->dev));
+	if (rc) {
+		rc = -ENODEV;
+		goto err_unload;
+	}
+	{
+		size_t tm = 0;
+
+		be->api.cuDeviceTotalMem(&tm, be->dev);
+		be->total_mem = tm;
+	}
+	if (be->cc_major != 9 || be->cc_minor != 0) {
+		/* The fatbin holds sm_90a/sm_90 code only (Hopper). */
+		LOG_W(eng, "cuda: %s is sm_%d%d; this build has kernels for sm_90 only",
+		      be->name, be->cc_major, be->cc_minor);
+		rc = -ENODEV;
+		goto err_unload;
+	}
+	rc = CU_CHECK(be, be->api.cuDevicePrimaryCtxRetain(&be->ctx, be->dev));
+	if (rc) {
+		rc = -ENODEV;
+		goto err_unload;
+	}
+	rc = CU_CHECK(be, be->api.cuCtxSetCurrent(be->ctx)) ?:
+	     CU_CHECK(be, be->api.cuModuleLoadData(&be->mod, eng_cuda_fatbin));
+	if (rc) {
+		rc = -ENODEV;
+		goto err_ctx;
+	}
+	rc = get_functions(be);
+	if (rc) {
+		rc = -ENODEV;
+		goto err_mod;
+	}
+	if (ctr_block_register("eng_cuda", cuda_ctr_desc, be->ctr, CUDA_CTR__COUNT))
+		LOG_W(eng, "cuda: counter registry full");
+	LOG_I(eng, "cuda backend: %s (sm_%d%d, %d SMs, %llu MiB), driver %d.%d, fatbin %zu KiB",
+	      be->name, be->cc_major, be->cc_minor, be->sm_count,
+	      (unsigned long long)(be->total_mem >> 20), drv / 1000, drv % 1000 / 10,
+	      (size_t)(eng_cuda_fatbin_end - eng_cuda_fatbin) >> 10);
+	*out = &be->base;
+	return 0;
+
+err_mod:
+	be->api.cuModuleUnload(be->mod);
+err_ctx:
+	be->api.cuDevicePrimaryCtxRelease(be->dev);
+err_unload:
+	cuda_api_unload(&be->api);
+err_free:
+	free(be);
+	return rc;
+}
+
+static void cuda_fini(struct eng_backend *ebe)
+{
+	struct cuda_backend *be;
+
+	if (!ebe)
+		return;
+	be = to_be(ebe);
+	VERIFY(__atomic_load_n(&be->n_models, __ATOMIC_ACQUIRE) == 0);
+	ctr_block_unregister(be->ctr);
+	be->api.cuCtxSetCurrent(be->ctx);
+	be->api.cuModuleUnload(be->mod);
+	be->api.cuDevicePrimaryCtxRelease(be->dev);
+	cuda_api_unload(&be->api);
+	free(be);
+}
+
+static int cuda_health(const struct eng_backend *ebe, const char **why)
+{
+	const struct cuda_backend *be =
+		container_of(ebe, const struct cuda_backend, base);
+	int h = __atomic_load_n(&be->health, __ATOMIC_ACQUIRE);
+
+	if (why)
+		*why = h ? be->why : "ok";
+	return h;
+}
+
+/* ---- model checks ------------------------------------------------------- */
+
+/* Elements per 16-byte chunk the GEMV reads; cols must be a multiple. */
+static uint32_t chunk_elems(enum eng_dtype d)
+{
+	switch (d) {
+	case ENG_DT_F32:
+		return 4;
+	case ENG_DT_BF16:
+	case ENG_DT_F16:
+		return 8;
+	case ENG_DT_FP8_E4M3:
+		return 16;
+	case ENG_DT_INT4_G128:
+		return 128;
+	default:
+		return 0;
+	}
+}
+
+static size_t row_bytes(enum eng_dtype d, uint32_t cols)
+{
+	switch (d) {
+	case ENG_DT_F32:
+		return (size_t)cols * 4;
+	case ENG_DT_BF16:
+	case ENG_DT_F16:
+		return (size_t)cols * 2;
+	case ENG_DT_FP8_E4M3:
+		return cols;
+	case ENG_DT_INT4_G128:
+		return cols / 2;
+	default:
+		return 0;
+	}
+}
+
+static size_t scale_bytes(const struct eng_tensor *t)
+{
+	if (t->dtype == ENG_DT_FP8_E4M3)
+		return (size_t)t->rows * 4;
+	if (t->dtype == ENG_DT_INT4_G128)
+		return (size_t)t->rows * (t->cols / ENG_INT4_GROUP) * 2;
+	return 0;
+}
+
+static int check_matrix(const char *name, uint32_t l, const struct eng_tensor *t,
+			uint32_t rows, uint32_t cols)
+{
+	const char *why = NULL;
+
+	if (!t->data)
+		why = "missing";
+	else if (t->dtype < ENG_DT_F32 || t->dtype >= ENG_DT__COUNT)
+		why = "unknown dtype";
+	else if (t->rows != rows || t->cols != cols)
+		why = "wrong shape";
+	else if ((t->dtype == ENG_DT_FP8_E4M3 || t->dtype == ENG_DT_INT4_G128) &&
+		 !t->scales)
+		why = "no scales";
+	else if (cols % chunk_elems(t->dtype) || cols % 8)
+		why = "input dim not a multiple of the 16-byte chunk (f32 8, bf16/f16 8, fp8 16, int4 128)";
+	if (!why)
+		return 0;
+	LOG_E(eng, "cuda: layer %u %s (%ux%u dtype %d): %s, want %ux%u", l, name,
+	      t->rows, t->cols, (int)t->dtype, why, rows, cols);
+	return -EINVAL;
+}
+
+static int check_vector(const char *name, uint32_t l, const struct eng_tensor *t,
+			uint32_t n, bool optional)
+{
+	if (!t->data && optional)
+		return 0;
+	if (t->data && (uint64_t)t->rows * t->cols == n &&
+	    (t->dtype == ENG_DT_F32 || t->dtype == ENG_DT_BF16 ||
+	     t->dtype == ENG_DT_F16))
+		return 0;
+	LOG_E(eng, "cuda: layer %u %s: missing, wrong size or dtype (want %u f32/bf16/f16)",
+	      l, name, n);
+	return -EINVAL;
+}
+
+static int check_model(const struct eng_model *m)
+{
+	const struct eng_model_config *c = &m->cfg;
+	uint32_t q_dim, kv_dim;
+	int rc = 0;
+
+	if (!c->vocab_size || !c->hidden || !c->n_layers || c->n_layers > 4096 ||
+	    !c->n_heads || !c->n_kv_heads || c->n_heads % c->n_kv_heads ||
+	    !c->head_dim || c->head_dim % 2 || c->head_dim > 256 || !c->ffn ||
+	    c->hidden % 8 || c->ffn % 8 ||
+	    !(c->norm_eps > 0.0f) || !isfinite(c->norm_eps) ||
+	    !(c->rope_theta > 0.0f) || !isfinite(c->rope_theta) || !m->layers) {
+		LOG_E(eng, "cuda: model config out of range (head_dim <= 256, hidden and ffn multiples of 8)");
+		return -EINVAL;
+	}
+	if (c->rope_scaling == ENG_ROPE_LLAMA3 &&
+	    (!(c->rope_factor > 0.0f) || !(c->rope_low_freq_factor > 0.0f) ||
+	     !(c->rope_high_freq_factor > c->rope_low_freq_factor) ||
+	     !c->rope_orig_max_pos)) {
+		LOG_E(eng, "cuda: llama3 rope scaling parameters out of range");
+		return -EINVAL;
+	}
+	if (c->mlp_bias) {
+		LOG_E(eng, "cuda: MLP biases are not supported");
+		return -EOPNOTSUPP;
+	}
+	q_dim = c->n_heads * c->head_dim;
+	kv_dim = c->n_kv_heads * c->head_dim;
+	if (check_matrix("embed", 0, &m->embed, c->vocab_size, c->hidden) ||
+	    check_vector("final_norm", 0, &m->final_norm, c->hidden, false))
+		return -EINVAL;
+	if ((!c->tied_embeddings || m->lm_head.data) &&
+	    check_matrix("lm_head", 0, &m->lm_head, c->vocab_size, c->hidden))
+		return -EINVAL;
+	for (uint32_t l = 0; l < c->n_layers && !rc; l++) {
+		const struct eng_layer_weights *w = &m->layers[l];
+
+		rc = check_vector("attn_norm", l, &w->attn_norm, c->hidden, false) ?:
+		     check_vector("ffn_norm", l, &w->ffn_norm, c->hidden, false) ?:
+		     check_matrix("wq", l, &w->wq, q_dim, c->hidden) ?:
+		     check_matrix("wk", l, &w->wk, kv_dim, c->hidden) ?:
+		     check_matrix("wv", l, &w->wv, kv_dim, c->hidden) ?:
+		     check_matrix("wo", l, &w->wo, c->hidden, q_dim) ?:
+		     check_matrix("w_gate", l, &w->w_gate, c->ffn, c->hidden) ?:
+		     check_matrix("w_up", l, &w->w_up, c->ffn, c->hidden) ?:
+		     check_matrix("w_down", l, &w->w_down, c->hidden, c->ffn) ?:
+		     check_vector("bq", l, &w->bq, q_dim, !c->qkv_bias) ?:
+		     check_vector("bk", l, &w->bk, kv_dim, !c->qkv_bias) ?:
+		     check_vector("bv", l, &w->bv, kv_dim, !c->qkv_bias) ?:
+		     check_vector("bo", l, &w->bo, c->hidden, !c->o_bias);
+	}
+	return rc;
+}
+
+static int check_budget(const struct eng_model_budget *b)
+{
+	uint32_t B = b->kv_block_tokens ? b->kv_block_tokens : ENG_KV_BLOCK_TOKENS_DEFAULT;
+
+	if (!b->seqs_max || !b->step_tokens_max || !b->kv_blocks ||
+	    !b->seq_blocks_max || B > ENG_KV_BLOCK_TOKENS_MAX || (B & (B - 1)) ||
+	    b->seqs_max > b->step_tokens_max || b->step_tokens_max > (1u << 20) ||
+	    (uint64_t)b->seq_blocks_max * B > (1u << 24)) {
+		LOG_E(eng, "cuda: model budget out of range");
+		return -EINVAL;
+	}
+	if (b->kv_dtype != ENG_KV_F32 && b->kv_dtype != ENG_KV_BF16) {
+		LOG_E(eng, "cuda: KV dtype %d not supported (f32, bf16)", (int)b->kv_dtype);
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
+/* ---- layout ------------------------------------------------------------- */
+
+/* Device offsets: pass 1 (base 0, measuring) and pass 2 alike. */
+struct dev_arena {
+	CUdeviceptr base;
+	size_t off;
+};
+
+static CUdeviceptr dcarve(struct dev_arena *a, size_t bytes)
+{
+	CUdeviceptr p;
+
+	a->off = ALIGN_UP(a->off, (size_t)256);
+	p = a->base + a->off;
+	a->off += bytes;
+	return p;
+}
+
+static void tensor_carve(struct dev_arena *a, struct cuda_tensor *d,
+			 const struct eng_tensor *t)
+{
+	d->dt = (int)t->dtype;
+	d->rows = t->rows;
+	d->cols = t->cols;
+	d->data = dcarve(a, (size_t)t->rows * row_bytes(t->dtype, t->cols));
+	d->scales = scale_bytes(t) ? dcarve(a, scale_bytes(t)) : 0;
+}
+
+/* Weights, f32 vectors and the RoPE tables: the block the upload fills. */
+static void layout_weights(struct cuda_model *cm, struct dev_arena *a)
+{
+	const struct eng_model *m = cm->m;
+	size_t f = 4, H = cm->hidden, half = cm->hd / 2;
+	bool tied = !m->lm_head.data || m->lm_head.data == m->embed.data;
+
+	tensor_carve(a, &cm->embed, &m->embed);
+	if (tied)
+		cm->lm_head = cm->embed;
+	else
+		tensor_carve(a, &cm->lm_head, &m->lm_head);
+	for (uint32_t l = 0; l < cm->n_layers; l++) {
+		const struct eng_layer_weights *w = &m->layers[l];
+		struct cuda_layer *d = &cm->layers[l];
+
+		tensor_carve(a, &d->wq, &w->wq);
+		tensor_carve(a, &d->wk, &w->wk);
+		tensor_carve(a, &d->wv, &w->wv);
+		tensor_carve(a, &d->wo, &w->wo);
+		tensor_carve(a, &d->w_gate, &w->w_gate);
+		tensor_carve(a, &d->w_up, &w->w_up);
+		tensor_carve(a, &d->w_down, &w->w_down);
+		d->attn_norm = dcarve(a, f * H);
+		d->ffn_norm = dcarve(a, f * H);
+		d->bq = w->bq.data ? dcarve(a, f * cm->q_dim) : 0;
+		d->bk = w->bk.data ? dcarve(a, f * cm->kv_dim) : 0;
+		d->bv = w->bv.data ? dcarve(a, f * cm->kv_dim) : 0;
+		d->bo = w->bo.data ? dcarve(a, f * H) : 0;
+	}
+	cm->final_norm = dcarve(a, f * H);
+	cm->rope_cos = dcarve(a, f * cm->ctx_max * half);
+	cm->rope_sin = dcarve(a, f * cm->ctx_max * half);
+}
+
+static void in_layout(struct cuda_model *cm)
+{
+	struct cuda_in_layout *in = &cm->in;
+	size_t T = cm->bud.step_tokens_max, S = cm->bud.seqs_max, o = 0;
+
+	in->tok_id = o, o += T;
+	in->tok_pos = o, o += T;
+	in->tok_seq = o, o += T;
+	in->tok_blk = o, o += T;
+	in->tok_slot = o, o += T;
+	in->logit_tok = o, o += S;
+	o = ALIGN_UP(o, (size_t)4);
+	in->tables = o, o += S * cm->table_ld;
+	in->words = o;
+}
+
+/* KV pool, activations, workspaces, step inputs: one block, one term each. */
+static void layout_act(struct cuda_model *cm, struct dev_arena *a)
+{
+	const struct eng_model_budget *b = &cm->bud;
+	size_t T = b->step_tokens_max, S = b->seqs_max, f = 4;
+
+	cm->kv_blk_elems = (size_t)cm->n_kv * cm->B * cm->hd;
+	cm->kv_layer_elems = (size_t)b->kv_blocks * cm->kv_blk_elems;
+	cm->kc = dcarve(a, cm->kv_esz * cm->n_layers * cm->kv_layer_elems);
+	cm->vc = dcarve(a, cm->kv_esz * cm->n_layers * cm->kv_layer_elems);
+	cm->x = dcarve(a, f * T * cm->hidden);		/* residual stream */
+	cm->xb = dcarve(a, f * T * cm->hidden);		/* normed */
+	cm->q = dcarve(a, f * T * cm->q_dim);
+	cm->k = dcarve(a, f * T * cm->kv_dim);
+	cm->v = dcarve(a, f * T * cm->kv_dim);
+	cm->att = dcarve(a, f * T * cm->q_dim);
+	cm->hb = dcarve(a, f * T * cm->ffn);
+	cm->hb2 = dcarve(a, f * T * cm->ffn);
+	cm->xl = dcarve(a, f * S * cm->hidden);
+	cm->logits = dcarve(a, f * S * cm->vocab);
+	/* Attention splits: up to 64 per decode sequence (a 4096-position
+	 * context in splits of 64), or 2 per prompt token. */
+	cm->part_slots = MAX(64 * S, 2 * T) * cm->n_heads;
+	cm->part = dcarve(a, f * cm->part_slots * (cm->hd + 2));
+	cm->d_in = dcarve(a, 4 * cm->in.words);
+	cm->d_tok = dcarve(a, 4 * S);
+}
+
+/* ---- host-side tables --------------------------------------------------- */
+
+static void vec_to_f32(const struct eng_tensor *t, float *o, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		uint16_t h;
+
+		switch (t->dtype) {
+		case ENG_DT_F32:
+			memcpy(&o[i], (const char *)t->data + 4 * (size_t)i, 4);
+			break;
+		case ENG_DT_BF16:
+			memcpy(&h, (const char *)t->data + 2 * (size_t)i, 2);
+			o[i] = eng_bf16_to_f32(h);
+			break;
+		default:
+			memcpy(&h, (const char *)t->data + 2 * (size_t)i, 2);
+			o[i] = eng_f16_to_f32(h);
+			break;
+		}
+	}
+}
+
+/*
+ * RoPE tables as the CPU backend builds them (HF's float32 inv_freq with
+ * llama3 or linear scaling, float32 angle pos * inv_freq, cos/sin of it
+ * in double rounded to float): the same bits on both backends.
+ */
+static void rope_tables(const struct cuda_model *cm, float *cs, float *sn)
+{
+	const struct eng_model_config *c = &cm->m->cfg;
+	uint32_t half = cm->hd / 2;
+	float inv[128];
+
+	for (uint32_t i = 0; i < half; i++) {
+		float e = (float)(2 * i) / (float)cm->hd;
+		float f = 1.0f / (float)pow((double)c->rope_theta, (double)e);
+
+		if (c->rope_scaling == ENG_ROPE_LINEAR && c->rope_factor > 0.0f) {
+			f = f / c->rope_factor;
+		} else if (c->rope_scaling == ENG_ROPE_LLAMA3) {
+			float old = (float)c->rope_orig_max_pos;
+			float lo_wl = old / c->rope_low_freq_factor;
+			float hi_wl = old / c->rope_high_freq_factor;
+			float wl = (float)(2.0 * M_PI) / f;
+			float fl = wl > lo_wl ? f / c->rope_factor : f;
+
+			if (!(wl < hi_wl) && !(wl > lo_wl)) {
+				float sm = (old / wl - c->rope_low_freq_factor) /
+					   (c->rope_high_freq_factor -
+					    c->rope_low_freq_factor);
+
+				fl = (1.0f - sm) * fl / c->rope_factor + sm * fl;
+			}
+			f = fl;
+		}
+		inv[i] = f;
+	}
+	for (uint32_t p = 0; p < cm->ctx_max; p++)
+		for (uint32_t i = 0; i < half; i++) {
+			float a = (float)p * inv[i];
+
+			cs[(size_t)p * half + i] = (float)cos((double)a);
+			sn[(size_t)p * half + i] = (float)sin((double)a);
+		}
+}
+
+/* ---- upload ------------------------------------------------------------- */
+
+/*
+ * Host -> device through two pinned staging buffers: the CPU fills one
+ * (reading the image mapping, which faults the page cache in) while the
+ * copy engine drains the other.  cuMemcpyHtoDAsync from pageable memory
+ * would stage through the driver's own small buffers synchronously.
+ */
+#define CUDA_STAGE_BYTES (32u << 20)
+
+struct uploader {
+	struct cuda_backend *be;
+	CUstream st;
+	void *buf[2];
+	CUevent ev[2];
+	bool busy[2];
+	unsigned cur;
+	uint64_t bytes;
+};
+
+static int up_copy(struct uploader *u, CUdeviceptr dst, const void *src, size_t len)
+{
+	struct cuda_api *a = &u->be->api;
+	int rc;
+
+	while (len) {
+		size_t n = MIN(len, (size_t)CUDA_STAGE_BYTES);
+		unsigned c = u->cur;
+
+		if (u->busy[c]) {
+			rc = CU_CHECK(u->be, a->cuEventSynchronize(u->ev[c]));
+			if (rc)
+				return rc;
+		}
+		memcpy(u->buf[c], src, n);
+		rc = CU_CHECK(u->be, a->cuMemcpyHtoDAsync(dst, u->buf[c], n, u->st)) ?:
+		     CU_CHECK(u->be, a->cuEventRecord(u->ev[c], u->st));
+		if (rc)
+			return rc;
+		u->busy[c] = true;
+		u->cur ^= 1;
+		u->bytes += n;
+		dst += n;
+		src = (const char *)src + n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int up_tensor(struct uploader *u, const struct cuda_tensor *d,
+		     const struct eng_tensor *t)
+{
+	return up_copy(u, d->data, t->data, (size_t)t->rows * row_bytes(t->dtype, t->cols)) ?:
+	       (d->scales ? up_copy(u, d->scales, t->scales, scale_bytes(t)) : 0);
+}
+
+static int up_vec(struct uploader *u, CUdeviceptr dst, const struct eng_tensor *t,
+		  uint32_t n, float *tmp)
+{
+	if (!dst)
+		return 0;
+	vec_to_f32(t, tmp, n);
+	return up_copy(u, dst, tmp, (size_t)n * 4);
+}
+
+static int upload(struct cuda_model *cm)
+{
+	struct cuda_backend *be = cm->be;
+	struct cuda_api *a = &be->api;
+	const struct eng_model *m = cm->m;
+	struct uploader u = { .be = be, .st = cm->st };
+	size_t half = cm->hd / 2, tmp_n;
+	float *tmp;
+	int rc;
+
+	tmp_n = MAX(MAX((size_t)cm->hidden, (size_t)cm->q_dim),
+		    2 * (size_t)cm->ctx_max * half);
+	tmp = malloc(tmp_n * 4);
+	if (!tmp)
+		return -ENOMEM;
+	rc = CU_CHECK(be, a->cuMemAllocHost(&u.buf[0], CUDA_STAGE_BYTES));
+	if (rc)
+		goto out_tmp;
+	rc = CU_CHECK(be, a->cuMemAllocHost(&u.buf[1], CUDA_STAGE_BYTES));
+	if (rc)
+		goto out_buf0;
+	rc = CU_CHECK(be, a->cuEventCreate(&u.ev[0], CU_EVENT_DISABLE_TIMING));
+	if (rc)
+		goto out_buf1;
+	rc = CU_CHECK(be, a->cuEventCreate(&u.ev[1], CU_EVENT_DISABLE_TIMING));
+	if (rc)
+		goto out_ev0;
+
+	rc = up_tensor(&u, &cm->embed, &m->embed);
+	if (!rc && cm->lm_head.data != cm->embed.data)
+		rc = up_tensor(&u, &cm->lm_head, &m->lm_head);
+	for (uint32_t l = 0; l < cm->n_layers && !rc; l++) {
+		const struct eng_layer_weights *w = &m->layers[l];
+		const struct cuda_layer *d = &cm->layers[l];
+
+		rc = up_tensor(&u, &d->wq, &w->wq) ?: up_tensor(&u, &d->wk, &w->wk) ?:
+		     up_tensor(&u, &d->wv, &w->wv) ?: up_tensor(&u, &d->wo, &w->wo) ?:
+		     up_tensor(&u, &d->w_gate, &w->w_gate) ?:
+		     up_tensor(&u, &d->w_up, &w->w_up) ?:
+		     up_tensor(&u, &d->w_down, &w->w_down) ?:
+		     up_vec(&u, d->attn_norm, &w->attn_norm, cm->hidden, tmp) ?:
+		     up_vec(&u, d->ffn_norm, &w->ffn_norm, cm->hidden, tmp) ?:
+		     up_vec(&u, d->bq, &w->bq, cm->q_dim, tmp) ?:
+		     up_vec(&u, d->bk, &w->bk, cm->kv_dim, tmp) ?:
+		     up_vec(&u, d->bv, &w->bv, cm->kv_dim, tmp) ?:
+		     up_vec(&u, d->bo, &w->bo, cm->hidden, tmp);
+	}
+	if (!rc)
+		rc = up_vec(&u, cm->final_norm, &m->final_norm, cm->hidden, tmp);
+	if (!rc) {
+		size_t n = (size_t)cm->ctx_max * half;
+
+		rope_tables(cm, tmp, tmp + n);
+		rc = up_copy(&u, cm->rope_cos, tmp, n * 4) ?:
+		     up_copy(&u, cm->rope_sin, tmp + n, n * 4);
+	}
+	/* Wait before the staging buffers and tmp go. */
+	rc = rc ?: CU_CHECK(be, a->cuStreamSynchronize(cm->st));
+	if (rc)
+		a->cuStreamSynchronize(cm->st);
+	a->cuEventDestroy(u.ev[1]);
+out_ev0:
+	a->cuEventDestroy(u.ev[0]);
+out_buf1:
+	a->cuMemFreeHost(u.buf[1]);
+out_buf0:
+	a->cuMemFreeHost(u.buf[0]);
+out_tmp:
+	free(tmp);
+	return rc;
+}
+
+static uint64_t tensor_read_bytes(const struct cuda_tensor *t)
+{
+	uint64_t n = (uint64_t)t->rows * row_bytes((enum eng_dtype)t->dt, t->cols);
+
+	if (t->dt == CUDA_DT_FP8)
+		n += (uint64_t)t->rows * 4;
+	else if (t->dt == CUDA_DT_INT4)
+		n += (uint64_t)t->rows * (t->cols / ENG_INT4_GROUP) * 2;
+	return n;
+}
+
+/* ---- load / unload ------------------------------------------------------ */
+
+static void free_model(struct cuda_model *cm)
+{
+	struct cuda_api *a = &cm->be->api;
+
+	if (cm->st)
+		a->cuStreamSynchronize(cm->st);
+	if (cm->amem)
+		a->cuMemFree(cm->amem);
+	if (cm->wmem)
+		a->cuMemFree(cm->wmem);
+	if (cm->h_in)
+		a->cuMemFreeHost(cm->h_in);
+	if (cm->h_logits)
+		a->cuMemFreeHost(cm->h_logits);
+	if (cm->h_tok)
+		a->cuMemFreeHost(cm->h_tok);
+	if (cm->ev_in)
+		a->cuEventDestroy(cm->ev_in);
+	if (cm->ev_done)
+		a->cuEventDestroy(cm->ev_done);
+	if (cm->st)
+		a->cuStreamDestroy(cm->st);
+	eng_sampler_scratch_fini(&cm->samp);
+	free(cm->blk_stamp);
+	free(cm->seq_logit_row);
+	free(cm->row_on_host);
+	free(cm->layers);
+	free(cm);
+}
+
+static int cuda_model_load(struct eng_backend *ebe, const struct eng_model *m,
+			   const struct eng_model_budget *b,
+			   struct eng_be_model **out)
+{
+	struct cuda_backend *be = to_be(ebe);
+	struct cuda_api *a = &be->api;
+	const struct eng_model_config *c;
+	struct dev_arena wa = { 0 }, aa = { 0 };
+	struct cuda_model *cm;
+	size_t freeb = 0, totalb = 0, S;
+	uint64_t need, used;
+	double t0 = now_ms();
+	uint32_t ctx;
+	int rc;
+
+	if (be_down(be))
+		return -ENODEV;
+	if (!m || !b || !out)
+		return -EINVAL;
+	rc = check_model(m) ?: check_budget(b);
+	if (rc)
+		goto err_count;
+	rc = CU_CHECK(be, a->cuCtxSetCurrent(be->ctx));
+	if (rc)
+		goto err_count;
+	c = &m->cfg;
+	cm = calloc(1, sizeof(*cm));
+	if (!cm) {
+		rc = -ENOMEM;
+		goto err_count;
+	}
+	cm->base.be = ebe;
+	cm->be = be;
+	cm->m = m;
+	cm->bud = *b;
+	cm->B = b->kv_block_tokens ? b->kv_block_tokens : ENG_KV_BLOCK_TOKENS_DEFAULT;
+	cm->bud.kv_block_tokens = cm->B;
+	cm->b_shift = (uint32_t)__builtin_ctz(cm->B);
+	cm->n_layers = c->n_layers;
+	cm->hidden = c->hidden;
+	cm->n_heads = c->n_heads;
+	cm->n_kv = c->n_kv_heads;
+	cm->hd = c->head_dim;
+	cm->q_dim = c->n_heads * c->head_dim;
+	cm->kv_dim = c->n_kv_heads * c->head_dim;
+	cm->ffn = c->ffn;
+	cm->vocab = c->vocab_size;
+	ctx = b->seq_blocks_max * cm->B;
+	cm->ctx_max = c->max_seq ? MIN(ctx, c->max_seq) : ctx;
+	cm->table_ld = b->seq_blocks_max;
+	cm->att_scale = (float)(1.0 / sqrt((double)cm->hd));
+	cm->eps = c->norm_eps;
+	cm->window = c->sliding_window;
+	cm->kv_bf16 = b->kv_dtype == ENG_KV_BF16;
+	cm->kv_esz = cm->kv_bf16 ? 2 : 4;
+	S = b->seqs_max;
+	cm->layers = calloc(cm->n_layers, sizeof(*cm->layers));
+	cm->blk_stamp = calloc(b->kv_blocks, 4);
+	cm->seq_logit_row = calloc(S, 4);
+	cm->row_on_host = calloc(S, 1);
+	if (!cm->layers || !cm->blk_stamp || !cm->seq_logit_row || !cm->row_on_host) {
+		rc = -ENOMEM;
+		goto err_free;
+	}
+	rc = eng_sampler_scratch_init(&cm->samp, cm->vocab);
+	if (rc)
+		goto err_free;
+	in_layout(cm);
+
+	/* Pass 1: sizes; then the budget; then pass 2 hands out addresses. */
+	layout_weights(cm, &wa);
+	layout_act(cm, &aa);
+	cm->wbytes = ALIGN_UP(wa.off, (size_t)1 << 16);
+	cm->abytes = ALIGN_UP(aa.off, (size_t)1 << 16);
+	need = cm->wbytes + cm->abytes;
+	used = __atomic_add_fetch(&be->mem_bytes_used, need, __ATOMIC_ACQ_REL);
+	if (be->mem_bytes_max && used > be->mem_bytes_max) {
+		__atomic_sub_fetch(&be->mem_bytes_used, need, __ATOMIC_ACQ_REL);
+		LOG_E(eng, "cuda: model needs %llu MiB, budget leaves %llu MiB",
+		      (unsigned long long)(need >> 20),
+		      (unsigned long long)((be->mem_bytes_max - (used - need)) >> 20));
+		rc = -ENOMEM;
+		goto err_free;
+	}
+	a->cuMemGetInfo(&freeb, &totalb);
+	if (need > freeb) {
+		LOG_E(eng, "cuda: model needs %llu MiB, device has %llu MiB free",
+		      (unsigned long long)(need >> 20), (unsigned long long)(freeb >> 20));
+		rc = -ENOMEM;
+		goto err_unbudget;
+	}
+	rc = CU_CHECK(be, a->cuStreamCreate(&cm->st, CU_STREAM_NON_BLOCKING)) ?:
+	     CU_CHECK(be, a->cuEventCreate(&cm->ev_in, CU_EVENT_DISABLE_TIMING)) ?:
+	     CU_CHECK(be, a->cuEventCreate(&cm->ev_done, CU_EVENT_DISABLE_TIMING)) ?:
+	     CU_CHECK(be, a->cuMemAlloc(&cm->wmem, cm->wbytes)) ?:
+	     CU_CHECK(be, a->cuMemAlloc(&cm->amem, cm->abytes)) ?:
+	     CU_CHECK(be, a->cuMemAllocHost((void **)&cm->h_in, 4 * cm->in.words)) ?:
+	     CU_CHECK(be, a->cuMemAllocHost((void **)&cm->h_logits, 4 * S * cm->vocab)) ?:
+	     CU_CHECK(be, a->cuMemAllocHost((void **)&cm->h_tok, 4 * S));
+	if (rc)
+		goto err_unbudget;
+	wa = (struct dev_arena){ .base = cm->wmem };
+	aa = (struct dev_arena){ .base = cm->amem };
+	layout_weights(cm, &wa);
+	layout_act(cm, &aa);
+	/* Zeroed once: a KV slot never written reads as 0, not garbage (the
+	 * scheduler never reads one, but a bug then shows as a wrong number,
+	 * not a NaN storm). */
+	rc = CU_CHECK(be, a->cuMemsetD32Async(cm->amem, 0, cm->abytes / 4, cm->st)) ?:
+	     upload(cm);
+	if (rc)
+		goto err_unbudget;
+	memset(cm->h_in, 0, 4 * cm->in.words);
+
+	cm->weight_read_bytes = tensor_read_bytes(&cm->lm_head);
+	for (uint32_t l = 0; l < cm->n_layers; l++) {
+		const struct cuda_layer *d = &cm->layers[l];
+
+		cm->weight_read_bytes += tensor_read_bytes(&d->wq) + tensor_read_bytes(&d->wk) +
+					 tensor_read_bytes(&d->wv) + tensor_read_bytes(&d->wo) +
+					 tensor_read_bytes(&d->w_gate) +
+					 tensor_read_bytes(&d->w_up) +
+					 tensor_read_bytes(&d->w_down);
+	}
+	cm->load_ms = now_ms() - t0;
+	__atomic_add_fetch(&be->n_models, 1, __ATOMIC_ACQ_REL);
+	ctr_add(be, CTR_models_loaded, 1);
+	LOG_I(eng, "cuda: loaded %s: %u layers, hidden %u, weights %llu MiB, KV %s %u blocks of %u, ctx %u, device memory %llu MiB, load %.0f ms (%.2f GB/s)",
+	      m->name[0] ? m->name : "model", cm->n_layers, cm->hidden,
+	      (unsigned long long)(cm->wbytes >> 20), cm->kv_bf16 ? "bf16" : "f32",
+	      b->kv_blocks, cm->B, cm->ctx_max, (unsigned long long)(need >> 20),
+	      cm->load_ms, (double)cm->wbytes / (cm->load_ms * 1e6));
+	*out = &cm->base;
+	return 0;
+
+err_unbudget:
+	__atomic_sub_fetch(&be->mem_bytes_used, need, __ATOMIC_ACQ_REL);
+err_free:
+	free_model(cm);
+err_count:
+	ctr_add(be, CTR_load_errors, 1);
+	return rc;
+}
+
+static void cuda_model_unload(struct eng_be_model *bm)
+{
+	struct cuda_model *cm;
+	struct cuda_backend *be;
+
+	if (!bm)
+		return;
+	cm = to_cm(bm);
+	be = cm->be;
+	be->api.cuCtxSetCurrent(be->ctx);
+	__atomic_sub_fetch(&be->mem_bytes_used, cm->wbytes + cm->abytes, __ATOMIC_ACQ_REL);
+	free_model(cm);
+	__atomic_sub_fetch(&be->n_models, 1, __ATOMIC_ACQ_REL);
+}
+
+static void cuda_model_info(const struct eng_be_model *bm,
+			    struct eng_be_model_info *info)
+{
+	const struct cuda_model *cm = container_of(bm, const struct cuda_model, base);
+
+	memset(info, 0, sizeof(*info));
+	info->mem_bytes = cm->wbytes + cm->abytes;
+	info->kv_bytes = 2ull * cm->kv_esz * cm->n_layers * cm->kv_layer_elems;
+	info->weight_bytes = cm->weight_read_bytes;
+	info->ctx_max = cm->ctx_max;
+	info->kv_block_tokens = cm->B;
+	info->kernels = "sm_90a";
+	info->threads = (uint32_t)cm->be->sm_count;
+}
+
+/* ---- step and results --------------------------------------------------- */
+
+static int validate(struct cuda_model *cm, const struct eng_batch *b)
+{
+	const struct eng_model_budget *bud = &cm->bud;
+	uint64_t T = 0;
+
+	if (!b || !b->seqs || !b->n_seqs)
+		return -EINVAL;
+	if (b->n_seqs > bud->seqs_max)
+		return -E2BIG;
+	for (uint32_t s = 0; s < b->n_seqs; s++) {
+		const struct eng_seq_in *q = &b->seqs[s];
+		uint64_t end = (uint64_t)q->pos + q->n_tokens;
+
+		if (!q->n_tokens || !q->tokens || !q->blocks ||
+		    (q->flags & ~ENG_SEQ_LOGITS))
+			return -EINVAL;
+		T += q->n_tokens;
+		if (T > bud->step_tokens_max || end > cm->ctx_max)
+			return -E2BIG;
+		if (q->n_blocks < eng_kv_blocks_for((uint32_t)end, cm->B))
+			return -EINVAL;
+		for (uint32_t i = 0; i < q->n_tokens; i++)
+			if (q->tokens[i] >= cm->vocab)
+				return -EINVAL;
+	}
+	/* Blocks: in range; a block written by one sequence is neither
+	 * written by another (or twice) nor read by anyone (core/kv.h). */
+	if (!++cm->stamp) {
+		memset(cm->blk_stamp, 0, (size_t)bud->kv_blocks * 4);
+		cm->stamp = 1;
+	}
+	for (uint32_t s = 0; s < b->n_seqs; s++) {
+		const struct eng_seq_in *q = &b->seqs[s];
+		uint32_t first = q->pos >> cm->b_shift;
+		uint32_t last = (q->pos + q->n_tokens - 1) >> cm->b_shift;
+
+		for (uint32_t i = first; i <= last; i++) {
+			uint32_t blk = q->blocks[i];
+
+			if (blk >= bud->kv_blocks || cm->blk_stamp[blk] == cm->stamp)
+				return -EINVAL;
+			cm->blk_stamp[blk] = cm->stamp;
+		}
+	}
+	for (uint32_t s = 0; s < b->n_seqs; s++) {
+		const struct eng_seq_in *q = &b->seqs[s];
+		uint32_t first = q->pos >> cm->b_shift;
+		uint32_t nb = eng_kv_blocks_for(q->pos + q->n_tokens, cm->B);
+
+		for (uint32_t i = 0; i < first; i++) {
+			uint32_t blk = q->blocks[i];
+
+			if (blk >= bud->kv_blocks || cm->blk_stamp[blk] == cm->stamp)
+				return -EINVAL;
+		}
+		/* the device reads the table up to the last position only */
+		(void)nb;
+	}
+	cm->T = (uint32_t)T;
+	return 0;
+}
+
+static int cuda_step(struct eng_be_model *bm, const struct eng_batch *batch)
+{
+	struct cuda_model *cm = to_cm(bm);
+	struct cuda_backend *be = cm->be;
+	struct cuda_api *a = &be->api;
+	const struct cuda_in_layout *in = &cm->in;
+	uint32_t *h = cm->h_in, t = 0, nl = 0, max_len = 0;
+	size_t words;
+	int rc;
+
+	if (unlikely(be_down(be)))
+		return -ENODEV;
+	cm->have_step = false;
+	if (unlikely(CU_CHECK(be, a->cuCtxSetCurrent(be->ctx))))
+		return -EIO;
+	rc = validate(cm, batch);
+	if (unlikely(rc)) {
+		ctr_add(be, rc == -E2BIG ? CTR_over_budget : CTR_bad_batches, 1);
+		return rc;
+	}
+	/* The previous step's input copy must be done before h_in changes. */
+	if (cm->in_pending) {
+		if (CU_CHECK(be, a->cuEventSynchronize(cm->ev_in)))
+			return -EIO;
+		cm->in_pending = false;
+	}
+	for (uint32_t s = 0; s < batch->n_seqs; s++) {
+		const struct eng_seq_in *q = &batch->seqs[s];
+		uint32_t nb = eng_kv_blocks_for(q->pos + q->n_tokens, cm->B);
+
+		for (uint32_t i = 0; i < q->n_tokens; i++, t++) {
+			uint32_t pos = q->pos + i;
+
+			h[in->tok_id + t] = q->tokens[i];
+			h[in->tok_pos + t] = pos;
+			h[in->tok_seq + t] = s;
+			h[in->tok_blk + t] = q->blocks[pos >> cm->b_shift];
+			h[in->tok_slot + t] = pos & (cm->B - 1);
+		}
+		memcpy(h + in->tables + (size_t)s * cm->table_ld, q->blocks, 4 * (size_t)nb);
+		max_len = MAX(max_len, q->pos + q->n_tokens);
+		cm->seq_logit_row[s] = -1;
+		cm->row_on_host[s] = 0;
+		if (q->flags & ENG_SEQ_LOGITS) {
+			cm->seq_logit_row[s] = (int32_t)nl;
+			h[in->logit_tok + nl++] = t - 1;
+		}
+	}
+	cm->n_logits = nl;
+	words = in->tables + (size_t)batch->n_seqs * cm->table_ld;
+	rc = CU_CHECK(be, a->cuMemcpyHtoDAsync(cm->d_in, h, 4 * words, cm->st)) ?:
+	     CU_CHECK(be, a->cuEventRecord(cm->ev_in, cm->st));
+	if (rc)
+		return -EIO;
+	cm->in_pending = true;
+	rc = cuda_forward(cm, max_len);
+	if (!rc && nl)
+		rc = CU_CHECK(be, a->cuMemcpyDtoHAsync(cm->h_tok, cm->d_tok, 4 * (size_t)nl,
+						       cm->st));
+	rc = rc ?: CU_CHECK(be, a->cuEventRecord(cm->ev_done, cm->st));
+	if (rc)
+		return -EIO;
+	cm->last_n_seqs = batch->n_seqs;
+	cm->have_step = true;
+	cm->tok_ready = false;
+	ctr_add(be, CTR_steps, 1);
+	ctr_add(be, CTR_step_tokens, cm->T);
+	ctr_add(be, CTR_step_logits, nl);
+	return 0;
+}
+
+/* Wait for the last step (tokens and device logits complete). */
+static int wait_step(struct cuda_model *cm)
+{
+	struct cuda_backend *be = cm->be;
+
+	if (cm->tok_ready)
+		return 0;
+	if (CU_CHECK(be, be->api.cuCtxSetCurrent(be->ctx)) ||
+	    CU_CHECK(be, be->api.cuEventSynchronize(cm->ev_done)))
+		return -EIO;
+	cm->tok_ready = true;
+	return 0;
+}
+
+static int logits_row(struct cuda_model *cm, int32_t row, const float **out)
+{
+	struct cuda_backend *be = cm->be;
+	float *dst = cm->h_logits + (size_t)row * cm->vocab;
+	int rc;
+
+	if (!cm->row_on_host[row]) {
+		rc = wait_step(cm);
+		if (rc)
+			return rc;
+		rc = CU_CHECK(be, be->api.cuMemcpyDtoHAsync(dst, cm->logits +
+					(size_t)row * cm->vocab * 4,
+					(size_t)cm->vocab * 4, cm->st)) ?:
+		     CU_CHECK(be, be->api.cuStreamSynchronize(cm->st));
+		if (rc)
+			return -EIO;
+		cm->row_on_host[row] = 1;
+	}
+	*out = dst;
+	return 0;
+}
+
+static int cuda_logits(struct eng_be_model *bm, uint32_t seq, const float **out)
+{
+	struct cuda_model *cm = to_cm(bm);
+
+	if (unlikely(be_down(cm->be)))
+		return -ENODEV;
+	if (!cm->have_step)
+		return -ENOENT;
+	if (seq >= cm->last_n_seqs)
+		return -EINVAL;
+	if (cm->seq_logit_row[seq] < 0)
+		return -ENOENT;
+	return logits_row(cm, cm->seq_logit_row[seq], out);
+}
+
+/* Greedy with nothing that changes the order of the logits. */
+static bool plain_greedy(const struct eng_sampler *s)
+{
+	const struct eng_sampler_params *p = &s->p;
+
+	return (p->temperature <= 0.0f || p->top_k == 1) &&
+	       (s->win_len == 0 ||
+		(p->repetition_penalty == 1.0f && p->presence_penalty == 0.0f &&
+		 p->frequency_penalty == 0.0f));
+}
+
+static int cuda_sample(struct eng_be_model *bm, struct eng_sampler *const *s,
+		       uint32_t n, uint32_t *tokens)
+{
+	struct cuda_model *cm = to_cm(bm);
+	struct cuda_backend *be = cm->be;
+	int rc;
+
+	if (unlikely(be_down(be)))
+		return -ENODEV;
+	if (!cm->have_step || n != cm->last_n_seqs)
+		return -EINVAL;
+	for (uint32_t i = 0; i < n; i++)
+		if (s[i] && cm->seq_logit_row[i] < 0)
+			return -EINVAL;
+	rc = wait_step(cm);
+	if (rc)
+		return rc;
+	for (uint32_t i = 0; i < n; i++) {
+		int32_t row = cm->seq_logit_row[i];
+		const float *l;
+
+		if (!s[i])
+			continue;
+		if (plain_greedy(s[i]) && cm->h_tok[row] >= 0) {
+			tokens[i] = (uint32_t)cm->h_tok[row];
+			ctr_add(be, CTR_samples_gpu, 1);
+			continue;
+		}
+		rc = logits_row(cm, row, &l);
+		if (rc)
+			return rc;
+		rc = eng_sampler_sample(s[i], &cm->samp, l, cm->vocab, &tokens[i]);
+		if (unlikely(rc)) {
+			ctr_add(be, CTR_sample_errors, 1);
+			return rc;
+		}
+		ctr_add(be, CTR_samples_host, 1);
+	}
+	return 0;
+}
+
+static int cuda_kv_copy(struct eng_be_model *bm, const uint32_t *src,
+			const uint32_t *dst, uint32_t n)
+{
+	struct cuda_model *cm = to_cm(bm);
+	struct cuda_backend *be = cm->be;
+	struct cuda_api *a = &be->api;
+	size_t bytes = cm->kv_blk_elems * cm->kv_esz;
+
+	if (unlikely(be_down(be)))
+		return -ENODEV;
+	for (uint32_t i = 0; i < n; i++)
+		if (src[i] >= cm->bud.kv_blocks || dst[i] >= cm->bud.kv_blocks ||
+		    src[i] == dst[i])
+			return -EINVAL;
+	if (CU_CHECK(be, a->cuCtxSetCurrent(be->ctx)))
+		return -EIO;
+	for (uint32_t i = 0; i < n; i++)
+		for (uint32_t l = 0; l < cm->n_layers; l++) {
+			size_t so = ((size_t)l * cm->kv_layer_elems +
+				     (size_t)src[i] * cm->kv_blk_elems) * cm->kv_esz;
+			size_t d = ((size_t)l * cm->kv_layer_elems +
+				    (size_t)dst[i] * cm->kv_blk_elems) * cm->kv_esz;
+
+			if (CU_CHECK(be, a->cuMemcpyDtoDAsync(cm->kc + d, cm->kc + so, bytes, cm->st)) ||
+			    CU_CHECK(be, a->cuMemcpyDtoDAsync(cm->vc + d, cm->vc + so, bytes, cm->st)))
+				return -EIO;
+		}
+	ctr_add(be, CTR_kv_copies, n);
+	return 0;
+}
+
+const struct eng_backend_ops eng_cuda_ops = {
+	.name = "cuda",
+	.init = cuda_init,
+	.fini = cuda_fini,
+	.model_load = cuda_model_load,
+	.model_unload = cuda_model_unload,
+	.step = cuda_step,
+	.logits = cuda_logits,
+	.sample = cuda_sample,
+	.kv_copy = cuda_kv_copy,
+	.model_info = cuda_model_info,
+	.health = cuda_health,
+};

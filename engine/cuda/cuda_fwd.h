@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cuda_fwd.h — the forward pass of one validated step (forward.c), and the
+ * matrix-product launcher the per-op tests drive too.
+ */
+#ifndef VELO_ENG_CUDA_FWD_H
+#define VELO_ENG_CUDA_FWD_H
+
+#include "cuda_priv.h"
+
+/*
+ * cuda_forward() - launch the whole step on cm->st: the step inputs are
+ * already copied to cm->d_in; @max_len is the longest sequence's length
+ * after the step (sizes the attention split).
+ * Return: 0, -EIO (device fault, backend down).
+ */
+int cuda_forward(struct cuda_model *cm, uint32_t max_len);
+
+/*
+ * cuda_mv_launch() - y = W x for up to three matrices of one dtype
+ * (a->w/.., n_parts, nt, mode filled by the caller; row and tile bases
+ * are computed here), by GEMV (nt <= 16) or the tiled GEMM.  A SWIGLU
+ * request above the GEMV range runs as two stores (y[0], y[1]) and the
+ * SwiGLU kernel over y[0] with a->ldy[0] == a->rows[0].
+ * Return: 0, -EIO.
+ */
+int cuda_mv_launch(struct cuda_backend *be, CUstream st, int dt,
+		   struct cuda_mv_args *a);
+
+#endif

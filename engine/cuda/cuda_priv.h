@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cuda_priv.h — the CUDA backend's private state.
+ *
+ * The driver (libcuda.so.1) is opened with dlopen at ops->init and reached
+ * only through struct cuda_api, one function pointer per entry point, so
+ * that every program links and starts on machines without a driver (CI,
+ * the QEMU image): init then fails with -ENODEV and a reason.  The types
+ * come from the toolkit's cuda.h (headers only; nothing is linked).
+ *
+ * Threads: the backend's state is written by init only, except the health
+ * word, the fault text (written once, before health), the memory and model
+ * counts and the counters, all atomics.  Each model owns its stream, events
+ * and buffers, so a loader thread may load (and self-test) one model while
+ * the scheduler thread steps another on the same device; every op makes the
+ * device's primary context current on the calling thread first.
+ */
+#ifndef VELO_ENG_CUDA_PRIV_H
+#define VELO_ENG_CUDA_PRIV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda.h>
+
+#include "../../tools/lib/counters.h"
+#include "../backend.h"
+#include "../core/sampler.h"
+#include "cuda_abi.h"
+
+/* Driver entry points (cuda.h maps versioned names: cuMemAlloc is
+ * cuMemAlloc_v2, which is also the symbol looked up). */
+#define CUDA_API_FUNCS(X)                                                     \
+	X(cuInit) X(cuDriverGetVersion) X(cuDeviceGetCount) X(cuDeviceGet)    \
+	X(cuDeviceGetName) X(cuDeviceGetAttribute) X(cuDeviceTotalMem)        \
+	X(cuDevicePrimaryCtxRetain) X(cuDevicePrimaryCtxRelease)              \
+	X(cuCtxSetCurrent) X(cuModuleLoadData) X(cuModuleUnload)              \
+	X(cuModuleGetFunction) X(cuMemAlloc) X(cuMemFree) X(cuMemAllocHost)   \
+	X(cuMemFreeHost) X(cuMemGetInfo) X(cuMemcpyHtoDAsync)                 \
+	X(cuMemcpyDtoHAsync) X(cuMemcpyDtoDAsync) X(cuMemsetD32Async)         \
+	X(cuStreamCreate) X(cuStreamDestroy) X(cuStreamSynchronize)           \
+	X(cuEventCreate) X(cuEventDestroy) X(cuEventRecord)                   \
+	X(cuEventSynchronize) X(cuEventElapsedTime) X(cuLaunchKernel)         \
+	X(cuGetErrorName)
+
+#define CUDA_API_MEMBER(f) __typeof__(f) *f;
+struct cuda_api {
+	void *lib;
+	CUDA_API_FUNCS(CUDA_API_MEMBER)
+};
+
+#define foreach_cuda_counter(X)                                               \
+	X(steps, "forward steps launched")                                    \
+	X(step_tokens, "tokens run through the forward pass")                 \
+	X(step_logits, "logit rows computed")                                 \
+	X(bad_batches, "steps rejected as malformed (-EINVAL)")               \
+	X(over_budget, "steps rejected as over the model budget (-E2BIG)")    \
+	X(kv_copies, "KV blocks copied (copy on write)")                      \
+	X(samples_gpu, "tokens chosen by the device argmax")                  \
+	X(samples_host, "tokens sampled on the host from copied logits")      \
+	X(sample_errors, "sample calls failed")                               \
+	X(models_loaded, "models loaded")                                     \
+	X(load_errors, "model loads refused")                                 \
+	X(faults, "driver calls that failed (backend marked down)")
+
+enum {
+	foreach_cuda_counter(CTR_ENUM) CUDA_CTR__COUNT
+};
+
+/* Kernel entry points by dtype (CUDA_DT_*) and GEMV token width. */
+#define CUDA_N_DT 5
+#define CUDA_N_NT 4		/* NT = 1, 2, 4, 8 */
+
+struct cuda_backend {
+	struct eng_backend base;
+	struct cuda_api api;
+	CUdevice dev;
+	CUcontext ctx;
+	CUmodule mod;
+	CUfunction f_mv[CUDA_N_DT][CUDA_N_NT];
+	CUfunction f_mm[CUDA_N_DT];
+	CUfunction f_embed, f_rmsnorm, f_swiglu, f_rope, f_attn[2], f_merge;
+	CUfunction f_argmax, f_copy;
+	int sm_count, cc_major, cc_minor;
+	char name[96];
+	uint64_t total_mem;
+	uint64_t mem_bytes_max;
+	uint64_t mem_bytes_used;	/* atomic */
+	uint32_t n_models;		/* atomic */
+	int health;			/* atomic: 0 or -errno */
+	int why_set;			/* atomic: the fault text is written */
+	char why[192];
+	long fail_nth;			/* VELO_CUDA_FAIL_NTH fault injection; 0: off */
+	long calls;			/* atomic: checked calls so far */
+	uint64_t ctr[CUDA_CTR__COUNT];	/* atomic adds */
+};
+
+/* A weight matrix on the device, in the image's layout. */
+struct cuda_tensor {
+	int dt;				/* CUDA_DT_* */
+	uint32_t rows, cols;
+	CUdeviceptr data, scales;
+};
+
+struct cuda_layer {
+	struct cuda_tensor wq, wk, wv, wo, w_gate, w_up, w_down;
+	CUdeviceptr attn_norm, ffn_norm;	/* f32 [hidden] */
+	CUdeviceptr bq, bk, bv, bo;		/* f32 or 0 */
+};
+
+/* Offsets (in 32-bit words) of the step inputs, host and device alike. */
+struct cuda_in_layout {
+	size_t tok_id, tok_pos, tok_seq, tok_blk, tok_slot, logit_tok, tables;
+	size_t words;
+};
+
+struct cuda_model {
+	struct eng_be_model base;
+	struct cuda_backend *be;
+	const struct eng_model *m;
+	struct eng_model_budget bud;
+
+	uint32_t n_layers, hidden, n_heads, n_kv, hd, q_dim, kv_dim, ffn, vocab;
+	uint32_t B, b_shift, ctx_max, window, table_ld;
+	float att_scale, eps;
+	bool kv_bf16;
+
+	CUstream st;
+	CUevent ev_in, ev_done;
+	bool in_pending;		/* ev_in recorded, not yet waited on */
+
+	CUdeviceptr wmem, amem;		/* weights; everything else */
+	size_t wbytes, abytes;
+	uint64_t weight_read_bytes;	/* per token (model_info) */
+
+	struct cuda_tensor embed, lm_head;
+	struct cuda_layer *layers;
+	CUdeviceptr final_norm, rope_cos, rope_sin;
+
+	/* KV pool: k and v [layer][block][kv_head][slot][hd], f32 or bf16 */
+	CUdeviceptr kc, vc;
+	size_t kv_esz, kv_blk_elems, kv_layer_elems;
+
+	/* activations: T = step_tokens_max rows, S = seqs_max */
+	CUdeviceptr x, xb, q, k, v, att, hb, hb2;	/* [T][...] f32 */
+	CUdeviceptr xl, logits;				/* [S][hidden], [S][vocab] */
+	CUdeviceptr part;				/* attention split partials */
+	size_t part_slots;				/* (token, head, split) entries */
+	CUdeviceptr d_in, d_tok;
+
+	/* pinned host buffers */
+	struct cuda_in_layout in;
+	uint32_t *h_in;
+	float *h_logits;		/* [S][vocab] filled on demand */
+	int32_t *h_tok;			/* [S] device argmax */
+
+	/* host-side step state */
+	uint32_t *blk_stamp, stamp;	/* [kv_blocks] write-conflict check */
+	int32_t *seq_logit_row;		/* [S] */
+	uint8_t *row_on_host;		/* [S] */
+	uint32_t T, n_logits, last_n_seqs;
+	bool have_step, tok_ready;
+
+	struct eng_sampler_scratch samp;
+	double load_ms;
+};
+
+/* drv.c */
+int cuda_api_load(struct cuda_api *api, char *why, size_t whylen);
+void cuda_api_unload(struct cuda_api *api);
+
+/*
+ * cuda_check() - 0 for CUDA_SUCCESS; otherwise log @what at @file:@line,
+ * mark @be down (health -EIO, the first fault's text kept) and return
+ * -EIO.  Also the fault-injection point (VELO_CUDA_FAIL_NTH).
+ */
+int cuda_check(struct cuda_backend *be, CUresult r, const char *what,
+	       const char *file, int line);
+#define CU_CHECK(be, call) cuda_check((be), (call), #call, __FILE__, __LINE__)
+
+/* The embedded fatbin (kernels_fatbin.S). */
+extern const unsigned char eng_cuda_fatbin[];
+extern const unsigned char eng_cuda_fatbin_end[];
+
+#endif

@@ -1,0 +1,284 @@
+// SPDX-License-Identifier: MIT
+/*
+ * forward.c — the Llama-family forward pass of one batch on the GPU, as
+ * kernel launches on the model's stream:
+ *   embed | per layer: RMSNorm -> QKV (+bias, one launch for the three)
+ *   -> RoPE + KV store -> paged attention (+ split merge) -> O (+bias)
+ *   added to the residual -> RMSNorm -> gate/up with SwiGLU (one launch)
+ *   -> down added to the residual | final RMSNorm of the rows that want
+ *   logits -> LM head -> argmax.
+ * 9 or 10 launches per layer; nothing allocated, nothing waited for.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <velo/compiler.h>
+
+#include "cuda_fwd.h"
+
+#define DP(p) ((void *)(uintptr_t)(p))
+
+static int launch(struct cuda_backend *be, CUstream st, CUfunction f,
+		  unsigned gx, unsigned gy, unsigned gz, unsigned bx, void **args)
+{
+	return CU_CHECK(be, be->api.cuLaunchKernel(f, gx, gy, gz, bx, 1, 1, 0, st,
+						   args, NULL));
+}
+
+int cuda_mv_launch(struct cuda_backend *be, CUstream st, int dt,
+		   struct cuda_mv_args *a)
+{
+	uint32_t total = 0, tiles = 0;
+	void *args[] = { a };
+
+	a->row_base[0] = a->tile_base[0] = 0;
+	for (uint32_t p = 0; p < a->n_parts; p++) {
+		a->row_base[p + 1] = a->row_base[p] + a->rows[p];
+		a->tile_base[p + 1] = a->tile_base[p] +
+				      (a->rows[p] + CUDA_MM_TILE - 1) / CUDA_MM_TILE;
+	}
+	for (uint32_t p = a->n_parts; p < CUDA_MV_PARTS; p++)
+		a->row_base[p + 1] = a->row_base[p], a->tile_base[p + 1] = a->tile_base[p];
+	total = a->row_base[a->n_parts];
+	tiles = a->tile_base[a->n_parts];
+	if (a->nt <= 2 * CUDA_MV_NT_MAX) {
+		unsigned ni = a->nt <= 1 ? 0 : a->nt <= 2 ? 1 : a->nt <= 4 ? 2 : 3;
+		unsigned nt = 1u << ni;
+
+		if (a->mode == CUDA_MV_SWIGLU)
+			total = a->rows[0];
+		return launch(be, st, be->f_mv[dt][ni],
+			      (total + CUDA_MV_WARPS - 1) / CUDA_MV_WARPS,
+			      (a->nt + nt - 1) / nt, 1, 32 * CUDA_MV_WARPS, args);
+	}
+	if (a->mode == CUDA_MV_SWIGLU) {
+		uint32_t n = a->nt * a->rows[0];
+		void *sa[] = { &a->y[0], &a->y[1], &n };
+		int rc;
+
+		a->mode = CUDA_MV_STORE;
+		rc = launch(be, st, be->f_mm[dt], tiles,
+			    (a->nt + CUDA_MM_TILE - 1) / CUDA_MM_TILE, 1, 256, args);
+		a->mode = CUDA_MV_SWIGLU;
+		return rc ?: launch(be, st, be->f_swiglu, (n + 255) / 256, 1, 1, 256, sa);
+	}
+	return launch(be, st, be->f_mm[dt], tiles,
+		      (a->nt + CUDA_MM_TILE - 1) / CUDA_MM_TILE, 1, 256, args);
+}
+
+static void mv_part(struct cuda_mv_args *a, const struct cuda_tensor *w,
+		    CUdeviceptr bias, CUdeviceptr y, uint32_t ldy)
+{
+	uint32_t p = a->n_parts++;
+
+	a->w[p] = DP(w->data);
+	a->scales[p] = DP(w->scales);
+	a->bias[p] = DP(bias);
+	a->y[p] = DP(y);
+	a->rows[p] = w->rows;
+	a->ldy[p] = ldy;
+}
+
+static void mv_init(struct cuda_mv_args *a, CUdeviceptr x, uint32_t ldx,
+		    uint32_t cols, uint32_t nt, uint32_t mode)
+{
+	memset(a, 0, sizeof(*a));
+	a->x = DP(x);
+	a->ldx = ldx;
+	a->cols = cols;
+	a->nt = nt;
+	a->mode = mode;
+}
+
+/* One matrix, or parts of one dtype in one launch, else one by one. */
+static int mv_parts(struct cuda_model *cm, struct cuda_mv_args *a,
+		    const struct cuda_tensor *const *w)
+{
+	struct cuda_backend *be = cm->be;
+	bool same = true;
+
+	for (uint32_t p = 1; p < a->n_parts; p++)
+		same &= w[p]->dt == w[0]->dt;
+	if (same)
+		return cuda_mv_launch(be, cm->st, w[0]->dt, a);
+	for (uint32_t p = 0; p < a->n_parts; p++) {
+		struct cuda_mv_args one = *a;
+
+		one.n_parts = 1;
+		one.w[0] = a->w[p];
+		one.scales[0] = a->scales[p];
+		one.bias[0] = a->bias[p];
+		one.y[0] = a->y[p];
+		one.rows[0] = a->rows[p];
+		one.ldy[0] = a->ldy[p];
+		if (cuda_mv_launch(be, cm->st, w[p]->dt, &one))
+			return -EIO;
+	}
+	return 0;
+}
+
+static int rmsnorm(struct cuda_model *cm, CUdeviceptr x, CUdeviceptr idx,
+		   CUdeviceptr w, CUdeviceptr out, uint32_t rows)
+{
+	void *px = DP(x), *pi = DP(idx), *pw = DP(w), *po = DP(out);
+	uint32_t n = cm->hidden;
+	float eps = cm->eps;
+	void *args[] = { &px, &pi, &pw, &po, &n, &eps };
+
+	return launch(cm->be, cm->st, cm->be->f_rmsnorm, rows, 1, 1, 256, args);
+}
+
+static int layer(struct cuda_model *cm, uint32_t l, uint32_t nsplit)
+{
+	struct cuda_backend *be = cm->be;
+	const struct cuda_layer *d = &cm->layers[l];
+	const struct cuda_in_layout *in = &cm->in;
+	uint32_t T = cm->T;
+	size_t kvo = (size_t)l * cm->kv_layer_elems * cm->kv_esz;
+	struct cuda_mv_args a;
+	struct cuda_rope_args ra;
+	struct cuda_attn_args aa;
+	void *rargs[] = { &ra }, *aargs[] = { &aa };
+	const struct cuda_tensor *w3[3];
+	int rc;
+
+	rc = rmsnorm(cm, cm->x, 0, d->attn_norm, cm->xb, T);
+	if (rc)
+		return rc;
+	mv_init(&a, cm->xb, cm->hidden, cm->hidden, T, CUDA_MV_STORE);
+	mv_part(&a, &d->wq, d->bq, cm->q, cm->q_dim);
+	mv_part(&a, &d->wk, d->bk, cm->k, cm->kv_dim);
+	mv_part(&a, &d->wv, d->bv, cm->v, cm->kv_dim);
+	w3[0] = &d->wq, w3[1] = &d->wk, w3[2] = &d->wv;
+	rc = mv_parts(cm, &a, w3);
+	if (rc)
+		return rc;
+
+	memset(&ra, 0, sizeof(ra));
+	ra.q = DP(cm->q);
+	ra.k = DP(cm->k);
+	ra.v = DP(cm->v);
+	ra.kc = DP(cm->kc + kvo);
+	ra.vc = DP(cm->vc + kvo);
+	ra.cos_t = DP(cm->rope_cos);
+	ra.sin_t = DP(cm->rope_sin);
+	ra.tok_pos = DP(cm->d_in + 4 * in->tok_pos);
+	ra.tok_blk = DP(cm->d_in + 4 * in->tok_blk);
+	ra.tok_slot = DP(cm->d_in + 4 * in->tok_slot);
+	ra.blk_stride = cm->kv_blk_elems;
+	ra.n_heads = cm->n_heads;
+	ra.n_kv = cm->n_kv;
+	ra.hd = cm->hd;
+	ra.B = cm->B;
+	ra.kv_bf16 = cm->kv_bf16;
+	rc = launch(be, cm->st, be->f_rope, T, 1, 1, 256, rargs);
+	if (rc)
+		return rc;
+
+	memset(&aa, 0, sizeof(aa));
+	aa.q = DP(cm->q);
+	aa.out = DP(cm->att);
+	aa.kc = DP(cm->kc + kvo);
+	aa.vc = DP(cm->vc + kvo);
+	aa.tok_pos = DP(cm->d_in + 4 * in->tok_pos);
+	aa.tok_seq = DP(cm->d_in + 4 * in->tok_seq);
+	aa.tables = DP(cm->d_in + 4 * in->tables);
+	aa.part = DP(cm->part);
+	aa.blk_stride = cm->kv_blk_elems;
+	aa.table_ld = cm->table_ld;
+	aa.q_ld = cm->q_dim;
+	aa.n_heads = cm->n_heads;
+	aa.group = cm->n_heads / cm->n_kv;
+	aa.hd = cm->hd;
+	aa.b_shift = cm->b_shift;
+	aa.window = cm->window;
+	aa.nsplit = nsplit;
+	aa.scale = cm->att_scale;
+	rc = launch(be, cm->st, be->f_attn[cm->kv_bf16], cm->n_heads, T, nsplit, 128, aargs);
+	if (!rc && nsplit > 1)
+		rc = launch(be, cm->st, be->f_merge, cm->n_heads, T, 1,
+			    MIN(ALIGN_UP(cm->hd, 32u), 256u), aargs);
+	if (rc)
+		return rc;
+
+	mv_init(&a, cm->att, cm->q_dim, cm->q_dim, T, CUDA_MV_ADD);
+	mv_part(&a, &d->wo, d->bo, cm->x, cm->hidden);
+	w3[0] = &d->wo;
+	rc = mv_parts(cm, &a, w3) ?: rmsnorm(cm, cm->x, 0, d->ffn_norm, cm->xb, T);
+	if (rc)
+		return rc;
+
+	if (d->w_gate.dt == d->w_up.dt) {
+		mv_init(&a, cm->xb, cm->hidden, cm->hidden, T, CUDA_MV_SWIGLU);
+		mv_part(&a, &d->w_gate, 0, cm->hb, cm->ffn);
+		mv_part(&a, &d->w_up, 0, cm->hb2, cm->ffn);
+		rc = cuda_mv_launch(be, cm->st, d->w_gate.dt, &a);
+	} else {
+		uint32_t n = T * cm->ffn;
+		void *phb = DP(cm->hb), *phb2 = DP(cm->hb2);
+		void *sa[] = { &phb, &phb2, &n };
+
+		mv_init(&a, cm->xb, cm->hidden, cm->hidden, T, CUDA_MV_STORE);
+		mv_part(&a, &d->w_gate, 0, cm->hb, cm->ffn);
+		mv_part(&a, &d->w_up, 0, cm->hb2, cm->ffn);
+		w3[0] = &d->w_gate, w3[1] = &d->w_up;
+		rc = mv_parts(cm, &a, w3) ?:
+		     launch(be, cm->st, be->f_swiglu, (n + 255) / 256, 1, 1, 256, sa);
+	}
+	if (rc)
+		return rc;
+
+	mv_init(&a, cm->hb, cm->ffn, cm->ffn, T, CUDA_MV_ADD);
+	mv_part(&a, &d->w_down, 0, cm->x, cm->hidden);
+	w3[0] = &d->w_down;
+	return mv_parts(cm, &a, w3);
+}
+
+/*
+ * Position splits: about 64 positions per block for the longest sequence,
+ * at most 64 splits, and no more than the partials workspace holds for
+ * this many tokens.  A prompt's tokens already give n_heads x T blocks.
+ */
+static uint32_t att_splits(const struct cuda_model *cm, uint32_t max_len)
+{
+	uint32_t n = (max_len + 63) / 64;
+	size_t cap = cm->part_slots / ((size_t)cm->T * cm->n_heads);
+
+	n = MIN(n, 64u);
+	n = (uint32_t)MIN((size_t)n, cap);
+	return n ? n : 1;
+}
+
+int cuda_forward(struct cuda_model *cm, uint32_t max_len)
+{
+	struct cuda_backend *be = cm->be;
+	const struct cuda_in_layout *in = &cm->in;
+	uint32_t nsplit = att_splits(cm, max_len), nl = cm->n_logits;
+	void *pe = DP(cm->embed.data), *ps = DP(cm->embed.scales);
+	int dt = cm->embed.dt;
+	uint32_t cols = cm->hidden;
+	void *ptok = DP(cm->d_in + 4 * in->tok_id), *px = DP(cm->x);
+	void *eargs[] = { &pe, &ps, &dt, &cols, &ptok, &px };
+	int rc;
+
+	rc = launch(be, cm->st, be->f_embed, cm->T, 1, 1, 256, eargs);
+	for (uint32_t l = 0; l < cm->n_layers && !rc; l++)
+		rc = layer(cm, l, nsplit);
+	if (rc || !nl)
+		return rc;
+	{
+		struct cuda_mv_args a;
+		void *pl = DP(cm->logits), *pt = DP(cm->d_tok);
+		uint32_t V = cm->vocab;
+		void *gargs[] = { &pl, &V, &pt };
+		const struct cuda_tensor *w1[1] = { &cm->lm_head };
+
+		rc = rmsnorm(cm, cm->x, cm->d_in + 4 * in->logit_tok, cm->final_norm,
+			     cm->xl, nl);
+		mv_init(&a, cm->xl, cm->hidden, cm->hidden, nl, CUDA_MV_STORE);
+		mv_part(&a, &cm->lm_head, 0, cm->logits, cm->vocab);
+		rc = rc ?: mv_parts(cm, &a, w1) ?:
+		     launch(be, cm->st, be->f_argmax, nl, 1, 1, 1024, gargs);
+	}
+	return rc;
+}

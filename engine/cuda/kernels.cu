@@ -1,0 +1,782 @@
+// SPDX-License-Identifier: MIT
+/*
+ * kernels.cu — the CUDA backend's device code, compiled by nvcc into a
+ * fatbin (sm_90a, sm_90) that the library embeds and loads with
+ * cuModuleLoadData.  Every entry point is extern "C" so the host finds it
+ * by name (cuModuleGetFunction); arguments are the blocks of cuda_abi.h.
+ *
+ * Numerics follow the CPU backend (engine/cpu/forward.c), which follows HF
+ * transformers' float32 forward: activations and accumulators in float32,
+ * weights decoded exactly (BF16, F16, FP8 E4M3 times the row's scale after
+ * the dot product, INT4 (q - 8) times the group's f16 scale), RMSNorm's
+ * mean of squares in double, rotate-half RoPE from host-built float32
+ * tables, softmax with the running maximum.  Only the summation order
+ * differs from the CPU, so parity is checked within tolerances.
+ */
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "cuda_abi.h"
+
+#define DEV static __device__ __forceinline__
+
+/* ---- element decoding ---------------------------------------------------- */
+
+DEV float bf16f(uint32_t h16)
+{
+	return __uint_as_float(h16 << 16);
+}
+
+/* Two FP8 E4M3 bytes (low byte first) to two floats, one cvt on sm_89+. */
+DEV float2 fp8x2f(uint32_t b2)
+{
+	uint32_t h2;
+	unsigned short in = (unsigned short)b2;
+
+	asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(in));
+	__half2 h = *reinterpret_cast<__half2 *>(&h2);
+	return __half22float2(h);
+}
+
+/* A nibble (0..15) to (nibble - 8) as float: 2^23 + n, minus 2^23 + 8. */
+DEV float i4f(uint32_t n)
+{
+	return __uint_as_float(0x4B000000u | n) - 8388616.0f;
+}
+
+/* Scalar element (r, k) of a [rows][cols] matrix; FP8 includes the row
+ * scale.  Used by the embedding gather and by nothing hot. */
+DEV float w_at(int dt, const void *w, const void *sc, uint32_t r, uint32_t k,
+	       uint32_t cols)
+{
+	size_t i = (size_t)r * cols + k;
+
+	switch (dt) {
+	case CUDA_DT_F32:
+		return ((const float *)w)[i];
+	case CUDA_DT_BF16:
+		return bf16f(((const uint16_t *)w)[i]);
+	case CUDA_DT_F16:
+		return __half2float(((const __half *)w)[i]);
+	case CUDA_DT_FP8:
+		return fp8x2f(((const uint8_t *)w)[i]).x * ((const float *)sc)[r];
+	case CUDA_DT_INT4: {
+		uint8_t b = ((const uint8_t *)w)[i / 2];
+		uint32_t n = (i & 1) ? b >> 4 : b & 15;
+
+		return i4f(n) * __half2float(((const __half *)sc)[(size_t)r * (cols / 128) + k / 128]);
+	}
+	}
+	return 0.0f;
+}
+
+/* Elements per 16-byte chunk of a row. */
+template <int DT> struct dt_traits;
+template <> struct dt_traits<CUDA_DT_F32> { enum { EPC = 4 }; };
+template <> struct dt_traits<CUDA_DT_BF16> { enum { EPC = 8 }; };
+template <> struct dt_traits<CUDA_DT_F16> { enum { EPC = 8 }; };
+template <> struct dt_traits<CUDA_DT_FP8> { enum { EPC = 16 }; };
+template <> struct dt_traits<CUDA_DT_INT4> { enum { EPC = 32 }; };
+
+/* One 16-byte chunk to EPC floats (INT4: q - 8, unscaled; FP8: unscaled). */
+#define TDEV __device__ __forceinline__
+template <int DT> TDEV void decode16(uint4 v, float *o);
+
+template <> TDEV void decode16<CUDA_DT_F32>(uint4 v, float *o)
+{
+	o[0] = __uint_as_float(v.x);
+	o[1] = __uint_as_float(v.y);
+	o[2] = __uint_as_float(v.z);
+	o[3] = __uint_as_float(v.w);
+}
+
+template <> TDEV void decode16<CUDA_DT_BF16>(uint4 v, float *o)
+{
+	uint32_t u[4] = { v.x, v.y, v.z, v.w };
+#pragma unroll
+	for (int j = 0; j < 4; j++) {
+		o[2 * j] = __uint_as_float(u[j] << 16);
+		o[2 * j + 1] = __uint_as_float(u[j] & 0xffff0000u);
+	}
+}
+
+template <> TDEV void decode16<CUDA_DT_F16>(uint4 v, float *o)
+{
+	uint32_t u[4] = { v.x, v.y, v.z, v.w };
+#pragma unroll
+	for (int j = 0; j < 4; j++) {
+		float2 f = __half22float2(*reinterpret_cast<__half2 *>(&u[j]));
+
+		o[2 * j] = f.x;
+		o[2 * j + 1] = f.y;
+	}
+}
+
+template <> TDEV void decode16<CUDA_DT_FP8>(uint4 v, float *o)
+{
+	uint32_t u[4] = { v.x, v.y, v.z, v.w };
+#pragma unroll
+	for (int j = 0; j < 4; j++) {
+		float2 a = fp8x2f(u[j] & 0xffff), b = fp8x2f(u[j] >> 16);
+
+		o[4 * j] = a.x;
+		o[4 * j + 1] = a.y;
+		o[4 * j + 2] = b.x;
+		o[4 * j + 3] = b.y;
+	}
+}
+
+template <> TDEV void decode16<CUDA_DT_INT4>(uint4 v, float *o)
+{
+	uint32_t u[4] = { v.x, v.y, v.z, v.w };
+#pragma unroll
+	for (int j = 0; j < 4; j++)
+#pragma unroll
+		for (int n = 0; n < 8; n++)
+			o[8 * j + n] = i4f((u[j] >> (4 * n)) & 15);
+}
+
+DEV float warp_sum(float v)
+{
+#pragma unroll
+	for (int o = 16; o; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+DEV float silu(float g)
+{
+	return g / (1.0f + expf(-g));
+}
+
+/* Which part a global row (or tile) belongs to. */
+DEV uint32_t part_of(const uint32_t *base, uint32_t n_parts, uint32_t g)
+{
+	uint32_t p = 0;
+
+	while (p + 1 < n_parts && g >= base[p + 1])
+		p++;
+	return p;
+}
+
+/* ---- GEMV: decode and small batches -------------------------------------- */
+
+/*
+ * One warp per output row (both rows, gate and up, in SWIGLU mode), NT
+ * tokens of x per pass.  Each lane streams 16-byte chunks of the row,
+ * chunk c = lane + 32 i, four chunks in flight (a warp keeps 2 KiB of
+ * loads outstanding), decodes them in registers and multiplies them
+ * against the tokens' x (float4 loads, L1/L2 resident: x is at most
+ * 8 x 56 KiB).  Rows must be 16-byte aligned and cols a multiple of the
+ * chunk's elements (checked at model load).
+ */
+template <int DT, int NT>
+DEV void row_dot(const uint8_t *wrow, const void *scales, uint32_t r,
+		 uint32_t cols, const float *x, uint32_t ldx, uint32_t nt,
+		 uint32_t lane, float *acc)
+{
+	const int EPC = dt_traits<DT>::EPC;
+	const uint4 *wv = reinterpret_cast<const uint4 *>(wrow);
+	uint32_t nch = cols / EPC;
+	const __half *gs = DT == CUDA_DT_INT4 ?
+		(const __half *)scales + (size_t)r * (cols / 128) : nullptr;
+
+#pragma unroll
+	for (int t = 0; t < NT; t++)
+		acc[t] = 0.0f;
+	for (uint32_t c0 = lane; c0 < nch; c0 += 32 * 4) {
+		uint4 buf[4];
+
+#pragma unroll
+		for (int u = 0; u < 4; u++) {
+			uint32_t c = c0 + 32 * u;
+
+			if (c < nch)
+				buf[u] = __ldg(wv + c);
+		}
+#pragma unroll
+		for (int u = 0; u < 4; u++) {
+			uint32_t c = c0 + 32 * u;
+			float w[EPC];
+
+			if (c >= nch)
+				break;
+			decode16<DT>(buf[u], w);
+#pragma unroll
+			for (int t = 0; t < NT; t++) {
+				const float4 *xv;
+				float s = 0.0f;
+
+				if (t >= (int)nt)
+					break;
+				xv = reinterpret_cast<const float4 *>(x + (size_t)t * ldx +
+								      (size_t)c * EPC);
+#pragma unroll
+				for (int e = 0; e < EPC / 4; e++) {
+					float4 xx = __ldg(xv + e);
+
+					s = fmaf(w[4 * e], xx.x, s);
+					s = fmaf(w[4 * e + 1], xx.y, s);
+					s = fmaf(w[4 * e + 2], xx.z, s);
+					s = fmaf(w[4 * e + 3], xx.w, s);
+				}
+				if (DT == CUDA_DT_INT4)
+					s *= __half2float(gs[c * EPC / 128]);
+				acc[t] += s;
+			}
+		}
+	}
+#pragma unroll
+	for (int t = 0; t < NT; t++)
+		acc[t] = warp_sum(acc[t]);
+	if (DT == CUDA_DT_FP8) {
+		float post = ((const float *)scales)[r];
+
+#pragma unroll
+		for (int t = 0; t < NT; t++)
+			acc[t] *= post;
+	}
+}
+
+template <int DT>
+DEV size_t row_bytes(uint32_t cols)
+{
+	return DT == CUDA_DT_F32 ? (size_t)cols * 4 :
+	       DT == CUDA_DT_FP8 ? (size_t)cols :
+	       DT == CUDA_DT_INT4 ? (size_t)cols / 2 : (size_t)cols * 2;
+}
+
+template <int DT, int NT>
+DEV void mv_body(const cuda_mv_args &a)
+{
+	uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+	uint32_t g = blockIdx.x * CUDA_MV_WARPS + warp;
+	uint32_t t0 = blockIdx.y * NT, nt = min((uint32_t)NT, a.nt - t0);
+	uint32_t total = a.mode == CUDA_MV_SWIGLU ? a.rows[0] : a.row_base[a.n_parts];
+	const float *x = a.x + (size_t)t0 * a.ldx;
+	float acc[NT], acc2[NT];
+	uint32_t p, r;
+
+	if (g >= total)
+		return;
+	p = a.mode == CUDA_MV_SWIGLU ? 0 : part_of(a.row_base, a.n_parts, g);
+	r = g - (a.mode == CUDA_MV_SWIGLU ? 0 : a.row_base[p]);
+	row_dot<DT, NT>((const uint8_t *)a.w[p] + r * row_bytes<DT>(a.cols), a.scales[p],
+			r, a.cols, x, a.ldx, nt, lane, acc);
+	if (a.mode == CUDA_MV_SWIGLU) {
+		row_dot<DT, NT>((const uint8_t *)a.w[1] + r * row_bytes<DT>(a.cols),
+				a.scales[1], r, a.cols, x, a.ldx, nt, lane, acc2);
+#pragma unroll
+		for (int t = 0; t < NT; t++)
+			if (lane == (uint32_t)t && t < (int)nt)
+				a.y[0][(size_t)(t0 + t) * a.ldy[0] + r] = silu(acc[t]) * acc2[t];
+		return;
+	}
+#pragma unroll
+	for (int t = 0; t < NT; t++) {
+		if (lane == (uint32_t)t && t < (int)nt) {
+			float v = acc[t];
+			float *y = a.y[p] + (size_t)(t0 + t) * a.ldy[p] + r;
+
+			if (a.bias[p])
+				v += a.bias[p][r];
+			if (a.mode == CUDA_MV_ADD)
+				*y += v;
+			else
+				*y = v;
+		}
+	}
+}
+
+#define MV_ENTRY(name, DT, NT)                                                 \
+	extern "C" __global__ void __launch_bounds__(32 * CUDA_MV_WARPS)        \
+	k_mv_##name##_##NT(cuda_mv_args a)                                      \
+	{                                                                       \
+		mv_body<DT, NT>(a);                                             \
+	}
+#define MV_ENTRIES(name, DT)                                                   \
+	MV_ENTRY(name, DT, 1) MV_ENTRY(name, DT, 2) MV_ENTRY(name, DT, 4)       \
+	MV_ENTRY(name, DT, 8)
+
+MV_ENTRIES(f32, CUDA_DT_F32)
+MV_ENTRIES(bf16, CUDA_DT_BF16)
+MV_ENTRIES(f16, CUDA_DT_F16)
+MV_ENTRIES(fp8, CUDA_DT_FP8)
+MV_ENTRIES(int4, CUDA_DT_INT4)
+
+/* ---- tiled GEMM: prefill ------------------------------------------------- */
+
+/* 8 consecutive weights of row r from k0 (k0 % 8 == 0), FP8 unscaled,
+ * INT4 scaled by its group. */
+template <int DT>
+DEV void load8(const void *w, const void *sc, uint32_t r, uint32_t k0,
+	       uint32_t cols, float *o)
+{
+	const uint8_t *row = (const uint8_t *)w + r * row_bytes<DT>(cols);
+
+	if (DT == CUDA_DT_F32) {
+		const float4 *p = reinterpret_cast<const float4 *>(row + (size_t)k0 * 4);
+		float4 a = __ldg(p), b = __ldg(p + 1);
+
+		o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
+		o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
+	} else if (DT == CUDA_DT_BF16 || DT == CUDA_DT_F16) {
+		decode16<DT>(__ldg(reinterpret_cast<const uint4 *>(row + (size_t)k0 * 2)), o);
+	} else if (DT == CUDA_DT_FP8) {
+		uint2 v = __ldg(reinterpret_cast<const uint2 *>(row + k0));
+		float2 f;
+
+		f = fp8x2f(v.x & 0xffff); o[0] = f.x; o[1] = f.y;
+		f = fp8x2f(v.x >> 16); o[2] = f.x; o[3] = f.y;
+		f = fp8x2f(v.y & 0xffff); o[4] = f.x; o[5] = f.y;
+		f = fp8x2f(v.y >> 16); o[6] = f.x; o[7] = f.y;
+	} else {
+		uint32_t v = __ldg(reinterpret_cast<const uint32_t *>(row + k0 / 2));
+		float s = __half2float(((const __half *)sc)[(size_t)r * (cols / 128) + k0 / 128]);
+
+#pragma unroll
+		for (int n = 0; n < 8; n++)
+			o[n] = i4f((v >> (4 * n)) & 15) * s;
+	}
+}
+
+/*
+ * y[t][r] for a 64-row x 64-token tile: weights decoded to float32 into
+ * shared memory 32 columns at a time beside the matching x columns, each
+ * of 256 threads accumulating 4 rows x 4 tokens.  CUDA-core float32
+ * (no tensor cores): correct first; cuBLASLt is the fast route (docs).
+ */
+template <int DT>
+DEV void mm_body(const cuda_mv_args &a)
+{
+	__shared__ __align__(16) float ws[CUDA_MM_TK][CUDA_MM_TILE + 4];
+	__shared__ __align__(16) float xs[CUDA_MM_TK][CUDA_MM_TILE + 4];
+	uint32_t tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
+	uint32_t p = part_of(a.tile_base, a.n_parts, blockIdx.x);
+	uint32_t r0 = (blockIdx.x - a.tile_base[p]) * CUDA_MM_TILE;
+	uint32_t t0 = blockIdx.y * CUDA_MM_TILE, rows = a.rows[p];
+	uint32_t lr = tid / 4, lk = (tid % 4) * 8;
+	float acc[4][4] = { { 0 } };
+
+	for (uint32_t k0 = 0; k0 < a.cols; k0 += CUDA_MM_TK) {
+		float wv[8], xv[8];
+
+		if (r0 + lr < rows && k0 + lk < a.cols) {
+			load8<DT>(a.w[p], a.scales[p], r0 + lr, k0 + lk, a.cols, wv);
+		} else {
+#pragma unroll
+			for (int j = 0; j < 8; j++)
+				wv[j] = 0.0f;
+		}
+		if (t0 + lr < a.nt && k0 + lk < a.cols) {
+			const float4 *xp = reinterpret_cast<const float4 *>(
+				a.x + (size_t)(t0 + lr) * a.ldx + k0 + lk);
+			float4 u = __ldg(xp), v = __ldg(xp + 1);
+
+			xv[0] = u.x; xv[1] = u.y; xv[2] = u.z; xv[3] = u.w;
+			xv[4] = v.x; xv[5] = v.y; xv[6] = v.z; xv[7] = v.w;
+		} else {
+#pragma unroll
+			for (int j = 0; j < 8; j++)
+				xv[j] = 0.0f;
+		}
+		__syncthreads();
+#pragma unroll
+		for (int j = 0; j < 8; j++) {
+			ws[lk + j][lr] = wv[j];
+			xs[lk + j][lr] = xv[j];
+		}
+		__syncthreads();
+#pragma unroll 8
+		for (int k = 0; k < CUDA_MM_TK; k++) {
+			float4 wa = *reinterpret_cast<const float4 *>(&ws[k][ty * 4]);
+			float4 xb = *reinterpret_cast<const float4 *>(&xs[k][tx * 4]);
+			float wr[4] = { wa.x, wa.y, wa.z, wa.w };
+			float xr[4] = { xb.x, xb.y, xb.z, xb.w };
+
+#pragma unroll
+			for (int i = 0; i < 4; i++)
+#pragma unroll
+				for (int j = 0; j < 4; j++)
+					acc[i][j] = fmaf(wr[i], xr[j], acc[i][j]);
+		}
+	}
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		uint32_t r = r0 + ty * 4 + i;
+		float post, b;
+
+		if (r >= rows)
+			continue;
+		post = DT == CUDA_DT_FP8 ? ((const float *)a.scales[p])[r] : 1.0f;
+		b = a.bias[p] ? a.bias[p][r] : 0.0f;
+#pragma unroll
+		for (int j = 0; j < 4; j++) {
+			uint32_t t = t0 + tx * 4 + j;
+			float *y;
+
+			if (t >= a.nt)
+				continue;
+			y = a.y[p] + (size_t)t * a.ldy[p] + r;
+			if (a.mode == CUDA_MV_ADD)
+				*y += acc[i][j] * post + b;
+			else
+				*y = acc[i][j] * post + b;
+		}
+	}
+}
+
+#define MM_ENTRY(name, DT)                                                     \
+	extern "C" __global__ void __launch_bounds__(256) k_mm_##name(cuda_mv_args a) \
+	{                                                                       \
+		mm_body<DT>(a);                                                 \
+	}
+MM_ENTRY(f32, CUDA_DT_F32)
+MM_ENTRY(bf16, CUDA_DT_BF16)
+MM_ENTRY(f16, CUDA_DT_F16)
+MM_ENTRY(fp8, CUDA_DT_FP8)
+MM_ENTRY(int4, CUDA_DT_INT4)
+
+/* ---- small ops ------------------------------------------------------------ */
+
+/* x[t] = embed[tok[t]], one block per token. */
+extern "C" __global__ void k_embed(const void *w, const void *sc, int dt,
+				   uint32_t cols, const uint32_t *tok, float *x)
+{
+	uint32_t t = blockIdx.x, id = tok[t];
+
+	for (uint32_t i = threadIdx.x; i < cols; i += blockDim.x)
+		x[(size_t)t * cols + i] = w_at(dt, w, sc, id, i, cols);
+}
+
+/*
+ * out[i] = w * (x[src(i)] * rsqrt(mean(x^2) + eps)), one block (256
+ * threads) per row; src(i) = idx ? idx[i] : i.  The mean of squares in
+ * double, as the CPU backend.
+ */
+extern "C" __global__ void __launch_bounds__(256)
+k_rmsnorm(const float *x, const uint32_t *idx, const float *w, float *out,
+	  uint32_t n, float eps)
+{
+	__shared__ double red[8];
+	uint32_t row = idx ? idx[blockIdx.x] : blockIdx.x;
+	const float *xr = x + (size_t)row * n;
+	float *o = out + (size_t)blockIdx.x * n;
+	double ss = 0.0;
+	float r;
+
+	for (uint32_t i = threadIdx.x; i < n; i += 256)
+		ss += (double)xr[i] * xr[i];
+#pragma unroll
+	for (int k = 16; k; k >>= 1)
+		ss += __shfl_xor_sync(0xffffffffu, ss, k);
+	if ((threadIdx.x & 31) == 0)
+		red[threadIdx.x >> 5] = ss;
+	__syncthreads();
+	ss = 0.0;
+	for (int k = 0; k < 8; k++)
+		ss += red[k];
+	r = 1.0f / sqrtf((float)(ss / n) + eps);
+	for (uint32_t i = threadIdx.x; i < n; i += 256)
+		o[i] = w[i] * (xr[i] * r);
+}
+
+/* g[i] = silu(g[i]) * u[i] (the GEMM route's SwiGLU). */
+extern "C" __global__ void k_swiglu(float *g, const float *u, uint32_t n)
+{
+	uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+
+	if (i < n)
+		g[i] = silu(g[i]) * u[i];
+}
+
+/*
+ * RoPE on q and k of token blockIdx.x, then k and v into the token's KV
+ * slot.  Thread i of the token: unit i / half (q heads, k heads, v heads),
+ * pair (e, e + half) with e = i % half.
+ */
+extern "C" __global__ void k_rope_store(cuda_rope_args a)
+{
+	uint32_t t = blockIdx.x, half = a.hd / 2, pos = a.tok_pos[t];
+	uint32_t q_dim = a.n_heads * a.hd, kv_dim = a.n_kv * a.hd;
+	uint32_t units = a.n_heads + 2 * a.n_kv;
+	const float *cs = a.cos_t + (size_t)pos * half, *sn = a.sin_t + (size_t)pos * half;
+	size_t blk = (size_t)a.tok_blk[t] * a.blk_stride;
+
+	for (uint32_t i = threadIdx.x; i < units * half; i += blockDim.x) {
+		uint32_t u = i / half, e = i % half;
+		float x0, x1, y0, y1;
+		size_t o;
+
+		if (u < a.n_heads) {
+			float *q = a.q + (size_t)t * q_dim + u * a.hd;
+
+			x0 = q[e];
+			x1 = q[e + half];
+			q[e] = x0 * cs[e] - x1 * sn[e];
+			q[e + half] = x1 * cs[e] + x0 * sn[e];
+			continue;
+		}
+		if (u < a.n_heads + a.n_kv) {
+			uint32_t h = u - a.n_heads;
+			const float *k = a.k + (size_t)t * kv_dim + h * a.hd;
+
+			x0 = k[e];
+			x1 = k[e + half];
+			y0 = x0 * cs[e] - x1 * sn[e];
+			y1 = x1 * cs[e] + x0 * sn[e];
+			o = blk + ((size_t)h * a.B + a.tok_slot[t]) * a.hd + e;
+			if (a.kv_bf16) {
+				uint16_t *kc = (uint16_t *)a.kc;
+				uint32_t b0 = __float_as_uint(y0), b1 = __float_as_uint(y1);
+
+				/* round to nearest even */
+				kc[o] = (uint16_t)((b0 + 0x7fffu + ((b0 >> 16) & 1)) >> 16);
+				kc[o + half] = (uint16_t)((b1 + 0x7fffu + ((b1 >> 16) & 1)) >> 16);
+			} else {
+				((float *)a.kc)[o] = y0;
+				((float *)a.kc)[o + half] = y1;
+			}
+			continue;
+		}
+		{
+			uint32_t h = u - a.n_heads - a.n_kv;
+			const float *v = a.v + (size_t)t * kv_dim + h * a.hd;
+
+			o = blk + ((size_t)h * a.B + a.tok_slot[t]) * a.hd + e;
+			if (a.kv_bf16) {
+				uint16_t *vc = (uint16_t *)a.vc;
+				uint32_t b0 = __float_as_uint(v[e]), b1 = __float_as_uint(v[e + half]);
+
+				vc[o] = (uint16_t)((b0 + 0x7fffu + ((b0 >> 16) & 1)) >> 16);
+				vc[o + half] = (uint16_t)((b1 + 0x7fffu + ((b1 >> 16) & 1)) >> 16);
+			} else {
+				((float *)a.vc)[o] = v[e];
+				((float *)a.vc)[o + half] = v[e + half];
+			}
+		}
+	}
+}
+
+/* ---- paged attention ------------------------------------------------------ */
+
+template <bool BF16>
+DEV float kv_at(const void *base, size_t i)
+{
+	if (BF16)
+		return bf16f(((const uint16_t *)base)[i]);
+	return ((const float *)base)[i];
+}
+
+#define ATT_WARPS 4
+#define ATT_E 8		/* head_dim <= 32 * ATT_E = 256 */
+
+/*
+ * One block of 4 warps per (head, token, split): the split's positions
+ * dealt to the warps round robin; a warp takes one position at a time,
+ * its lanes holding elements lane + 32 e of q, k, v (coalesced rows), and
+ * keeps a running maximum, sum and weighted v (online softmax).  The four
+ * warps merge through shared memory; with nsplit > 1 the block writes
+ * (max, sum, o[hd]) for k_attn_merge, which splits long contexts over
+ * more blocks (flash-decoding) so that a batch-1 decode fills the GPU.
+ */
+template <bool BF16>
+DEV void attn_body(const cuda_attn_args &a)
+{
+	__shared__ float sm_m[ATT_WARPS], sm_l[ATT_WARPS];
+	__shared__ float sm_o[ATT_WARPS][32 * ATT_E];
+	uint32_t h = blockIdx.x, t = blockIdx.y, z = blockIdx.z;
+	uint32_t lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+	uint32_t hd = a.hd, kvh = h / a.group, B = 1u << a.b_shift;
+	uint32_t n = a.tok_pos[t] + 1;
+	uint32_t j0 = a.window && n > a.window ? n - a.window : 0;
+	uint32_t len = n - j0, chunk = (len + a.nsplit - 1) / a.nsplit;
+	uint32_t js = j0 + z * chunk, je = min(n, js + chunk);
+	const uint32_t *tab = a.tables + (size_t)a.tok_seq[t] * a.table_ld;
+	const float *q = a.q + (size_t)t * a.q_ld + h * hd;
+	float qv[ATT_E], o[ATT_E], m = -INFINITY, l = 0.0f;
+
+#pragma unroll
+	for (int e = 0; e < ATT_E; e++) {
+		uint32_t i = lane + 32 * e;
+
+		qv[e] = i < hd ? q[i] : 0.0f;
+		o[e] = 0.0f;
+	}
+	for (uint32_t j = js + w; j < je; j += ATT_WARPS) {
+		size_t base = (size_t)tab[j >> a.b_shift] * a.blk_stride +
+			      ((size_t)kvh * B + (j & (B - 1))) * hd;
+		float s = 0.0f, mn, corr, p;
+
+#pragma unroll
+		for (int e = 0; e < ATT_E; e++) {
+			uint32_t i = lane + 32 * e;
+
+			if (i < hd)
+				s = fmaf(qv[e], kv_at<BF16>(a.kc, base + i), s);
+		}
+		s = warp_sum(s) * a.scale;
+		mn = fmaxf(m, s);
+		corr = expf(m - mn);
+		p = expf(s - mn);
+		l = l * corr + p;
+#pragma unroll
+		for (int e = 0; e < ATT_E; e++) {
+			uint32_t i = lane + 32 * e;
+
+			if (i < hd)
+				o[e] = o[e] * corr + p * kv_at<BF16>(a.vc, base + i);
+		}
+		m = mn;
+	}
+	if (lane == 0) {
+		sm_m[w] = m;
+		sm_l[w] = l;
+	}
+#pragma unroll
+	for (int e = 0; e < ATT_E; e++)
+		sm_o[w][lane + 32 * e] = o[e];
+	__syncthreads();
+	if (w)
+		return;
+	{
+		float M = -INFINITY, L = 0.0f, O[ATT_E], f[ATT_WARPS];
+
+		for (int k = 0; k < ATT_WARPS; k++)
+			M = fmaxf(M, sm_m[k]);
+		for (int k = 0; k < ATT_WARPS; k++) {
+			f[k] = sm_m[k] == -INFINITY ? 0.0f : expf(sm_m[k] - M);
+			L += sm_l[k] * f[k];
+		}
+#pragma unroll
+		for (int e = 0; e < ATT_E; e++) {
+			O[e] = 0.0f;
+			for (int k = 0; k < ATT_WARPS; k++)
+				O[e] += sm_o[k][lane + 32 * e] * f[k];
+		}
+		if (a.nsplit == 1) {
+			float *out = a.out + (size_t)t * a.q_ld + h * hd;
+			float inv = 1.0f / L;
+
+#pragma unroll
+			for (int e = 0; e < ATT_E; e++)
+				if (lane + 32 * e < hd)
+					out[lane + 32 * e] = O[e] * inv;
+		} else {
+			float *pp = a.part + (((size_t)t * a.n_heads + h) * a.nsplit + z) * (hd + 2);
+
+			if (lane == 0) {
+				pp[0] = M;
+				pp[1] = L;
+			}
+#pragma unroll
+			for (int e = 0; e < ATT_E; e++)
+				if (lane + 32 * e < hd)
+					pp[2 + lane + 32 * e] = O[e];
+		}
+	}
+}
+
+extern "C" __global__ void __launch_bounds__(32 * ATT_WARPS) k_attn_f32(cuda_attn_args a)
+{
+	attn_body<false>(a);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * ATT_WARPS) k_attn_bf16(cuda_attn_args a)
+{
+	attn_body<true>(a);
+}
+
+/* Merge the splits of (head blockIdx.x, token blockIdx.y); hd threads. */
+extern "C" __global__ void k_attn_merge(cuda_attn_args a)
+{
+	uint32_t h = blockIdx.x, t = blockIdx.y, hd = a.hd;
+	const float *pp = a.part + ((size_t)t * a.n_heads + h) * a.nsplit * (hd + 2);
+	float M = -INFINITY, L = 0.0f;
+
+	for (uint32_t z = 0; z < a.nsplit; z++)
+		M = fmaxf(M, pp[z * (hd + 2)]);
+	for (uint32_t z = 0; z < a.nsplit; z++) {
+		float mz = pp[z * (hd + 2)];
+
+		if (mz != -INFINITY)
+			L += pp[z * (hd + 2) + 1] * expf(mz - M);
+	}
+	for (uint32_t i = threadIdx.x; i < hd; i += blockDim.x) {
+		float O = 0.0f;
+
+		for (uint32_t z = 0; z < a.nsplit; z++) {
+			float mz = pp[z * (hd + 2)];
+
+			if (mz != -INFINITY)
+				O += pp[z * (hd + 2) + 2 + i] * expf(mz - M);
+		}
+		a.out[(size_t)t * a.q_ld + h * hd + i] = O / L;
+	}
+}
+
+/* ---- greedy --------------------------------------------------------------- */
+
+/*
+ * tok[i] = argmax of logits row i (NaN as -inf, ties to the lowest id, as
+ * eng_sampler's greedy); -1 when no logit is finite or above -inf (the
+ * host sampler then decides).  One block of 1024 threads per row.
+ */
+extern "C" __global__ void __launch_bounds__(1024)
+k_argmax(const float *logits, uint32_t vocab, int32_t *tok)
+{
+	__shared__ float sv[32];
+	__shared__ int32_t si[32];
+	const float *l = logits + (size_t)blockIdx.x * vocab;
+	float bv = -INFINITY;
+	int32_t bi = -1;
+	uint32_t lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+
+	for (uint32_t i = threadIdx.x; i < vocab; i += 1024) {
+		float v = l[i];
+
+		if (v > bv) {		/* NaN never compares greater */
+			bv = v;
+			bi = (int32_t)i;
+		}
+	}
+#pragma unroll
+	for (int k = 16; k; k >>= 1) {
+		float ov = __shfl_xor_sync(0xffffffffu, bv, k);
+		int32_t oi = __shfl_xor_sync(0xffffffffu, bi, k);
+
+		if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) {
+			bv = ov;
+			bi = oi;
+		}
+	}
+	if (lane == 0) {
+		sv[w] = bv;
+		si[w] = bi;
+	}
+	__syncthreads();
+	if (w == 0) {
+		bv = sv[lane];
+		bi = si[lane];
+#pragma unroll
+		for (int k = 16; k; k >>= 1) {
+			float ov = __shfl_xor_sync(0xffffffffu, bv, k);
+			int32_t oi = __shfl_xor_sync(0xffffffffu, bi, k);
+
+			if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) {
+				bv = ov;
+				bi = oi;
+			}
+		}
+		if (lane == 0)
+			tok[blockIdx.x] = bi;
+	}
+}
+
+/* Device-to-device copy bandwidth probe and fill for tests: y[i] = x[i]. */
+extern "C" __global__ void k_copy16(const uint4 *x, uint4 *y, size_t n)
+{
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+	     i += (size_t)gridDim.x * blockDim.x)
+		y[i] = x[i];
+}

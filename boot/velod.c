@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <velo/auth.h>
@@ -154,6 +155,21 @@ static json_t *cfg_defaults(void)
 	set(root, "loss", o);
 	/* Models loaded (eagerly, self-tested) at start; see docs/velod.md. */
 	set(root, "models", json_array());
+	/* Runtime loads (model load / swap on the control socket) take their
+	 * budget from the "models" entry of the same name, else from here. */
+	o = json_object();
+	set(o, "backend", json_string("cpu"));
+	set(o, "kv_blocks", json_integer(256));
+	set(o, "kv_block_tokens", json_integer(0));
+	set(o, "seqs_max", json_integer(16));
+	set(o, "step_tokens_max", json_integer(256));
+	set(o, "threads", json_integer(1));
+	set(o, "queue_max", json_integer(0));
+	/* devices a swap alternates over: the new version goes to the
+	 * device that does not serve the name (two CPU instances stand in
+	 * for two GPUs in CI) */
+	set(o, "devices", json_integer(2));
+	set(root, "model_defaults", o);
 	return root;
 }
 
@@ -291,11 +307,13 @@ static int get_int(json_t *root, const char *path, long long lo, long long hi,
 	} while (0)
 
 #define MODEL_KEYS "name, image, label, backend, kv_blocks, kv_block_tokens, " \
-	"seqs_max, step_tokens_max, threads, queue_max"
+	"seqs_max, step_tokens_max, threads, queue_max, device, share"
 
 struct velod_cfg {
 	struct eng_sched_model_config models[ENG_SCHED_MODELS_MAX];
 	unsigned n_models;
+	struct eng_sched_model_config model_defaults;
+	unsigned devices;
 	struct dp_config dp;
 	struct eng_sched_config sched;
 	struct dp_rings_config rings;
@@ -339,7 +357,9 @@ static int models_extract(json_t *root, struct velod_cfg *c, char *err,
 					!strcmp(k, "seqs_max") ? &m->seqs_max :
 					!strcmp(k, "step_tokens_max") ? &m->step_tokens_max :
 					!strcmp(k, "threads") ? &m->threads :
-					!strcmp(k, "queue_max") ? &m->queue_max : NULL;
+					!strcmp(k, "queue_max") ? &m->queue_max :
+					!strcmp(k, "device") ? &m->device :
+					!strcmp(k, "share") ? &m->share : NULL;
 
 			if (str && json_is_string(v)) {
 				*str = json_string_value(v);
@@ -358,8 +378,26 @@ static int models_extract(json_t *root, struct velod_cfg *c, char *err,
 			snprintf(err, errlen, "models[%zu].image is required", i);
 			return -EINVAL;
 		}
+		if (m->device >= ENG_SCHED_DEVICES_MAX || m->share > 99) {
+			snprintf(err, errlen, "models[%zu]: device < %d, share 0..99", i,
+				 ENG_SCHED_DEVICES_MAX);
+			return -EINVAL;
+		}
 	}
 	c->n_models = (unsigned)json_array_size(arr);
+	{
+		struct eng_sched_model_config *d = &c->model_defaults;
+
+		memset(d, 0, sizeof(*d));
+		d->backend = json_string_value(cfg_get(root, "model_defaults.backend"));
+		GET_U("model_defaults.kv_blocks", 1, 1 << 24, d->kv_blocks);
+		GET_U("model_defaults.kv_block_tokens", 0, 1 << 16, d->kv_block_tokens);
+		GET_U("model_defaults.seqs_max", 1, 4096, d->seqs_max);
+		GET_U("model_defaults.step_tokens_max", 1, 1 << 20, d->step_tokens_max);
+		GET_U("model_defaults.threads", 0, 4096, d->threads);
+		GET_U("model_defaults.queue_max", 0, 1 << 24, d->queue_max);
+		GET_U("model_defaults.devices", 1, ENG_SCHED_DEVICES_MAX, c->devices);
+	}
 	return 0;
 }
 
@@ -484,8 +522,29 @@ static int cfg_extract(json_t *root, struct velod_cfg *c, char *err,
  * Control socket.
  */
 
+/* What the loader keeps on a slot beyond its route (indexed like the
+ * scheduler's table). */
+enum { HOLD_NONE = 0, HOLD_ROLLBACK, HOLD_DRAIN };
+
+/* The loader thread: runtime model commands, one at a time. */
+struct velod_loader {
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop;			/* under lock */
+	bool pending;			/* a job waits (under lock) */
+	bool busy;			/* a job is pending or running (main) */
+	int fd;				/* the control connection to answer */
+	char line[CTL_LINE_MAX];
+	char what[CTL_LINE_MAX];	/* the job running, for status */
+	/* loader-owned, read racily by status: HOLD_* per slot index */
+	uint8_t hold[ENG_SCHED_MODELS_MAX];
+};
+
 struct velod {
 	struct velod_cfg cfg;
+	struct velod_loader ld;
 	struct dp_rings rings;
 	struct eng_sched sched;
 	struct dp dp;
@@ -623,12 +682,14 @@ static void stats_out(struct velod *v, FILE *f, bool as_json)
 				json_t *m;
 
 				if (eng_sched_model_status(&v->sched, i, &st) ||
-				    st.state != ENG_MODEL_READY)
+				    st.state != ENG_MODEL_READY ||
+				    st.route == ENG_ROUTE_NONE)
 					continue;
 				m = json_object();
 				set(m, "name", json_string(st.name));
 				set(m, "version", json_string(st.version));
-				set(m, "label", json_string(st.label));
+				set(m, "label", json_string(st.route == ENG_ROUTE_CANARY ?
+							    "canary" : "production"));
 				json_array_append_new(arr, m);
 			}
 			set(o, "loaded", arr);
@@ -703,6 +764,13 @@ static void metrics_out(struct velod *v, FILE *f)
 	json_decref(o);
 }
 
+static const char *const route_names[] = {
+	[ENG_ROUTE_NONE] = "standby", [ENG_ROUTE_PRODUCTION] = "production",
+	[ENG_ROUTE_CANARY] = "canary",
+};
+static const char *const hold_names[] = {
+	[HOLD_NONE] = "", [HOLD_ROLLBACK] = "rollback", [HOLD_DRAIN] = "draining",
+};
 static const char *const state_names[] = {
 	[ENG_MODEL_EMPTY] = "empty", [ENG_MODEL_LOADING] = "loading",
 	[ENG_MODEL_READY] = "ready", [ENG_MODEL_FAILED] = "failed",
@@ -716,28 +784,39 @@ static void models_out(struct velod *v, FILE *f, const char *only, bool as_json)
 
 	for (unsigned i = 0; i < eng_sched_model_count(&v->sched); i++) {
 		struct eng_sched_model_status st;
+		const char *hold;
 		json_t *o;
 
 		if (eng_sched_model_status(&v->sched, i, &st) ||
 		    (only && strcmp(only, st.name) && strcmp(only, st.image)))
 			continue;
 		shown++;
+		hold = hold_names[__atomic_load_n(&v->ld.hold[i], __ATOMIC_RELAXED) % 3];
 		if (!as_json && !only) {
 			if (shown == 1)
-				fprintf(f, "%-3s %-20s %-12s %-12s %-7s %s\n", "id",
-					"name", "version", "label", "state", "image");
-			fprintf(f, "%-3u %-20s %-12s %-12s %-7s %s%s%s\n", st.id,
-				st.name, st.version, st.label, state_names[st.state],
-				st.image, st.why[0] ? "  -- " : "", st.why);
+				fprintf(f, "%-3s %-20s %-12s %-11s %-7s %-9s %3s %5s %8s %7s %7s %s\n",
+					"id", "name", "version", "label", "state", "hold",
+					"dev", "infl", "served", "load_s", "test_s", "image");
+			fprintf(f, "%-3u %-20s %-12s %-11s %-7s %-9s %3u %5u %8llu %7.3f %7.3f %s%s%s\n",
+				st.id, st.name, st.version, route_names[st.route],
+				state_names[st.state], hold[0] ? hold : "-", st.device,
+				st.inflight, (unsigned long long)st.served, st.load_s,
+				st.selftest_s, st.image, st.why[0] ? "  -- " : "", st.why);
 			continue;
 		}
 		o = json_object();
 		set(o, "id", json_integer(st.id));
 		set(o, "name", json_string(st.name));
 		set(o, "version", json_string(st.version));
-		set(o, "label", json_string(st.label));
+		set(o, "label", json_string(route_names[st.route]));
 		set(o, "state", json_string(state_names[st.state]));
-		set(o, "routed", json_boolean(st.state == ENG_MODEL_READY));
+		set(o, "routed", json_boolean(st.state == ENG_MODEL_READY &&
+					      st.route != ENG_ROUTE_NONE));
+		set(o, "hold", json_string(hold));
+		set(o, "device", json_integer(st.device));
+		set(o, "share", json_integer(st.share));
+		set(o, "inflight", json_integer(st.inflight));
+		set(o, "served", json_integer((json_int_t)st.served));
 		set(o, "image", json_string(st.image));
 		set(o, "reason", json_string(st.why));
 		set(o, "vocab", json_integer(st.vocab));
@@ -779,9 +858,580 @@ static void models_out(struct velod *v, FILE *f, const char *only, bool as_json)
 		}
 		free(s);
 	} else if (!shown) {
-		fprintf(f, "no models configured\n");
+		fprintf(f, "no models loaded\n");
 	}
+	if (!as_json && !only && v->ld.what[0])
+		fprintf(f, "loader: %s\n", v->ld.what);
 	json_decref(arr);
+}
+
+/* ------------------------------------------------------------------------
+ * Runtime model management: the loader thread (docs/velod.md, "Hot swap").
+ *
+ * The main thread hands a "model load|swap|unload|rollback|confirm" line
+ * and its connection to the loader and goes on answering the control
+ * socket (mgmtd's heartbeat keeps working during a load); the loader
+ * answers on that connection when done.  One job at a time: a second one
+ * is refused at once with "error: busy".  Loading (image FULL verify,
+ * tokenizer, backend, self-test) runs here; the scheduler only takes the
+ * ready slot or flips a route between two polls (engine/sched.h).  Slots
+ * to free ("draining": unrouted, finishing their requests) are retried
+ * every 2 ms until the scheduler has no request left on them.
+ */
+
+/* Bound of one "model unload": draining slots whose requests last longer
+ * are freed later in the background (the answer says so). */
+#define UNLOAD_WAIT_MS 30000
+
+
+#define ST(sm) eng_sched_slot_status(sm)
+
+static struct eng_sched_model *slot_get(struct velod *v, int i)
+{
+	return i >= 0 && (unsigned)i < v->sched.n_models ? v->sched.models[i] : NULL;
+}
+
+/* Free the draining slots that have no request left.  Returns how many
+ * still drain. */
+static unsigned drain_tick(struct velod *v)
+{
+	unsigned left = 0;
+
+	for (unsigned i = 0; i < ENG_SCHED_MODELS_MAX; i++) {
+		struct eng_sched_model *sm;
+		char what[ENG_SCHED_NAME_LEN + ENG_SCHED_VERSION_LEN + 2];
+		int rc;
+
+		if (v->ld.hold[i] != HOLD_DRAIN)
+			continue;
+		if (!slot_get(v, (int)i)) {
+			v->ld.hold[i] = HOLD_NONE;
+			continue;
+		}
+		snprintf(what, sizeof(what), "%s %s", ST(v->sched.models[i])->name,
+			 ST(v->sched.models[i])->version);
+		rc = eng_sched_slot_detach(&v->sched, i, &sm);
+		if (rc == -EBUSY) {
+			left++;
+			continue;
+		}
+		v->ld.hold[i] = HOLD_NONE;
+		if (rc)
+			continue;
+		eng_sched_slot_free(&v->sched, sm);
+		v->sched.mctr[ENG_MODEL_CTR_unloads]++;
+		LOG_I(boot, "model %s (slot %u) drained and freed", what, i + 1);
+	}
+	return left;
+}
+
+/* The warm rollback slot of @name, or -1. */
+static int rollback_slot(struct velod *v, const char *name)
+{
+	for (unsigned i = 0; i < ENG_SCHED_MODELS_MAX; i++) {
+		struct eng_sched_model *sm = slot_get(v, (int)i);
+
+		if (sm && v->ld.hold[i] == HOLD_ROLLBACK && !strcmp(ST(sm)->name, name))
+			return (int)i;
+	}
+	return -1;
+}
+
+/* The budget of a runtime load: the "models" entry of that name, else
+ * model_defaults. */
+static void mc_fill(struct velod *v, struct eng_sched_model_config *mc,
+		    const char *name, const char *image)
+{
+	*mc = v->cfg.model_defaults;
+	for (unsigned i = 0; i < v->cfg.n_models; i++)
+		if (v->cfg.models[i].name && !strcmp(v->cfg.models[i].name, name)) {
+			*mc = v->cfg.models[i];
+			break;
+		}
+	mc->name = name;
+	mc->image = image;
+	mc->label = "production";
+	mc->share = 0;
+}
+
+static bool is_image_arg(const char *a)
+{
+	size_t n = strlen(a);
+
+	return strchr(a, '/') || (n > 5 && (!strcmp(a + n - 5, ".velo") ||
+					   !strcmp(a + n - 5, ".vimg")));
+}
+
+struct job_args {
+	const char *name, *version, *image, *label;
+	int device;			/* -1: the standby device */
+	uint32_t share;
+};
+
+/* NAME [VERSION] [IMAGE] [device N] [label L] [share P] */
+static int job_parse(char **w, int n, struct job_args *a, FILE *f)
+{
+	int i = 3;
+
+	memset(a, 0, sizeof(*a));
+	a->device = -1;
+	if (n < 3) {
+		fprintf(f, "error: model %s NAME ...: no name\n", w[1]);
+		return -EINVAL;
+	}
+	a->name = w[2];
+	if (strlen(a->name) >= ENG_SCHED_NAME_LEN) {
+		fprintf(f, "error: model name longer than %d\n", ENG_SCHED_NAME_LEN - 1);
+		return -EINVAL;
+	}
+	for (; i < n && strcmp(w[i], "device") && strcmp(w[i], "label") &&
+	       strcmp(w[i], "share"); i++) {
+		if (is_image_arg(w[i]) && !a->image)
+			a->image = w[i];
+		else if (!a->version && !a->image)
+			a->version = w[i];
+		else {
+			fprintf(f, "error: unexpected '%s'\n", w[i]);
+			return -EINVAL;
+		}
+	}
+	for (; i + 1 < n; i += 2) {
+		char *end;
+		unsigned long x = strtoul(w[i + 1], &end, 10);
+
+		if (!strcmp(w[i], "label")) {
+			a->label = w[i + 1];
+			continue;
+		}
+		if (*end || end == w[i + 1]) {
+			fprintf(f, "error: %s takes a number\n", w[i]);
+			return -EINVAL;
+		}
+		if (!strcmp(w[i], "device") && x < ENG_SCHED_DEVICES_MAX)
+			a->device = (int)x;
+		else if (!strcmp(w[i], "share") && x >= 1 && x <= 99)
+			a->share = (uint32_t)x;
+		else {
+			fprintf(f, "error: %s %s out of range (device < %d, share 1..99)\n",
+				w[i], w[i + 1], ENG_SCHED_DEVICES_MAX);
+			return -EINVAL;
+		}
+	}
+	if (i < n) {
+		fprintf(f, "error: '%s' without a value\n", w[i]);
+		return -EINVAL;
+	}
+	if (a->label && strcmp(a->label, "production") && strcmp(a->label, "canary")) {
+		fprintf(f, "error: label production|canary (shadow: not yet)\n");
+		return -EINVAL;
+	}
+	if (a->label && !strcmp(a->label, "canary") && !a->share) {
+		fprintf(f, "error: a canary needs share 1..99 (percent of admissions)\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Load @a on @device; on success the slot, not installed. */
+static struct eng_sched_model *job_load_slot(struct velod *v,
+					     const struct job_args *a,
+					     unsigned device, FILE *f)
+{
+	struct eng_sched_model_config mc;
+	struct eng_sched_model *sm;
+	char err[ENG_SCHED_WHY_LEN];
+	int rc;
+
+	mc_fill(v, &mc, a->name, a->image);
+	mc.device = device;
+	snprintf(v->ld.what, sizeof(v->ld.what), "loading %s %s on device %u",
+		 a->name, a->image, device);
+	rc = eng_sched_slot_load(&v->sched, &mc, &sm, err, sizeof(err));
+	v->ld.what[0] = 0;
+	if (rc) {
+		fprintf(f, "error: %s: %s refused: %s (serving untouched)\n",
+			a->name, a->image, err);
+		return NULL;
+	}
+	if (a->version && strcmp(a->version, ST(sm)->version)) {
+		fprintf(f, "error: %s is version '%s', not '%s' (serving untouched)\n",
+			a->image, ST(sm)->version, a->version);
+		eng_sched_slot_free(&v->sched, sm);
+		v->sched.mctr[ENG_MODEL_CTR_load_failures]++;
+		return NULL;
+	}
+	return sm;
+}
+
+static int job_install(struct velod *v, struct eng_sched_model *sm,
+		       enum eng_route route, uint32_t share, unsigned *index,
+		       FILE *f)
+{
+	int rc = eng_sched_slot_install(&v->sched, sm, route, share, index);
+
+	if (rc) {
+		fprintf(f, "error: %s %s not routed: %s\n", ST(sm)->name,
+			ST(sm)->version, rc == -ENOSPC ? "every model slot is in use "
+			"(confirm or unload first)" : rc == -EEXIST ?
+			"the name has a canary already" : strerror(-rc));
+		eng_sched_slot_free(&v->sched, sm);
+		return rc;
+	}
+	v->ld.hold[*index] = HOLD_NONE;
+	return 0;
+}
+
+static void job_load(struct velod *v, const struct job_args *a, FILE *f)
+{
+	int cur = eng_sched_slot_find(&v->sched, a->name, NULL, ENG_ROUTE_PRODUCTION);
+	bool canary = a->label && !strcmp(a->label, "canary");
+	struct eng_sched_model *sm, *c = slot_get(v, cur);
+	unsigned idx, dev;
+
+	if (!a->image) {
+		fprintf(f, "error: model load NAME [VERSION] IMAGE [device N] "
+			"[label production|canary share P]\n");
+		return;
+	}
+	if (!canary && c) {
+		fprintf(f, "error: %s is already loaded (%s on device %u): use model swap\n",
+			a->name, ST(c)->version, ST(c)->device);
+		return;
+	}
+	if (canary && !c) {
+		fprintf(f, "error: a canary of %s needs a production slot first\n", a->name);
+		return;
+	}
+	dev = a->device >= 0 ? (unsigned)a->device :
+	      c ? (ST(c)->device + 1) % v->cfg.devices : 0;
+	sm = job_load_slot(v, a, dev, f);
+	if (!sm)
+		return;
+	if (job_install(v, sm, canary ? ENG_ROUTE_CANARY : ENG_ROUTE_PRODUCTION,
+			a->share, &idx, f))
+		return;
+	if (canary)
+		fprintf(f, "ok %s %s loaded, self-test passed (canary, %u %% of %s, "
+			"device %u, slot %u, load %.3f s, self-test %.3f s)\n",
+			ST(sm)->name, ST(sm)->version, a->share, ST(c)->version,
+			ST(sm)->device, idx + 1, ST(sm)->load_s, ST(sm)->selftest_s);
+	else
+		fprintf(f, "ok %s %s loaded, self-test passed (production, device %u, "
+			"slot %u, load %.3f s, self-test %.3f s)\n", ST(sm)->name,
+			ST(sm)->version, ST(sm)->device, idx + 1, ST(sm)->load_s,
+			ST(sm)->selftest_s);
+}
+
+static void job_swap(struct velod *v, const struct job_args *a, FILE *f)
+{
+	int cur = eng_sched_slot_find(&v->sched, a->name, NULL, ENG_ROUTE_PRODUCTION);
+	struct eng_sched_model *c = slot_get(v, cur), *sm;
+	char curver[ENG_SCHED_VERSION_LEN], rbver[ENG_SCHED_VERSION_LEN];
+	int warm = -1, rb;
+	unsigned idx, dev;
+	bool loaded = false;
+
+	if (!c) {
+		fprintf(f, "error: %s is not loaded\n", a->name);
+		return;
+	}
+	snprintf(curver, sizeof(curver), "%s", ST(c)->version);
+	if (a->version && !strcmp(a->version, curver)) {
+		fprintf(f, "error: %s already serves %s\n", a->name, curver);
+		return;
+	}
+	if (a->version)
+		warm = eng_sched_slot_find(&v->sched, a->name, a->version, ENG_ROUTE_NONE);
+	if (warm >= 0 && ST(slot_get(v, warm))->state == ENG_MODEL_READY) {
+		/* warm already (the rollback slot, or one still draining) */
+		if (eng_sched_slot_route(&v->sched, (unsigned)warm,
+					 ENG_ROUTE_PRODUCTION, 0)) {
+			fprintf(f, "error: %s %s: route flip refused\n", a->name, a->version);
+			return;
+		}
+		idx = (unsigned)warm;
+		sm = slot_get(v, warm);
+	} else {
+		if (!a->image) {
+			fprintf(f, "error: %s %s is not loaded: give its image\n",
+				a->name, a->version ? a->version : "?");
+			return;
+		}
+		/* The standby device: the one that does not serve the name. */
+		dev = a->device >= 0 ? (unsigned)a->device :
+		      (ST(c)->device + 1) % v->cfg.devices;
+		sm = job_load_slot(v, a, dev, f);
+		if (!sm)
+			return;
+		if (!strcmp(ST(sm)->version, curver)) {
+			fprintf(f, "error: %s is version %s, which %s already serves\n",
+				a->image, curver, a->name);
+			eng_sched_slot_free(&v->sched, sm);
+			return;
+		}
+		if (job_install(v, sm, ENG_ROUTE_PRODUCTION, 0, &idx, f))
+			return;
+		loaded = true;
+	}
+	v->sched.mctr[ENG_MODEL_CTR_swaps]++;
+	rb = rollback_slot(v, a->name);
+	if (rb < 0) {
+		v->ld.hold[cur] = HOLD_ROLLBACK;	/* kept warm */
+		snprintf(rbver, sizeof(rbver), "%s", curver);
+	} else if (rb == (int)idx) {
+		/* back to the confirmed version: nothing left to roll back */
+		v->ld.hold[idx] = HOLD_NONE;
+		v->ld.hold[cur] = HOLD_DRAIN;
+		fprintf(f, "ok %s now %s, %s unloading (the confirmed version "
+			"serves again; nothing to roll back)\n", a->name,
+			ST(sm)->version, curver);
+		return;
+	} else {
+		/* an unconfirmed version replaced: the rollback stays the
+		 * confirmed one */
+		v->ld.hold[cur] = HOLD_DRAIN;
+		snprintf(rbver, sizeof(rbver), "%s", ST(slot_get(v, rb))->version);
+	}
+	v->ld.hold[idx] = HOLD_NONE;
+	if (loaded)
+		fprintf(f, "ok %s now %s, %s kept warm (device %u, slot %u, load "
+			"%.3f s, self-test %.3f s)\n", a->name, ST(sm)->version, rbver,
+			ST(sm)->device, idx + 1, ST(sm)->load_s, ST(sm)->selftest_s);
+	else
+		fprintf(f, "ok %s now %s, %s kept warm (slot %u was warm)\n",
+			a->name, ST(sm)->version, rbver, idx + 1);
+}
+
+static void job_rollback(struct velod *v, const struct job_args *a, FILE *f)
+{
+	int rb = rollback_slot(v, a->name);
+	int cur = eng_sched_slot_find(&v->sched, a->name, NULL, ENG_ROUTE_PRODUCTION);
+
+	if (rb < 0) {
+		fprintf(f, "error: no swap of %s to roll back\n", a->name);
+		return;
+	}
+	if (eng_sched_slot_route(&v->sched, (unsigned)rb, ENG_ROUTE_PRODUCTION, 0)) {
+		fprintf(f, "error: %s: route flip refused\n", a->name);
+		return;
+	}
+	v->ld.hold[rb] = HOLD_NONE;
+	if (cur >= 0)
+		v->ld.hold[cur] = HOLD_DRAIN;
+	v->sched.mctr[ENG_MODEL_CTR_rollbacks]++;
+	fprintf(f, "ok %s back to %s\n", a->name, ST(slot_get(v, rb))->version);
+}
+
+static void job_confirm(struct velod *v, const struct job_args *a, FILE *f)
+{
+	int rb = rollback_slot(v, a->name);
+	int cur = eng_sched_slot_find(&v->sched, a->name, NULL, ENG_ROUTE_PRODUCTION);
+
+	if (rb < 0) {
+		fprintf(f, "error: no swap of %s to confirm\n", a->name);
+		return;
+	}
+	v->ld.hold[rb] = HOLD_DRAIN;
+	v->sched.mctr[ENG_MODEL_CTR_confirms]++;
+	fprintf(f, "ok %s stays %s\n", a->name,
+		cur >= 0 ? ST(slot_get(v, cur))->version : "?");
+}
+
+static void job_unload(struct velod *v, const struct job_args *a, FILE *f)
+{
+	char vers[160] = "";
+	unsigned n = 0, left = 0;
+	size_t l = 0;
+
+	for (unsigned i = 0; i < ENG_SCHED_MODELS_MAX; i++) {
+		struct eng_sched_model *sm = slot_get(v, (int)i);
+
+		if (!sm || strcmp(ST(sm)->name, a->name) ||
+		    (a->version && strcmp(ST(sm)->version, a->version)))
+			continue;
+		if (eng_sched_slot_route_get(&v->sched, i) != ENG_ROUTE_NONE)
+			eng_sched_slot_route(&v->sched, i, ENG_ROUTE_NONE, 0);
+		v->ld.hold[i] = HOLD_DRAIN;
+		if (l < sizeof(vers) - 40)
+			l += (size_t)snprintf(vers + l, sizeof(vers) - l, "%s%s",
+					      n ? " " : "", ST(sm)->version);
+		n++;
+	}
+	if (!n) {
+		fprintf(f, "error: %s%s%s is not loaded\n", a->name,
+			a->version ? " " : "", a->version ? a->version : "");
+		return;
+	}
+	/* Requests admitted before stay on their slot: wait for them here
+	 * (the scheduler never waits), bounded. */
+	for (unsigned t = 0; t < UNLOAD_WAIT_MS / 2; t++) {
+		const struct timespec nap = { 0, 2000000 };
+
+		left = drain_tick(v);
+		if (!left)
+			break;
+		nanosleep(&nap, NULL);
+	}
+	if (left)
+		fprintf(f, "ok %s unrouted (%s); %u slot(s) still finishing "
+			"requests, freed when done\n", a->name, vers, left);
+	else
+		fprintf(f, "ok %s unloaded (%s)\n", a->name, vers);
+}
+
+static void job_run(struct velod *v, char *line, FILE *f)
+{
+	char *w[16], *save = NULL;
+	struct job_args a;
+	int n = 0;
+
+	for (char *t = strtok_r(line, " \t", &save); t && n < 16;
+	     t = strtok_r(NULL, " \t", &save))
+		w[n++] = t;
+	if (n < 2 || job_parse(w, n, &a, f))
+		return;
+	if (!strcmp(w[1], "load"))
+		job_load(v, &a, f);
+	else if (!strcmp(w[1], "swap"))
+		job_swap(v, &a, f);
+	else if (!strcmp(w[1], "rollback"))
+		job_rollback(v, &a, f);
+	else if (!strcmp(w[1], "confirm"))
+		job_confirm(v, &a, f);
+	else if (!strcmp(w[1], "unload"))
+		job_unload(v, &a, f);
+	else
+		fprintf(f, "error: unknown model command '%s'\n", w[1]);
+}
+
+static void answer_fd(int fd, const char *out, size_t outlen)
+{
+	for (size_t off = 0; off < outlen;) {
+		ssize_t w = write(fd, out + off, outlen - off);
+
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
+}
+
+static void *loader_thread(void *arg)
+{
+	struct velod *v = arg;
+	struct velod_loader *ld = &v->ld;
+	bool draining = false;
+
+	pthread_mutex_lock(&ld->lock);
+	while (!ld->stop) {
+		char line[CTL_LINE_MAX], *out = NULL;
+		size_t outlen = 0;
+		int fd;
+		FILE *f;
+
+		if (!ld->pending) {
+			if (draining) {
+				struct timespec ts;
+
+				clock_gettime(CLOCK_REALTIME, &ts);
+				ts.tv_nsec += 2000000;
+				if (ts.tv_nsec >= 1000000000) {
+					ts.tv_sec++;
+					ts.tv_nsec -= 1000000000;
+				}
+				pthread_cond_timedwait(&ld->cond, &ld->lock, &ts);
+			} else {
+				pthread_cond_wait(&ld->cond, &ld->lock);
+			}
+		}
+		if (ld->stop)
+			break;
+		if (!ld->pending) {
+			pthread_mutex_unlock(&ld->lock);
+			draining = drain_tick(v) > 0;
+			pthread_mutex_lock(&ld->lock);
+			continue;
+		}
+		memcpy(line, ld->line, sizeof(line));
+		fd = ld->fd;
+		ld->pending = false;
+		pthread_mutex_unlock(&ld->lock);
+
+		f = open_memstream(&out, &outlen);
+		if (f) {
+			job_run(v, line, f);
+			fclose(f);
+			answer_fd(fd, out, outlen);
+			free(out);
+		}
+		close(fd);
+		draining = drain_tick(v) > 0;
+		pthread_mutex_lock(&ld->lock);
+		__atomic_store_n(&ld->busy, false, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&ld->lock);
+	return NULL;
+}
+
+/* Main thread: hand @line and @fd to the loader.  Return: true when the
+ * loader owns @fd now (it answers and closes it). */
+static bool loader_submit(struct velod *v, int fd, const char *line, FILE *f)
+{
+	struct velod_loader *ld = &v->ld;
+
+	if (!ld->started) {
+		fprintf(f, "error: no loader thread\n");
+		return false;
+	}
+	if (__atomic_load_n(&ld->busy, __ATOMIC_ACQUIRE)) {
+		fprintf(f, "error: busy: %s (one model command at a time; try again)\n",
+			ld->what[0] ? ld->what : "a model command is running");
+		return false;
+	}
+	pthread_mutex_lock(&ld->lock);
+	snprintf(ld->line, sizeof(ld->line), "%s", line);
+	ld->fd = fd;
+	ld->pending = true;
+	ld->busy = true;
+	pthread_cond_signal(&ld->cond);
+	pthread_mutex_unlock(&ld->lock);
+	return true;
+}
+
+static int loader_start(struct velod *v)
+{
+	struct velod_loader *ld = &v->ld;
+	int rc;
+
+	pthread_mutex_init(&ld->lock, NULL);
+	pthread_cond_init(&ld->cond, NULL);
+	/* slots loaded from the configuration: nothing held */
+	rc = pthread_create(&ld->thread, NULL, loader_thread, v);
+	if (rc) {
+		pthread_cond_destroy(&ld->cond);
+		pthread_mutex_destroy(&ld->lock);
+		return -rc;
+	}
+	pthread_setname_np(ld->thread, "velo-loader");
+	ld->started = true;
+	return 0;
+}
+
+static void loader_stop(struct velod *v)
+{
+	struct velod_loader *ld = &v->ld;
+
+	if (!ld->started)
+		return;
+	pthread_mutex_lock(&ld->lock);
+	ld->stop = true;
+	pthread_cond_signal(&ld->cond);
+	pthread_mutex_unlock(&ld->lock);
+	pthread_join(ld->thread, NULL);
+	if (ld->pending)
+		close(ld->fd);
+	pthread_cond_destroy(&ld->cond);
+	pthread_mutex_destroy(&ld->lock);
+	ld->started = false;
 }
 
 static const char help_text[] =
@@ -794,13 +1444,24 @@ static const char help_text[] =
 	"metrics json          request latency histograms (TTFT, ITL, queue, e2e)\n"
 	"models [json]         configured models: state, version, label, why\n"
 	"model status NAME [json]  one model: sizes, self-test, measured costs\n"
+	"model load NAME [VERSION] IMAGE [device N] [label production|canary share P]\n"
+	"                      load, self-test and route (a loader thread; the\n"
+	"                      answer comes when done; one model command at a time)\n"
+	"model swap NAME VERSION|IMAGE|VERSION IMAGE [device N]\n"
+	"                      load on the standby device (or flip to the warm\n"
+	"                      version) and flip the route; the old one kept warm\n"
+	"model rollback NAME   flip back to the warm version\n"
+	"model confirm NAME    keep the new version; the warm one is freed\n"
+	"model unload NAME [VERSION]  unroute, wait for its requests, free\n"
 	"shutdown              clean shutdown\n"
 	"help                  this list\n";
 
-/* Answer one command on a connected socket. */
-static void ctl_answer(struct velod *v, int fd)
+/* Answer one command on a connected socket.  Return: true when the loader
+ * took the connection (it answers and closes it). */
+static bool ctl_answer(struct velod *v, int fd)
 {
-	char line[CTL_LINE_MAX];
+	char line[CTL_LINE_MAX], orig[CTL_LINE_MAX];
+	bool handed = false;
 	size_t n = 0;
 	struct timeval tv = { 1, 0 };
 	char *out = NULL;
@@ -820,9 +1481,10 @@ static void ctl_answer(struct velod *v, int fd)
 	}
 	line[n] = 0;
 	line[strcspn(line, "\r\n")] = 0;
+	memcpy(orig, line, sizeof(orig));
 	f = open_memstream(&out, &outlen);
 	if (!f)
-		return;
+		return false;
 	cmd = strtok_r(line, " \t", &save);
 	arg = cmd ? strtok_r(NULL, " \t", &save) : NULL;
 	if (!cmd) {
@@ -875,9 +1537,13 @@ static void ctl_answer(struct velod *v, int fd)
 		char *name = arg ? strtok_r(NULL, " \t", &save) : NULL;
 		char *fmt = name ? strtok_r(NULL, " \t", &save) : NULL;
 
-		if (!arg || strcmp(arg, "status") || !name)
-			fprintf(f, "error: model status NAME [json] (load, swap, unload, "
-				"rollback, confirm: not yet)\n");
+		if (arg && (!strcmp(arg, "load") || !strcmp(arg, "swap") ||
+			    !strcmp(arg, "unload") || !strcmp(arg, "rollback") ||
+			    !strcmp(arg, "confirm")))
+			handed = loader_submit(v, fd, orig, f);
+		else if (!arg || strcmp(arg, "status") || !name)
+			fprintf(f, "error: model status NAME [json] | load | swap | "
+				"unload | rollback | confirm (try help)\n");
 		else
 			models_out(v, f, name, fmt && !strcmp(fmt, "json"));
 	} else if (!strcmp(cmd, "shutdown")) {
@@ -889,14 +1555,10 @@ static void ctl_answer(struct velod *v, int fd)
 		fprintf(f, "error: unknown command '%s' (try help)\n", cmd);
 	}
 	fclose(f);
-	for (size_t off = 0; off < outlen;) {
-		ssize_t w = write(fd, out + off, outlen - off);
-
-		if (w <= 0)
-			break;
-		off += (size_t)w;
-	}
+	if (!handed)
+		answer_fd(fd, out, outlen);
 	free(out);
+	return handed;
 }
 
 static int ctl_open(const char *path)
@@ -1014,10 +1676,8 @@ static int serve(struct velod *v)
 		if (v->ctl_fd >= 0 && (p[1].revents & POLLIN)) {
 			int c = accept4(v->ctl_fd, NULL, NULL, SOCK_CLOEXEC);
 
-			if (c >= 0) {
-				ctl_answer(v, c);
+			if (c >= 0 && !ctl_answer(v, c))
 				close(c);
-			}
 		}
 	}
 	return 0;
@@ -1099,9 +1759,14 @@ static int velod_main(struct velod *v)
 	rc = eng_sched_start(&v->sched);
 	if (rc)
 		goto err_close_ctl;
-	rc = -pthread_create(&v->dp_thread, NULL, dp_thread, v);
+	rc = loader_start(v);
 	if (rc)
 		goto err_stop_sched;
+	rc = -pthread_create(&v->dp_thread, NULL, dp_thread, v);
+	if (rc) {
+		loader_stop(v);
+		goto err_stop_sched;
+	}
 	pthread_setname_np(v->dp_thread, "velo-dp");
 	v->start_ns = clock_mono_ns();
 
@@ -1127,6 +1792,8 @@ static int velod_main(struct velod *v)
 
 	rc = serve(v);
 
+	/* the loader first: it waits on the scheduler for its commands */
+	loader_stop(v);
 	dp_stop(&v->dp);
 	pthread_join(v->dp_thread, NULL);
 	eng_sched_stop(&v->sched);

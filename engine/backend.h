@@ -25,9 +25,26 @@
  * KV blocks hold everything, and the scheduler owns their allocation (see
  * core/kv.h for the block contract).
  *
- * Threads: every op of one backend and of its models is called from one
- * thread (the scheduler's), except ops->health, which any thread may call.
- * The backend's own workers (CPU worker pool, CUDA streams) are internal.
+ * Threads: the ops of one model (step, logits, sample, kv_copy) are called
+ * from one thread at a time; ops->health from any thread.  The backend's
+ * own workers (CPU worker pool, CUDA streams) are internal.  Hot swap adds
+ * a loader thread (never the scheduler's): it calls init, model_load, the
+ * known-answer self-test of the NEW model (step, logits) and later
+ * model_unload and fini, while the scheduler thread steps OTHER models.
+ *   - CUDA: one instance per device, shared by the slots on it.  model_load,
+ *     model_unload and a new model's steps on the loader thread must be
+ *     safe concurrently with steps of another model of the same instance
+ *     on the scheduler thread (each model its own stream and buffers; no
+ *     device-wide synchronisation such as cuCtxSynchronize in the step
+ *     path; allocation on the loader thread only).
+ *   - CPU: its worker pool runs one step at a time, so the scheduler gives
+ *     every CPU slot its own instance (its own pool): a new version loads
+ *     and self-tests "beside" the old one on the same device without
+ *     sharing a pool (engine/sched_model.c, backend_get()).
+ * Every op of one model stays on one thread at a time: the loader hands a
+ * self-tested model to the scheduler through a release/acquire handoff and
+ * never touches it again until the scheduler gives it back (detached) for
+ * model_unload.
  *
  * Determinism: the CPU backend is batch invariant — a sequence's logits are
  * the same bits whatever else shares the step, however a prompt is chunked

@@ -72,6 +72,15 @@ static const struct ctr_desc eng_sched_ctr_desc[ENG_SCHED_CTR__COUNT] = {
 #undef X
 };
 
+static const struct ctr_desc eng_model_ctr_desc[ENG_MODEL_CTR__COUNT] = {
+#define X(name, help) { #name, help },
+	foreach_eng_model_counter(X)
+#undef X
+};
+
+_Static_assert(ENG_KVC_CTR__COUNT <= ARRAY_SIZE(((struct eng_sched *)0)->kv_ctr),
+	       "kv counter mirror too small");
+
 static const uint32_t le_ttft[] = { 1000, 5000, 10000, 20000, 40000, 60000,
 	80000, 100000, 250000, 500000, 750000, 1000000, 2500000, 5000000,
 	7500000, 10000000 };
@@ -159,17 +168,34 @@ int eng_sched_init(struct eng_sched *s, const struct eng_sched_config *cfg,
 	}
 	for (unsigned i = 0; i < rings->n_slots; i++)
 		s->reqs[i].slot = i;
+	pthread_mutex_init(&s->slots_lock, NULL);
 	if (register_counters) {
 		rc = ctr_block_register("sched", eng_sched_ctr_desc, s->ctr,
 					ENG_SCHED_CTR__COUNT);
 		if (rc)
 			goto err_free;
+		/* "kv": the KV managers of every slot, summed by the scheduler
+		 * (update_gauges), so that slots come and go at run time
+		 * without touching the registry (not thread-safe). */
+		rc = ctr_block_register("kv", eng_kvc_ctr_desc, s->kv_ctr,
+					ENG_KVC_CTR__COUNT);
+		if (rc)
+			goto err_unreg_sched;
+		rc = ctr_block_register("model", eng_model_ctr_desc, s->mctr,
+					ENG_MODEL_CTR__COUNT);
+		if (rc)
+			goto err_unreg_kv;
 		s->registered = true;
 	}
 	dp_rings_engine_state_set(rings, PROTO_STATE_NOT_READY);
 	return 0;
 
+err_unreg_kv:
+	ctr_block_unregister(s->kv_ctr);
+err_unreg_sched:
+	ctr_block_unregister(s->ctr);
 err_free:
+	pthread_mutex_destroy(&s->slots_lock);
 	free(s->sampler_mem);
 	free(s->reqs);
 	s->reqs = NULL;
@@ -181,10 +207,16 @@ void eng_sched_fini(struct eng_sched *s)
 {
 	if (s->started)
 		eng_sched_stop(s);
-	if (s->registered)
+	if (s->registered) {
+		ctr_block_unregister(s->mctr);
+		ctr_block_unregister(s->kv_ctr);
 		ctr_block_unregister(s->ctr);
+	}
 	for (unsigned i = 0; i < s->n_models; i++)
-		sched_model_destroy(s->models[i]);
+		if (s->models[i])
+			eng_sched_slot_free(s, s->models[i]);
+	if (s->reqs)
+		pthread_mutex_destroy(&s->slots_lock);
 	free(s->tok_mem);
 	free(s->blk_mem);
 	free(s->sampler_mem);
@@ -192,33 +224,38 @@ void eng_sched_fini(struct eng_sched *s)
 	memset(s, 0, sizeof(*s));
 }
 
-/* Init time (model load): every request's token array holds @cap ids. */
+/* Model load (loader thread, or before start): every request's token
+ * array holds @cap ids and its block table @blocks entries.  New arrays
+ * are allocated here and swapped in by the scheduler only while no
+ * request is in flight (SCHED_CMD_TOKCAP): a short wait, retried for at
+ * most 2 s, then -EBUSY.  Versions of one model have the same sizes, so a
+ * swap never needs this after the first load. */
 int sched_tok_cap_ensure(struct eng_sched *s, uint32_t cap, uint32_t blocks)
 {
-	uint32_t *mem, *bmem;
+	const struct timespec nap = { 0, 1000000 };
+	struct eng_sched_cmd c = { .op = SCHED_CMD_TOKCAP };
+	int rc = -EBUSY;
 
 	if (cap <= s->tok_cap && blocks <= s->blk_cap)
 		return 0;
-	cap = MAX(cap, s->tok_cap);
-	blocks = MAX(blocks, s->blk_cap);
-	mem = malloc((size_t)s->rings->n_slots * cap * sizeof(*mem));
-	bmem = malloc((size_t)s->rings->n_slots * blocks * sizeof(*bmem));
-	if (!mem || !bmem) {
-		free(mem);
-		free(bmem);
+	c.tok_cap = MAX(cap, s->tok_cap);
+	c.blk_cap = MAX(blocks, s->blk_cap);
+	c.tok_mem = malloc((size_t)s->rings->n_slots * c.tok_cap * sizeof(uint32_t));
+	c.blk_mem = malloc((size_t)s->rings->n_slots * c.blk_cap * sizeof(uint32_t));
+	if (!c.tok_mem || !c.blk_mem) {
+		free(c.tok_mem);
+		free(c.blk_mem);
 		return -ENOMEM;
 	}
-	free(s->tok_mem);
-	free(s->blk_mem);
-	s->tok_mem = mem;
-	s->blk_mem = bmem;
-	s->tok_cap = cap;
-	s->blk_cap = blocks;
-	for (unsigned i = 0; i < s->rings->n_slots; i++) {
-		s->reqs[i].toks = mem + (size_t)i * cap;
-		eng_kvc_seq_init(&s->reqs[i].kseq, bmem + (size_t)i * blocks, blocks);
+	for (unsigned i = 0; i < 2000 && rc == -EBUSY; i++) {
+		rc = sched_cmd_run(s, &c);
+		if (rc == -EBUSY)
+			nanosleep(&nap, NULL);
 	}
-	return 0;
+	/* on success c holds the old arrays, on failure the new ones */
+	free(c.tok_mem);
+	free(c.blk_mem);
+	return rc;
 }
 
 /* ------------------------------------------------------------------------
@@ -387,6 +424,7 @@ static void finish(struct eng_sched *s, struct eng_sched_model *sm,
 	p->text_len = (uint16_t)(nl + vl);
 	resp_put(s);
 	s->ctr[fc[why]]++;
+	sm->served++;
 	if (r->state == REQ_RUNNING) {
 		req_release_kv(sm, r);
 		queue_remove(sm->running, &sm->n_running, r->slot);
@@ -400,37 +438,77 @@ static void finish(struct eng_sched *s, struct eng_sched_model *sm,
  * Admission.
  */
 
+static const char *const route_label[] = {
+	[ENG_ROUTE_NONE] = "standby", [ENG_ROUTE_PRODUCTION] = "production",
+	[ENG_ROUTE_CANARY] = "canary",
+};
+
+/* A canary's share: the same request id from the same session always
+ * lands on the same side (a retried INFER too); splitmix64 finaliser. */
+static bool canary_pick(const struct dp_req_msg *m, uint32_t share)
+{
+	uint64_t h = m->request_id ^ ((uint64_t)m->sess_slot << 40) ^
+		     ((uint64_t)m->sess_gen << 20);
+
+	h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+	h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+	h ^= h >> 31;
+	return h % 100 < share;
+}
+
+/* Routed slots only (production, canary): a warm standby slot finishes
+ * what it has and takes nothing new.  A version (or label) in the request
+ * picks that slot; otherwise the name's production slot, or its canary
+ * for the canary's share of requests.  At most ENG_SCHED_MODELS_MAX
+ * entries, a few compares each. */
 static struct eng_sched_model *model_find(struct eng_sched *s,
-					  const struct dp_req_slot *q)
+					  const struct dp_req_slot *q,
+					  const struct dp_req_msg *m)
 {
 	const char *name = dp_req_str(q, q->model);
 	const char *ver = dp_req_str(q, q->version);
-	struct eng_sched_model *label_hit = NULL;
+	struct eng_sched_model *label_hit = NULL, *prod = NULL;
 
 	for (unsigned i = 0; i < s->n_models; i++) {
 		struct eng_sched_model *sm = s->models[i];
+		const char *lab;
 
-		if (sm->st.state != ENG_MODEL_READY)
+		if (!sm || sm->st.state != ENG_MODEL_READY ||
+		    sm->route == ENG_ROUTE_NONE)
 			continue;
 		if (q->f.model_id && q->f.model_id != sm->st.id)
 			continue;
 		if (q->model.len && (q->model.len != strlen(sm->st.name) ||
 				     memcmp(name, sm->st.name, q->model.len)))
 			continue;
+		lab = route_label[sm->route];
 		if (!q->version.len) {
-			if (!strcmp(sm->st.label, "production"))
-				return sm;
-			if (!label_hit)
+			if (sm->route == ENG_ROUTE_PRODUCTION && !prod)
+				prod = sm;
+			else if (!label_hit)
 				label_hit = sm;
 			continue;
 		}
 		if ((q->version.len == strlen(sm->st.version) &&
 		     !memcmp(ver, sm->st.version, q->version.len)) ||
-		    (q->version.len == strlen(sm->st.label) &&
-		     !memcmp(ver, sm->st.label, q->version.len)))
+		    (q->version.len == strlen(lab) &&
+		     !memcmp(ver, lab, q->version.len)))
 			return sm;
 	}
-	return q->version.len ? NULL : label_hit;
+	if (q->version.len)
+		return NULL;
+	if (prod) {
+		for (unsigned i = 0; i < s->n_models; i++) {
+			struct eng_sched_model *c = s->models[i];
+
+			if (c && c->route == ENG_ROUTE_CANARY &&
+			    c->st.state == ENG_MODEL_READY &&
+			    !strcmp(c->st.name, prod->st.name))
+				return canary_pick(m, c->share) ? c : prod;
+		}
+		return prod;
+	}
+	return label_hit;
 }
 
 static void sampler_params(const struct proto_infer *f,
@@ -466,7 +544,7 @@ static void handle_infer(struct eng_sched *s, const struct dp_req_msg *m)
 	r->sess_slot = m->sess_slot;
 	r->sess_gen = m->sess_gen;
 	r->request_id = m->request_id;
-	sm = model_find(s, q);
+	sm = model_find(s, q, m);
 	if (!sm) {
 		if (!s->ctr[ENG_SCHED_CTR_models_ready])
 			reject(s, r, PROTO_E_NOT_READY, 1000, "no model loaded",
@@ -665,20 +743,27 @@ static unsigned step_records_max(const struct eng_sched_model *sm)
 static void update_gauges(struct eng_sched *s)
 {
 	uint64_t qd = 0, run = 0, used = 0, fr = 0, cached = 0;
+	uint64_t kv[ENG_KVC_CTR__COUNT] = { 0 };
 
 	for (unsigned i = 0; i < s->n_models; i++) {
 		struct eng_sched_model *sm = s->models[i];
 		const uint64_t *kc;
 
-		if (sm->st.state != ENG_MODEL_READY)
+		if (!sm || sm->st.state != ENG_MODEL_READY)
 			continue;
 		qd += sm->n_waiting;
 		run += sm->n_running;
+		sm->st.inflight = sm->n_waiting + sm->n_running;
 		kc = eng_kvc_counters(sm->kv);
 		used += kc[ENG_KVC_CTR_blocks_used];
 		fr += kc[ENG_KVC_CTR_blocks_free];
 		cached += kc[ENG_KVC_CTR_blocks_cached];
+		for (unsigned k = 0; k < ENG_KVC_CTR__COUNT; k++)
+			kv[k] += kc[k];
 	}
+	/* every slot's KV manager, summed (a slot freed takes its share) */
+	for (unsigned k = 0; k < ENG_KVC_CTR__COUNT; k++)
+		__atomic_store_n(&s->kv_ctr[k], kv[k], __ATOMIC_RELAXED);
 	s->ctr[ENG_SCHED_CTR_waiting] = qd;
 	s->ctr[ENG_SCHED_CTR_running] = run;
 	s->ctr[ENG_SCHED_CTR_kv_blocks_used] = used;
@@ -968,6 +1053,163 @@ static unsigned model_step(struct eng_sched *s, struct eng_sched_model *sm)
 }
 
 /* ------------------------------------------------------------------------
+ * Loader commands (sched_priv.h): executed by the scheduler thread between
+ * two polls, or directly before the loop starts.
+ */
+
+/* After any route or table change: the gauge, and the engine state the
+ * dataplane reports (READY only with a routed model and no failed one). */
+static void routes_changed(struct eng_sched *s)
+{
+	unsigned routed = 0;
+
+	for (unsigned i = 0; i < s->n_models; i++) {
+		const struct eng_sched_model *sm = s->models[i];
+
+		if (sm && sm->st.state == ENG_MODEL_READY &&
+		    sm->route != ENG_ROUTE_NONE)
+			routed++;
+	}
+	s->ctr[ENG_SCHED_CTR_models_ready] = routed;
+	dp_rings_engine_state_set(s->rings, sched_ready(s, NULL, 0) ?
+				  PROTO_STATE_READY : PROTO_STATE_NOT_READY);
+}
+
+/* The flip: a new production slot of a name demotes the old one to NONE
+ * in the same instant; requests it admitted stay on it to their DONE. */
+static void route_set(struct eng_sched *s, struct eng_sched_model *sm,
+		      uint8_t route, uint32_t share)
+{
+	if (route == ENG_ROUTE_PRODUCTION) {
+		for (unsigned i = 0; i < s->n_models; i++) {
+			struct eng_sched_model *o = s->models[i];
+
+			if (o && o != sm && o->route == ENG_ROUTE_PRODUCTION &&
+			    !strcmp(o->st.name, sm->st.name))
+				o->route = ENG_ROUTE_NONE;
+		}
+	}
+	if (sm->route != route)
+		s->ctr[ENG_SCHED_CTR_route_changes]++;
+	sm->route = route;
+	sm->share = share;
+	sm->st.route = (enum eng_route)route;
+	sm->st.share = share;
+}
+
+void sched_cmd_exec(struct eng_sched *s, struct eng_sched_cmd *c)
+{
+	struct eng_sched_model *sm;
+	unsigned i;
+
+	s->ctr[ENG_SCHED_CTR_slot_cmds]++;
+	c->rc = 0;
+	switch (c->op) {
+	case SCHED_CMD_INSTALL:
+		sm = c->sm;
+		if (c->route == ENG_ROUTE_CANARY)
+			for (i = 0; i < s->n_models; i++)
+				if (s->models[i] && s->models[i]->route == ENG_ROUTE_CANARY &&
+				    !strcmp(s->models[i]->st.name, sm->st.name)) {
+					c->rc = -EEXIST;
+					return;
+				}
+		for (i = 0; i < ENG_SCHED_MODELS_MAX && s->models[i]; i++)
+			;
+		if (i == ENG_SCHED_MODELS_MAX) {
+			c->rc = -ENOSPC;
+			return;
+		}
+		sm->index = i;
+		sm->st.id = i + 1;
+		sm->route = ENG_ROUTE_NONE;
+		__atomic_store_n(&s->models[i], sm, __ATOMIC_RELEASE);
+		if (i >= s->n_models)
+			s->n_models = i + 1;
+		c->index = i;
+		route_set(s, sm, c->route, c->share);
+		break;
+	case SCHED_CMD_ROUTE:
+		sm = c->index < s->n_models ? s->models[c->index] : NULL;
+		if (!sm) {
+			c->rc = -ENOENT;
+			return;
+		}
+		if (sm->st.state != ENG_MODEL_READY) {
+			c->rc = -EINVAL;
+			return;
+		}
+		route_set(s, sm, c->route, c->share);
+		break;
+	case SCHED_CMD_DETACH:
+		sm = c->index < s->n_models ? s->models[c->index] : NULL;
+		if (!sm) {
+			c->rc = -ENOENT;
+			return;
+		}
+		if (sm->route != ENG_ROUTE_NONE) {
+			c->rc = -EPERM;
+			return;
+		}
+		if (sm->n_waiting || sm->n_running) {
+			c->rc = -EBUSY;
+			return;
+		}
+		__atomic_store_n(&s->models[c->index], NULL, __ATOMIC_RELEASE);
+		while (s->n_models && !s->models[s->n_models - 1])
+			s->n_models--;
+		c->sm = sm;
+		break;
+	case SCHED_CMD_TOKCAP: {
+		uint32_t *om = s->tok_mem, *ob = s->blk_mem;
+
+		/* Request slots point into these arrays: swap them only while
+		 * none is in flight (the loader retries). */
+		for (i = 0; i < s->rings->n_slots; i++)
+			if (s->reqs[i].state != REQ_FREE) {
+				c->rc = -EBUSY;
+				return;
+			}
+		s->tok_mem = c->tok_mem;
+		s->blk_mem = c->blk_mem;
+		s->tok_cap = c->tok_cap;
+		s->blk_cap = c->blk_cap;
+		for (i = 0; i < s->rings->n_slots; i++) {
+			s->reqs[i].toks = s->tok_mem + (size_t)i * s->tok_cap;
+			eng_kvc_seq_init(&s->reqs[i].kseq,
+					 s->blk_mem + (size_t)i * s->blk_cap, s->blk_cap);
+		}
+		c->tok_mem = om;
+		c->blk_mem = ob;
+		break;
+	}
+	default:
+		c->rc = -EINVAL;
+		return;
+	}
+	routes_changed(s);
+}
+
+int sched_cmd_run(struct eng_sched *s, struct eng_sched_cmd *c)
+{
+	const struct timespec nap = { 0, 50000 };
+
+	c->done = 0;
+	c->rc = 0;
+	if (!s->started) {
+		sched_cmd_exec(s, c);
+		return c->rc;
+	}
+	__atomic_store_n(&s->cmd, c, __ATOMIC_RELEASE);
+	dp_wake_kick(&s->rings->wake_sched);
+	/* The scheduler takes it within one poll (at most one step, or its
+	 * idle sleep); the loader, not the scheduler, waits. */
+	while (!__atomic_load_n(&c->done, __ATOMIC_ACQUIRE))
+		nanosleep(&nap, NULL);
+	return c->rc;
+}
+
+/* ------------------------------------------------------------------------
  * The loop.
  */
 
@@ -977,6 +1219,16 @@ static unsigned sched_poll(struct eng_sched *s)
 	unsigned n = 0, work = 0;
 
 	s->ctr[ENG_SCHED_CTR_polls]++;
+	/* A loader command (install, route flip, detach): between two polls,
+	 * bounded (a scan of ENG_SCHED_MODELS_MAX entries), never blocking. */
+	if (unlikely(__atomic_load_n(&s->cmd, __ATOMIC_ACQUIRE) != NULL)) {
+		struct eng_sched_cmd *c = s->cmd;
+
+		sched_cmd_exec(s, c);
+		__atomic_store_n(&s->cmd, NULL, __ATOMIC_RELAXED);
+		__atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
+		work++;
+	}
 	/* A record makes at most FINISH_RECORDS_MAX responses (CANCEL: ACK,
 	 * the stream's last chunks, DONE): take records only while they fit. */
 	while (n < s->cfg.burst && resp_room(s) >= FINISH_RECORDS_MAX &&
@@ -1000,7 +1252,7 @@ static unsigned sched_poll(struct eng_sched *s)
 		}
 	}
 	for (unsigned i = 0; i < s->n_models; i++)
-		if (s->models[i]->st.state == ENG_MODEL_READY)
+		if (s->models[i] && s->models[i]->st.state == ENG_MODEL_READY)
 			work += model_step(s, s->models[i]);
 	if (n || work)
 		update_gauges(s);
@@ -1041,7 +1293,8 @@ static void *sched_thread(void *arg)
 
 			/* Asleep until the dataplane kicks (or the timeout). */
 			dp_wake_prepare(w);
-			if (!dp_req_pending(s->rings)) {
+			if (!dp_req_pending(s->rings) &&
+			    !__atomic_load_n(&s->cmd, __ATOMIC_ACQUIRE)) {
 				s->ctr[ENG_SCHED_CTR_idle_sleeps]++;
 				woke = ppoll(&p, 1, &ts, NULL) > 0;
 			}

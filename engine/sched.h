@@ -35,8 +35,12 @@
 #include "../dataplane/ring.h"
 #include "../tools/lib/counters.h"
 
-/* Models one scheduler serves at most (versions of one name included). */
-#define ENG_SCHED_MODELS_MAX 4
+/* Model slots of one scheduler at most (versions of one name included: a
+ * hot swap holds the serving slot, the warm rollback slot and, briefly, a
+ * draining one of the same name). */
+#define ENG_SCHED_MODELS_MAX 8
+/* Device indices a model config may name ("device"; CUDA ordinals). */
+#define ENG_SCHED_DEVICES_MAX 8
 #define ENG_SCHED_NAME_LEN 64
 #define ENG_SCHED_VERSION_LEN 32
 #define ENG_SCHED_LABEL_LEN 32
@@ -89,7 +93,28 @@
 	X(kv_blocks_used, "gauge: KV blocks referenced by requests")        \
 	X(kv_blocks_free, "gauge: KV blocks on the free list (not the cached)") \
 	X(kv_blocks_cached, "gauge: free KV blocks kept for prefix hits")   \
-	X(models_ready, "gauge: models routed")
+	X(models_ready, "gauge: model slots routed (production or canary)") \
+	X(route_changes, "route flips done between two polls (swap, rollback)") \
+	X(slot_cmds, "model slot commands from the loader (install, route, detach)")
+
+/*
+ * Counters of the "model" block: runtime model management, written by the
+ * one loader thread (velod's), read racily like the others.
+ */
+#define foreach_eng_model_counter(X)                                          \
+	X(loads, "model slots loaded and self-tested at run time")            \
+	X(load_failures, "loads refused (image, tokenizer, backend, self-test)") \
+	X(swaps, "swaps: the route of a name flipped to another slot")        \
+	X(rollbacks, "rollbacks: the route flipped back to the warm slot")    \
+	X(confirms, "swaps confirmed (the warm rollback slot released)")      \
+	X(unloads, "model slots freed (drained first)")
+
+enum eng_model_ctr {
+#define X(name, help) ENG_MODEL_CTR_##name,
+	foreach_eng_model_counter(X)
+#undef X
+	ENG_MODEL_CTR__COUNT
+};
 
 enum eng_sched_ctr {
 #define X(name, help) ENG_SCHED_CTR_##name,
@@ -146,6 +171,23 @@ struct eng_sched_model_config {
 	uint32_t step_tokens_max;	/* tokens per step (chunked prefill) */
 	uint32_t threads;		/* backend workers; 0: backend default */
 	uint32_t queue_max;		/* waiting requests; 0: seqs_max * 4 */
+	uint32_t device;		/* device index (< ENG_SCHED_DEVICES_MAX):
+					 * the CUDA ordinal; CPU: a label (each
+					 * CPU slot has its own worker pool) */
+	uint32_t share;			/* canary: percent of admissions 1..99 */
+};
+
+/*
+ * How a slot takes new requests.  NONE: loaded and warm but unrouted (the
+ * rollback slot after a swap, or draining before an unload): it finishes
+ * the requests it already has and admits none.  A name has at most one
+ * PRODUCTION slot; a CANARY slot of the same name takes a deterministic
+ * share of its admissions (by a hash of request id and session).
+ */
+enum eng_route {
+	ENG_ROUTE_NONE = 0,
+	ENG_ROUTE_PRODUCTION,
+	ENG_ROUTE_CANARY,
 };
 
 enum eng_model_state {
@@ -173,6 +215,11 @@ struct eng_sched_model_status {
 	double load_s, selftest_s;
 	double prefill_us_per_token, decode_us_per_step;	/* EWMA */
 	uint32_t ka_prompt, ka_expect;	/* self-test sizes */
+	uint32_t device;
+	enum eng_route route;		/* snapshot (the scheduler owns it) */
+	uint32_t share;			/* canary percent */
+	uint32_t inflight;		/* waiting + running (snapshot) */
+	uint64_t served;		/* DONE records this slot sent */
 };
 
 struct eng_sched {
@@ -186,13 +233,33 @@ struct eng_sched {
 	uint32_t blk_cap;
 	uint64_t order;			/* admissions so far */
 	unsigned sent;			/* responses this poll */
+	/* Slot table: index = catalogue id - 1; NULL entries are free.  The
+	 * scheduler thread writes entries (install, detach: loader commands
+	 * executed between two polls); status readers hold slots_lock, which
+	 * the loader holds around every command that changes the table and
+	 * around freeing a slot, so a snapshot never reads freed memory.  The
+	 * scheduler never takes it. */
 	struct eng_sched_model *models[ENG_SCHED_MODELS_MAX];
-	unsigned n_models;
+	unsigned n_models;		/* entries in use up to this index */
+	pthread_mutex_t slots_lock;
+	struct eng_sched_cmd *cmd;	/* loader -> scheduler mailbox (atomic) */
+	uint64_t kv_ctr[32];		/* "kv" block: sum over the slots */
+	/* Backend instances shared by the slots of one device (backends
+	 * whose contract allows loading beside a running model: CUDA).  The
+	 * CPU backend gets one instance per slot instead (its own worker
+	 * pool), so a self-test never shares a pool with the scheduler.
+	 * Loader thread only. */
+	struct {
+		const struct eng_backend_ops *ops;
+		struct eng_backend *be;
+		unsigned users;
+	} dev[ENG_SCHED_DEVICES_MAX];
 	unsigned idle;
 	int stop;			/* atomic */
 	bool started;
 	pthread_t thread;
 	uint64_t ctr[ENG_SCHED_CTR__COUNT];
+	uint64_t mctr[ENG_MODEL_CTR__COUNT];	/* loader thread's */
 	struct eng_sched_hist hist[ENG_SCHED_HIST__COUNT];
 	bool registered;
 };
@@ -221,13 +288,76 @@ int eng_sched_model_load(struct eng_sched *s,
 			 const struct eng_sched_model_config *mc, char *err,
 			 size_t errlen);
 
-/* Models in the table (routed or not). */
+/* Upper bound of the table's indices in use (entries may be free). */
 unsigned eng_sched_model_count(const struct eng_sched *s);
-/* Snapshot of model @i (< count).  Return: 0 or -ENOENT. */
-int eng_sched_model_status(const struct eng_sched *s, unsigned i,
+/* Snapshot of slot @i (< count); safe from any thread but the scheduler's
+ * (takes slots_lock).  Return: 0, or -ENOENT for a free entry. */
+int eng_sched_model_status(struct eng_sched *s, unsigned i,
 			   struct eng_sched_model_status *st);
 /* True when at least one model is routed and none failed. */
 bool eng_sched_ready(const struct eng_sched *s, char *why, size_t whylen);
+
+/*
+ * Runtime model management (hot swap, docs/mgmt.md).  Called by ONE loader
+ * thread, never the scheduler's, whether the loop runs or not.  Loading is
+ * done entirely on the caller's thread; the scheduler only takes a ready
+ * slot or changes a route between two polls, through a single-slot
+ * lock-free mailbox (eng_sched.cmd: the loader stores a command with
+ * release order, the scheduler executes it at the top of its next poll —
+ * bounded, no allocation, no lock — and stores "done"; the loader waits by
+ * sleeping 50 us at a time).  Requests admitted to a slot stay on it to
+ * their DONE (which names that slot's version), so a flip never moves a
+ * request between versions.
+ */
+
+/*
+ * eng_sched_slot_load() - open (FULL verify), tokenizer, backend instance,
+ * model, known-answer self-test and KV cache of one slot, on the calling
+ * thread; not routed yet.  The scheduler's per-request token arrays grow
+ * if the model needs more (only while no request is in flight: -EBUSY).
+ * @out: the ready slot, to be installed or freed.
+ * Return: 0, or as eng_sched_model_load() (nothing kept on failure).
+ */
+int eng_sched_slot_load(struct eng_sched *s,
+			const struct eng_sched_model_config *mc,
+			struct eng_sched_model **out, char *err, size_t errlen);
+/*
+ * eng_sched_slot_install() - hand a loaded slot to the scheduler with
+ * @route.  PRODUCTION flips the name's route at once: its previous
+ * production slot becomes NONE (warm, finishing its requests).
+ * @share: a canary's percent of admissions (1..99).
+ * @index: the table index it got (its catalogue id - 1).
+ * Return: 0, -ENOSPC (table full), -EEXIST (a canary of that name exists).
+ */
+int eng_sched_slot_install(struct eng_sched *s, struct eng_sched_model *sm,
+			   enum eng_route route, uint32_t share, unsigned *index);
+/* The loader's view of a slot it loaded or holds (names, sizes, times);
+ * route, inflight and served there are not kept current. */
+const struct eng_sched_model_status *
+eng_sched_slot_status(const struct eng_sched_model *sm);
+/*
+ * eng_sched_slot_route() - change the route of slot @index (a flip: to
+ * PRODUCTION demotes the name's current production slot to NONE).
+ * Return: 0, -ENOENT (no such slot), -EINVAL (not ready).
+ */
+int eng_sched_slot_route(struct eng_sched *s, unsigned index,
+			 enum eng_route route, uint32_t share);
+/*
+ * eng_sched_slot_detach() - take unrouted slot @index out of the table once
+ * it has no request left; the caller then frees it.
+ * Return: 0; -EBUSY while requests are in flight on it (try again later),
+ * -EPERM when it is routed, -ENOENT.
+ */
+int eng_sched_slot_detach(struct eng_sched *s, unsigned index,
+			  struct eng_sched_model **out);
+/* Free a detached (or never installed) slot: KV, model, backend, image. */
+void eng_sched_slot_free(struct eng_sched *s, struct eng_sched_model *sm);
+/* Read by the loader (the only thread that changes them, through commands). */
+enum eng_route eng_sched_slot_route_get(const struct eng_sched *s, unsigned index);
+/* Index of the slot of @name with @version (NULL: any) and @route (-1: any),
+ * or -1.  Loader thread (or before start). */
+int eng_sched_slot_find(const struct eng_sched *s, const char *name,
+			const char *version, int route);
 
 /* One iteration (tests call it directly).  Returns the work done (records
  * handled + steps run); 0 means idle. */

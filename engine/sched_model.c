@@ -132,17 +132,32 @@ int sched_model_selftest(struct eng_sched_model *sm, char *err, size_t errlen)
 	return 0;
 }
 
-static void model_free(struct eng_sched_model *sm)
+/* Drop this slot's use of its backend instance: its own (CPU) is torn
+ * down, a device's shared one when its last slot goes. */
+static void backend_put(struct eng_sched *s, struct eng_sched_model *sm)
 {
-	if (sm->kv_registered)
-		ctr_block_unregister(eng_kvc_counters(sm->kv));
-	sm->kv_registered = false;
+	if (!sm->be)
+		return;
+	if (sm->own_be) {
+		if (sm->ops->fini)
+			sm->ops->fini(sm->be);
+	} else if (s && sm->dev < ENG_SCHED_DEVICES_MAX &&
+		   s->dev[sm->dev].be == sm->be && !--s->dev[sm->dev].users) {
+		if (sm->ops->fini)
+			sm->ops->fini(sm->be);
+		s->dev[sm->dev].be = NULL;
+		s->dev[sm->dev].ops = NULL;
+	}
+	sm->be = NULL;
+}
+
+static void model_free(struct eng_sched *s, struct eng_sched_model *sm)
+{
 	if (sm->kv)
 		eng_kvc_fini(sm->kv);
 	if (sm->bm)
 		sm->ops->model_unload(sm->bm);
-	if (sm->be && sm->ops->fini)
-		sm->ops->fini(sm->be);
+	backend_put(s, sm);
 	eng_tok_free(sm->tok);
 	eng_image_close(sm->img);
 	free(sm->seq_in);
@@ -169,15 +184,71 @@ void sched_model_destroy(struct eng_sched_model *sm)
 {
 	if (!sm)
 		return;
-	model_free(sm);
+	model_free(NULL, sm);
 	free(sm);
+}
+
+void eng_sched_slot_free(struct eng_sched *s, struct eng_sched_model *sm)
+{
+	if (!sm)
+		return;
+	/* status readers never see it half freed */
+	pthread_mutex_lock(&s->slots_lock);
+	model_free(s, sm);
+	pthread_mutex_unlock(&s->slots_lock);
+	free(sm);
+}
+
+/*
+ * The backend instance a slot runs on.  CPU: its own instance (its own
+ * worker pool of mc->threads), so that the loader thread's model_load and
+ * self-test never share a pool with the scheduler thread stepping another
+ * slot: that is how a new version loads "beside" the old one on the same
+ * CPU device.  Other backends (CUDA): one instance per device index,
+ * shared by the slots on it; their contract (backend.h) allows a load and
+ * self-test on the loader thread while the scheduler steps another model
+ * of the same instance.
+ */
+static int backend_get(struct eng_sched *s, struct eng_sched_model *sm,
+		       const struct eng_sched_model_config *mc, char *err,
+		       size_t errlen)
+{
+	struct eng_backend_budget bb = { 0 };
+	int rc;
+
+	bb.cpu.threads = mc->threads;
+	bb.device = (int)mc->device;
+	sm->dev = mc->device;
+	if (sm->ops == &eng_cpu_ops || !IS_ENABLED(CONFIG_ENGINE_CPU)) {
+		sm->own_be = true;
+		rc = sm->ops->init(&bb, &sm->be);
+		if (rc)
+			snprintf(err, errlen, "backend init: %s", strerror(-rc));
+		return rc;
+	}
+	if (s->dev[mc->device].be && s->dev[mc->device].ops != sm->ops) {
+		snprintf(err, errlen, "device %u runs backend %s", mc->device,
+			 s->dev[mc->device].ops->name);
+		return -EBUSY;
+	}
+	if (!s->dev[mc->device].be) {
+		rc = sm->ops->init(&bb, &s->dev[mc->device].be);
+		if (rc) {
+			snprintf(err, errlen, "backend %s init on device %u: %s",
+				 sm->ops->name, mc->device, strerror(-rc));
+			return rc;
+		}
+		s->dev[mc->device].ops = sm->ops;
+	}
+	s->dev[mc->device].users++;
+	sm->be = s->dev[mc->device].be;
+	return 0;
 }
 
 static int model_load(struct eng_sched *s, struct eng_sched_model *sm,
 		      const struct eng_sched_model_config *mc, char *err,
 		      size_t errlen)
 {
-	struct eng_backend_budget bb = { 0 };
 	struct eng_be_model_info info;
 	struct eng_kvc_config kc;
 	uint64_t t0 = clock_mono_ns(), t1;
@@ -204,6 +275,11 @@ static int model_load(struct eng_sched *s, struct eng_sched_model *sm,
 		snprintf(err, errlen, "unknown backend '%s' (this build has: cpu%s)",
 			 mc->backend, IS_ENABLED(CONFIG_ENGINE_CUDA) ? ", cuda" : "");
 		return -ENOTSUP;
+	}
+	if (mc->device >= ENG_SCHED_DEVICES_MAX) {
+		snprintf(err, errlen, "device %u: at most %d devices", mc->device,
+			 ENG_SCHED_DEVICES_MAX);
+		return -EINVAL;
 	}
 	if (!mc->kv_blocks || !mc->seqs_max || !mc->step_tokens_max ||
 	    mc->seqs_max > 4096 || mc->step_tokens_max > (1u << 20)) {
@@ -235,12 +311,9 @@ static int model_load(struct eng_sched *s, struct eng_sched_model *sm,
 		rc = -errno ?: -EINVAL;
 		return rc;
 	}
-	bb.cpu.threads = mc->threads;
-	rc = sm->ops->init(&bb, &sm->be);
-	if (rc) {
-		snprintf(err, errlen, "backend init: %s", strerror(-rc));
+	rc = backend_get(s, sm, mc, err, errlen);
+	if (rc)
 		return rc;
-	}
 	B = mc->kv_block_tokens ? mc->kv_block_tokens : ENG_KV_BLOCK_TOKENS_DEFAULT;
 	S = MIN(mc->kv_blocks, eng_kv_blocks_for(sm->m->cfg.max_seq ?
 						 sm->m->cfg.max_seq : 1u << 20, B));
@@ -264,7 +337,10 @@ static int model_load(struct eng_sched *s, struct eng_sched_model *sm,
 	sm->queue_max = mc->queue_max ? mc->queue_max : mc->seqs_max * 4;
 	rc = sched_tok_cap_ensure(s, sm->ctx_max + 1, S);
 	if (rc) {
-		snprintf(err, errlen, "out of memory (token arrays)");
+		snprintf(err, errlen, rc == -EBUSY ?
+			 "token arrays must grow for this context and requests "
+			 "stay in flight: try again when idle" :
+			 "out of memory (token arrays)");
 		return rc;
 	}
 
@@ -300,13 +376,63 @@ static int model_load(struct eng_sched *s, struct eng_sched_model *sm,
 		snprintf(err, errlen, "KV cache: %s", strerror(errno));
 		return rc;
 	}
-	/* the first model's KV manager counters as block "kv" */
-	if (s->registered && !s->n_models &&
-	    !ctr_block_register("kv", eng_kvc_ctr_desc,
-				(uint64_t *)eng_kvc_counters(sm->kv),
-				ENG_KVC_CTR__COUNT))
-		sm->kv_registered = true;
 	sm->st.load_s = (double)(clock_mono_ns() - t0) / 1e9;
+	return 0;
+}
+
+/* A fresh slot entry from @mc (names and sizes for status, even when the
+ * load then fails). */
+static struct eng_sched_model *slot_new(const struct eng_sched_model_config *mc)
+{
+	struct eng_sched_model *sm = calloc(1, sizeof(*sm));
+
+	if (!sm)
+		return NULL;
+	snprintf(sm->st.label, sizeof(sm->st.label), "%s",
+		 mc->label && *mc->label ? mc->label : "production");
+	snprintf(sm->st.image, sizeof(sm->st.image), "%s", mc->image ? mc->image : "");
+	snprintf(sm->st.name, sizeof(sm->st.name), "%s", mc->name ? mc->name : "");
+	sm->st.kv_blocks = mc->kv_blocks;
+	sm->st.kv_block_tokens = mc->kv_block_tokens ? mc->kv_block_tokens :
+				 ENG_KV_BLOCK_TOKENS_DEFAULT;
+	sm->st.seqs_max = mc->seqs_max;
+	sm->st.step_tokens_max = mc->step_tokens_max;
+	sm->st.device = mc->device;
+	sm->share = mc->share;
+	return sm;
+}
+
+/* Load @sm; on failure its resources are released and the reason kept. */
+static int slot_load(struct eng_sched *s, struct eng_sched_model *sm,
+		     const struct eng_sched_model_config *mc, char *err,
+		     size_t errlen)
+{
+	int rc;
+
+	err[0] = 0;
+	rc = model_load(s, sm, mc, err, errlen);
+	if (rc) {
+		if (!*err)
+			snprintf(err, errlen, "%s", strerror(-rc));
+		snprintf(sm->st.why, sizeof(sm->st.why), "%s", err);
+		sm->st.state = ENG_MODEL_FAILED;
+		LOG_E(eng, "model %s (%s): not routed: %s", sm->st.name,
+		      sm->st.image, err);
+		model_free(s, sm);	/* keep the entry, release the resources */
+		return rc;
+	}
+	sm->st.state = ENG_MODEL_READY;
+	sm->st.vocab = sm->vocab;
+	sm->st.ctx_max = sm->ctx_max;
+	sm->st.prefill_us_per_token = sm->prefill_ns_tok / 1e3;
+	sm->st.decode_us_per_step = sm->decode_ns_step / 1e3;
+	LOG_I(eng, "model %s %s loaded on device %u: self-test passed "
+	      "(%u-token prompt, %u tokens) in %.3f s; load %.3f s; "
+	      "prefill %.1f us/token, decode %.1f us/step",
+	      sm->st.name, sm->st.version, sm->st.device,
+	      sm->st.ka_prompt, sm->st.ka_expect, sm->st.selftest_s,
+	      sm->st.load_s, sm->st.prefill_us_per_token,
+	      sm->st.decode_us_per_step);
 	return 0;
 }
 
@@ -315,6 +441,7 @@ int eng_sched_model_load(struct eng_sched *s,
 			 size_t errlen)
 {
 	struct eng_sched_model *sm;
+	struct eng_sched_cmd c = { .op = SCHED_CMD_INSTALL };
 	int rc;
 
 	err[0] = 0;
@@ -326,84 +453,166 @@ int eng_sched_model_load(struct eng_sched *s,
 		snprintf(err, errlen, "at most %d models", ENG_SCHED_MODELS_MAX);
 		return -ENOSPC;
 	}
-	sm = calloc(1, sizeof(*sm));
+	sm = slot_new(mc);
 	if (!sm) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	sm->index = s->n_models;
-	sm->st.id = s->n_models + 1;
-	snprintf(sm->st.label, sizeof(sm->st.label), "%s",
-		 mc->label && *mc->label ? mc->label : "production");
-	snprintf(sm->st.image, sizeof(sm->st.image), "%s", mc->image ? mc->image : "");
-	snprintf(sm->st.name, sizeof(sm->st.name), "%s", mc->name ? mc->name : "");
-	sm->st.kv_blocks = mc->kv_blocks;
-	sm->st.kv_block_tokens = mc->kv_block_tokens ? mc->kv_block_tokens :
-				 ENG_KV_BLOCK_TOKENS_DEFAULT;
-	sm->st.seqs_max = mc->seqs_max;
-	sm->st.step_tokens_max = mc->step_tokens_max;
-	rc = model_load(s, sm, mc, err, errlen);
-	if (rc) {
-		if (!*err)
-			snprintf(err, errlen, "%s", strerror(-rc));
-		snprintf(sm->st.why, sizeof(sm->st.why), "%s", err);
-		sm->st.state = ENG_MODEL_FAILED;
-		LOG_E(eng, "model %s (%s): not routed: %s", sm->st.name,
-		      sm->st.image, err);
-		model_free(sm);	/* keep the entry, release the resources */
-	} else {
-		sm->st.state = ENG_MODEL_READY;
-		sm->st.vocab = sm->vocab;
-		sm->st.ctx_max = sm->ctx_max;
-		sm->st.prefill_us_per_token = sm->prefill_ns_tok / 1e3;
-		sm->st.decode_us_per_step = sm->decode_ns_step / 1e3;
-		LOG_I(eng, "model %s %s routed (id %u, label %s): self-test passed "
-		      "(%u-token prompt, %u tokens) in %.3f s; load %.3f s; "
-		      "prefill %.1f us/token, decode %.1f us/step",
-		      sm->st.name, sm->st.version, sm->st.id, sm->st.label,
-		      sm->st.ka_prompt, sm->st.ka_expect, sm->st.selftest_s,
-		      sm->st.load_s, sm->st.prefill_us_per_token,
-		      sm->st.decode_us_per_step);
+	rc = slot_load(s, sm, mc, err, errlen);
+	/* A model that failed stays in the table (unrouted) with its
+	 * reason, so that status commands show it. */
+	c.sm = sm;
+	c.route = rc ? ENG_ROUTE_NONE :
+		  !strcmp(sm->st.label, "canary") ? ENG_ROUTE_CANARY :
+		  ENG_ROUTE_PRODUCTION;
+	c.share = mc->share;
+	sched_cmd_exec(s, &c);
+	if (c.rc) {
+		snprintf(err, errlen, "%s", strerror(-c.rc));
+		sched_model_destroy(sm);
+		return c.rc;
 	}
-	s->models[s->n_models++] = sm;
-	if (sm->st.state == ENG_MODEL_READY) {
-		s->ctr[ENG_SCHED_CTR_models_ready]++;
-		if (eng_sched_ready(s, NULL, 0))
-			dp_rings_engine_state_set(s->rings, PROTO_STATE_READY);
-	}
+	if (!rc)
+		LOG_I(eng, "model %s %s routed (id %u, %s)", sm->st.name,
+		      sm->st.version, sm->st.id,
+		      c.route == ENG_ROUTE_CANARY ? "canary" : "production");
 	return rc;
+}
+
+int eng_sched_slot_load(struct eng_sched *s,
+			const struct eng_sched_model_config *mc,
+			struct eng_sched_model **out, char *err, size_t errlen)
+{
+	struct eng_sched_model *sm = slot_new(mc);
+	int rc;
+
+	*out = NULL;
+	if (!sm) {
+		snprintf(err, errlen, "out of memory");
+		s->mctr[ENG_MODEL_CTR_load_failures]++;
+		return -ENOMEM;
+	}
+	rc = slot_load(s, sm, mc, err, errlen);
+	if (rc) {
+		free(sm);
+		s->mctr[ENG_MODEL_CTR_load_failures]++;
+		return rc;
+	}
+	s->mctr[ENG_MODEL_CTR_loads]++;
+	*out = sm;
+	return 0;
+}
+
+const struct eng_sched_model_status *
+eng_sched_slot_status(const struct eng_sched_model *sm)
+{
+	return &sm->st;
+}
+
+int eng_sched_slot_install(struct eng_sched *s, struct eng_sched_model *sm,
+			   enum eng_route route, uint32_t share, unsigned *index)
+{
+	struct eng_sched_cmd c = { .op = SCHED_CMD_INSTALL, .sm = sm,
+				   .route = (uint8_t)route, .share = share };
+	int rc;
+
+	pthread_mutex_lock(&s->slots_lock);
+	rc = sched_cmd_run(s, &c);
+	pthread_mutex_unlock(&s->slots_lock);
+	if (!rc && index)
+		*index = c.index;
+	return rc;
+}
+
+int eng_sched_slot_route(struct eng_sched *s, unsigned index,
+			 enum eng_route route, uint32_t share)
+{
+	struct eng_sched_cmd c = { .op = SCHED_CMD_ROUTE, .index = index,
+				   .route = (uint8_t)route, .share = share };
+
+	return sched_cmd_run(s, &c);
+}
+
+int eng_sched_slot_detach(struct eng_sched *s, unsigned index,
+			  struct eng_sched_model **out)
+{
+	struct eng_sched_cmd c = { .op = SCHED_CMD_DETACH, .index = index };
+	int rc;
+
+	pthread_mutex_lock(&s->slots_lock);
+	rc = sched_cmd_run(s, &c);
+	pthread_mutex_unlock(&s->slots_lock);
+	*out = rc ? NULL : c.sm;
+	return rc;
+}
+
+enum eng_route eng_sched_slot_route_get(const struct eng_sched *s, unsigned index)
+{
+	const struct eng_sched_model *sm = index < s->n_models ? s->models[index] : NULL;
+
+	return sm ? (enum eng_route)__atomic_load_n(&sm->route, __ATOMIC_ACQUIRE) :
+		    ENG_ROUTE_NONE;
+}
+
+int eng_sched_slot_find(const struct eng_sched *s, const char *name,
+			const char *version, int route)
+{
+	for (unsigned i = 0; i < s->n_models; i++) {
+		const struct eng_sched_model *sm = s->models[i];
+
+		if (!sm || strcmp(sm->st.name, name) ||
+		    (version && strcmp(sm->st.version, version)) ||
+		    (route >= 0 && sm->route != route))
+			continue;
+		return (int)i;
+	}
+	return -1;
 }
 
 unsigned eng_sched_model_count(const struct eng_sched *s)
 {
-	return s->n_models;
+	return __atomic_load_n(&s->n_models, __ATOMIC_ACQUIRE);
 }
 
-int eng_sched_model_status(const struct eng_sched *s, unsigned i,
+int eng_sched_model_status(struct eng_sched *s, unsigned i,
 			   struct eng_sched_model_status *st)
 {
 	const struct eng_sched_model *sm;
+	int rc = -ENOENT;
 
-	if (i >= s->n_models)
-		return -ENOENT;
-	sm = s->models[i];
-	*st = sm->st;
-	if (sm->st.state == ENG_MODEL_READY) {
-		st->prefill_us_per_token = sm->prefill_ns_tok / 1e3;
-		st->decode_us_per_step = sm->decode_ns_step / 1e3;
+	pthread_mutex_lock(&s->slots_lock);
+	sm = i < ENG_SCHED_MODELS_MAX ?
+	     __atomic_load_n(&s->models[i], __ATOMIC_ACQUIRE) : NULL;
+	if (sm) {
+		/* a snapshot: the scheduler updates the gauges as it runs */
+		*st = sm->st;
+		st->route = (enum eng_route)sm->route;
+		st->share = sm->share;
+		st->served = __atomic_load_n(&sm->served, __ATOMIC_RELAXED);
+		if (sm->st.state == ENG_MODEL_READY) {
+			st->prefill_us_per_token = sm->prefill_ns_tok / 1e3;
+			st->decode_us_per_step = sm->decode_ns_step / 1e3;
+		}
+		rc = 0;
 	}
-	return 0;
+	pthread_mutex_unlock(&s->slots_lock);
+	return rc;
 }
 
-bool eng_sched_ready(const struct eng_sched *s, char *why, size_t whylen)
+/* Ready: a routed slot and no failed one.  The scheduler's own view (no
+ * lock: it owns the table). */
+bool sched_ready(const struct eng_sched *s, char *why, size_t whylen)
 {
 	unsigned ready = 0;
 
 	for (unsigned i = 0; i < s->n_models; i++) {
 		const struct eng_sched_model *sm = s->models[i];
 
+		if (!sm)
+			continue;
 		if (sm->st.state == ENG_MODEL_READY) {
-			ready++;
+			if (sm->route != ENG_ROUTE_NONE)
+				ready++;
 		} else {
 			if (why)
 				snprintf(why, whylen, "model %s: %s", sm->st.name,
@@ -412,6 +621,17 @@ bool eng_sched_ready(const struct eng_sched *s, char *why, size_t whylen)
 		}
 	}
 	if (!ready && why)
-		snprintf(why, whylen, "no model configured");
+		snprintf(why, whylen, "no model routed");
 	return ready > 0;
+}
+
+bool eng_sched_ready(const struct eng_sched *s, char *why, size_t whylen)
+{
+	struct eng_sched *w = (struct eng_sched *)s;	/* the lock only */
+	bool ok;
+
+	pthread_mutex_lock(&w->slots_lock);
+	ok = sched_ready(s, why, whylen);
+	pthread_mutex_unlock(&w->slots_lock);
+	return ok;
 }

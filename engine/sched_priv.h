@@ -28,6 +28,12 @@ struct eng_kvc;
 struct eng_sched_model {
 	struct eng_sched_model_status st;	/* names, state, sizes */
 	unsigned index;
+	/* owned by the scheduler thread once installed (loader commands) */
+	uint8_t route;				/* enum eng_route */
+	uint32_t share;				/* canary percent */
+	uint64_t served;			/* DONE records sent */
+	bool own_be;				/* be is this slot's own instance */
+	unsigned dev;				/* device index */
 	struct eng_image *img;
 	const struct eng_model *m;
 	struct eng_tokenizer *tok;		/* used by the scheduler thread only */
@@ -36,7 +42,6 @@ struct eng_sched_model {
 	struct eng_be_model *bm;
 	struct eng_model_budget budget;
 	struct eng_kvc *kv;
-	bool kv_registered;
 	uint32_t vocab;
 	uint32_t ctx_max;
 	uint32_t queue_max;
@@ -55,7 +60,34 @@ struct eng_sched_model {
 	uint32_t n_running;
 };
 
+/* Loader -> scheduler commands (one at a time: eng_sched.cmd). */
+enum sched_cmd_op {
+	SCHED_CMD_INSTALL = 1,	/* sm with route; index out */
+	SCHED_CMD_ROUTE,	/* index, route, share */
+	SCHED_CMD_DETACH,	/* index; sm out */
+	SCHED_CMD_TOKCAP,	/* swap in larger token / block arrays */
+};
+
+struct eng_sched_cmd {
+	int op;
+	struct eng_sched_model *sm;
+	unsigned index;
+	uint8_t route;
+	uint32_t share;
+	uint32_t *tok_mem, *blk_mem;	/* TOKCAP: new arrays; the old back */
+	uint32_t tok_cap, blk_cap;
+	int rc;
+	int done;			/* atomic: set last by the scheduler */
+};
+
+/* Execute @c here and now (the scheduler thread, or any thread before
+ * the loop starts). */
+void sched_cmd_exec(struct eng_sched *s, struct eng_sched_cmd *c);
+/* Post @c and wait until the scheduler executed it. */
+int sched_cmd_run(struct eng_sched *s, struct eng_sched_cmd *c);
+
 void sched_model_destroy(struct eng_sched_model *sm);
+bool sched_ready(const struct eng_sched *s, char *why, size_t whylen);
 int sched_tok_cap_ensure(struct eng_sched *s, uint32_t cap, uint32_t blocks);
 int sched_model_selftest(struct eng_sched_model *sm, char *err, size_t errlen);
 

@@ -280,6 +280,14 @@ bench-engine: all
 	$(Q)cd $(srctree) && $(abspath $(O))/bin/velo-bench-engine \
 		--json $(abspath $(O))/results/bench-engine.json $(BENCH_ENGINE_ARGS)
 
+# GPU engine (issue #6), on the GPU machine: synthetic Llama-3.1-8B images
+# in FP8 and INT4, velo-bench-gpu on each (CUDA backend), the PyTorch
+# baseline (tools/bench/hf_baseline.py), one table with the ratios
+# (tools/bench/gpu/run-bench-gpu.sh; results in $(O)/results/bench-gpu).
+.PHONY: bench-gpu
+bench-gpu: all
+	$(Q)$(srctree)/tools/bench/gpu/run-bench-gpu.sh $(O)
+
 # Appliance image (docs/image.md): kernel, initramfs, manifest and QEMU boot
 # script under $(O)/images/$(CONFIG_IMAGE_NAME)/, e.g.
 # make O=build-img qemu_defconfig && make O=build-img image check-image

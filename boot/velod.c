@@ -540,6 +540,13 @@ struct velod_loader {
 	char what[CTL_LINE_MAX];	/* the job running, for status */
 	/* loader-owned, read racily by status: HOLD_* per slot index */
 	uint8_t hold[ENG_SCHED_MODELS_MAX];
+	/* DONE records of freed slots per name + version (under lock), so
+	 * that "model served" accounts for every request ever served */
+	struct {
+		char name[ENG_SCHED_NAME_LEN];
+		char version[ENG_SCHED_VERSION_LEN];
+		uint64_t served;
+	} tally[16];
 };
 
 struct velod {
@@ -891,6 +898,65 @@ static struct eng_sched_model *slot_get(struct velod *v, int i)
 	return i >= 0 && (unsigned)i < v->sched.n_models ? v->sched.models[i] : NULL;
 }
 
+/* Loader thread: remember what a freed slot served. */
+static void tally_add(struct velod *v, const char *name, const char *version,
+		      uint64_t n)
+{
+	struct velod_loader *ld = &v->ld;
+
+	pthread_mutex_lock(&ld->lock);
+	for (unsigned i = 0; i < ARRAY_SIZE(ld->tally); i++) {
+		if (!ld->tally[i].name[0]) {
+			snprintf(ld->tally[i].name, sizeof(ld->tally[i].name), "%s", name);
+			snprintf(ld->tally[i].version, sizeof(ld->tally[i].version),
+				 "%s", version);
+		}
+		if (!strcmp(ld->tally[i].name, name) &&
+		    !strcmp(ld->tally[i].version, version)) {
+			ld->tally[i].served += n;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ld->lock);
+}
+
+/* Main thread: "model served": DONE records per name and version, of the
+ * slots loaded now and of those freed. */
+static void served_out(struct velod *v, FILE *f)
+{
+	struct velod_loader *ld = &v->ld;
+	struct eng_sched_model_status st;
+	struct {
+		char key[ENG_SCHED_NAME_LEN + ENG_SCHED_VERSION_LEN + 2];
+		uint64_t n;
+	} t[16 + ENG_SCHED_MODELS_MAX];
+	unsigned n = 0;
+
+	memset(t, 0, sizeof(t));
+	pthread_mutex_lock(&ld->lock);
+	for (unsigned i = 0; i < ARRAY_SIZE(ld->tally) && ld->tally[i].name[0]; i++) {
+		snprintf(t[n].key, sizeof(t[n].key), "%s %s", ld->tally[i].name,
+			 ld->tally[i].version);
+		t[n++].n = ld->tally[i].served;
+	}
+	pthread_mutex_unlock(&ld->lock);
+	for (unsigned i = 0; i < eng_sched_model_count(&v->sched); i++) {
+		char key[sizeof(t[0].key)];
+		unsigned j;
+
+		if (eng_sched_model_status(&v->sched, i, &st))
+			continue;
+		snprintf(key, sizeof(key), "%s %s", st.name, st.version);
+		for (j = 0; j < n && strcmp(t[j].key, key); j++)
+			;
+		if (j == n)
+			snprintf(t[n++].key, sizeof(key), "%s", key);
+		t[j].n += st.served;
+	}
+	for (unsigned i = 0; i < n; i++)
+		fprintf(f, "%s %llu\n", t[i].key, (unsigned long long)t[i].n);
+}
+
 /* Free the draining slots that have no request left.  Returns how many
  * still drain. */
 static unsigned drain_tick(struct velod *v)
@@ -918,6 +984,7 @@ static unsigned drain_tick(struct velod *v)
 		v->ld.hold[i] = HOLD_NONE;
 		if (rc)
 			continue;
+		tally_add(v, ST(sm)->name, ST(sm)->version, ST(sm)->served);
 		eng_sched_slot_free(&v->sched, sm);
 		v->sched.mctr[ENG_MODEL_CTR_unloads]++;
 		LOG_I(boot, "model %s (slot %u) drained and freed", what, i + 1);
@@ -1360,13 +1427,16 @@ static void *loader_thread(void *arg)
 		if (f) {
 			job_run(v, line, f);
 			fclose(f);
-			answer_fd(fd, out, outlen);
-			free(out);
 		}
+		/* free for the next command before the answer goes out: a
+		 * client that sends the next one on this answer is not busy */
+		__atomic_store_n(&ld->busy, false, __ATOMIC_RELEASE);
+		if (out)
+			answer_fd(fd, out, outlen);
+		free(out);
 		close(fd);
 		draining = drain_tick(v) > 0;
 		pthread_mutex_lock(&ld->lock);
-		__atomic_store_n(&ld->busy, false, __ATOMIC_RELEASE);
 	}
 	pthread_mutex_unlock(&ld->lock);
 	return NULL;
@@ -1453,6 +1523,7 @@ static const char help_text[] =
 	"model rollback NAME   flip back to the warm version\n"
 	"model confirm NAME    keep the new version; the warm one is freed\n"
 	"model unload NAME [VERSION]  unroute, wait for its requests, free\n"
+	"model served          DONE records per model name and version\n"
 	"shutdown              clean shutdown\n"
 	"help                  this list\n";
 
@@ -1541,6 +1612,8 @@ static bool ctl_answer(struct velod *v, int fd)
 			    !strcmp(arg, "unload") || !strcmp(arg, "rollback") ||
 			    !strcmp(arg, "confirm")))
 			handed = loader_submit(v, fd, orig, f);
+		else if (arg && !strcmp(arg, "served"))
+			served_out(v, f);
 		else if (!arg || strcmp(arg, "status") || !name)
 			fprintf(f, "error: model status NAME [json] | load | swap | "
 				"unload | rollback | confirm (try help)\n");

@@ -1158,6 +1158,8 @@ void sched_cmd_exec(struct eng_sched *s, struct eng_sched_cmd *c)
 		__atomic_store_n(&s->models[c->index], NULL, __ATOMIC_RELEASE);
 		while (s->n_models && !s->models[s->n_models - 1])
 			s->n_models--;
+		sm->st.served = sm->served;	/* final, for the loader */
+		sm->st.inflight = 0;
 		c->sm = sm;
 		break;
 	case SCHED_CMD_TOKCAP: {

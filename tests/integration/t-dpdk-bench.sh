@@ -5,12 +5,22 @@
 #   af_xdp   velod on DPDK, net_af_xdp vdev with our XDP program (kernel
 #            address kept: the NIC is shared); BENCH_XDP=1 only
 # For each: PING and 1-token INFER round trips (closed loop 1; p50/p99/
-# p99.9), dataplane on core 0, scheduler and client on core 1, idle
-# backoff on (BENCH_BUSY=1: the dataplane busy-polls; on 2 cores that
-# starves the veth's softirq work on core 0 and AF_XDP stalls);
+# p99.9; the INFER runs the bundled model on the CPU backend, the same
+# work through either transport), dataplane on core 0, scheduler and client
+# on core 1, the dataplane busy-polling (idle_backoff false: the production
+# setting, for both transports; BENCH_BUSY=0 for idle backoff, where an
+# idle DPDK loop naps up to 50 us in ppoll for want of an fd and a frame
+# waits out the nap: +60-70 us at p50 on this VM).  AF_XDP always runs with
+# idle backoff: busy polling on the core that runs the veth's softirq
+# starves it on 2 cores;
 # then an open-loop run at $BENCH_RATE pings/s with idle backoff on, where
 # the dataplane thread's CPU time over the datagrams it handled is the
 # per-datagram cost, and packets/s per lcore is 1 / that cost.
+# Then velo-bench-dp on the dataplane's core: the DPDK transport's packet
+# and session path on frames in memory (no PMD, no kernel), ns/datagram and
+# Mpps per lcore at saturation.  The table ends with the DPDK / socket
+# ratios of each percentile (the figure docs/perf.md quotes: on veth the
+# absolute times are the kernel's, not a NIC's).
 # In `make check` it runs small (BENCH_REQUESTS=2000) and fails only when
 # velod does not start or serve; lost requests are reported in the table; BENCH_REQUESTS=20000 for docs/perf.md.  JSON and
 # tables under $O/results/bench-dpdk/.
@@ -28,8 +38,8 @@ transports="af_packet socket"
 [ "${BENCH_XDP:-0}" = 1 ] && grep -q '^CONFIG_DP_XDP=y' "$DPDK_O/.config" &&
 	[ -f "$PROG" ] && transports="af_packet socket af_xdp"
 ncores=$(nproc)
-busy_backoff=true
-[ "${BENCH_BUSY:-0}" = 1 ] && busy_backoff=false
+busy_backoff=false
+[ "${BENCH_BUSY:-1}" = 0 ] && busy_backoff=true
 dpc=-1; scc=-1; clc=0
 [ "$ncores" -ge 2 ] && { dpc=0; scc=1; clc=$((ncores - 1)); }
 
@@ -87,7 +97,8 @@ for t in $transports; do
 		ip -n "$NS_DP" addr replace "$DP_IP/24" dev "$IF_DP"
 	fi
 	# Latency.
-	start_transport "$t" --set dataplane.idle_backoff=$busy_backoff
+	bo=$busy_backoff; [ "$t" = af_xdp ] && bo=true
+	start_transport "$t" --set dataplane.idle_backoff=$bo "${MODEL_ARGS[@]}"
 	# A run that loses requests is reported, not fatal: on a shared
 	# 2-core machine other load decides the tails (see docs/dpdk.md).
 	bench "$t-ping" --mode ping --closed 1 --requests "$N" --warmup 200 || :
@@ -95,7 +106,7 @@ for t in $transports; do
 		--requests "$((N / 2))" --warmup 100 --sessions 1 || :
 	stop_velod
 	# Cost per datagram: idle backoff on, open loop.
-	start_transport "$t" --set dataplane.idle_backoff=true
+	start_transport "$t" --set dataplane.idle_backoff=true "${MODEL_ARGS[@]}"
 	c0=$(dp_cpu); d0=$(( $(counter dp.rx_datagrams) + $(counter dp.tx_datagrams) ))
 	# Open loop on a shared 2-core machine can lose pings to other load:
 	# reported, not a failure (the cost per datagram stays meaningful).
@@ -107,10 +118,17 @@ for t in $transports; do
 	stop_velod
 done
 
+# Saturation of one lcore: the packet + session path on frames in memory.
+bdp_core=$dpc; [ "$bdp_core" -ge 0 ] || bdp_core=0
+"$BIN/velo-bench-dp" --core "$bdp_core" --seconds "${BENCH_DP_SECONDS:-0.3}" \
+	--reps 5 --json "$R/bench-dp.json" >"$R/bench-dp.txt" 2>&1 ||
+	{ cat "$R/bench-dp.txt"; fail "velo-bench-dp"; }
+sed 's/^/# /' "$R/bench-dp.txt"
+
 /usr/bin/python3 - "$R" $transports <<'PY' | tee "$R/table.txt"
 import json, sys
 r, ts = sys.argv[1], sys.argv[2:]
-out = {}
+out = {"bench_dp": json.load(open("%s/bench-dp.json" % r))}
 print("%-10s %-6s %8s %8s %8s %8s %7s | %8s %9s" %
       ("transport", "op", "p50 us", "p90", "p99", "p99.9", "n", "ns/dgram", "dgram/s"))
 for t in ts:
@@ -129,6 +147,32 @@ for t in ts:
         print("%-10s %-6s %8.1f %8.1f %8.1f %8.1f %7d | %8.0f %9.0f  lost %d" %
               (t, op, l["p50"] / 1e3, l["p90"] / 1e3, l["p99"] / 1e3, l["p99.9"] / 1e3,
                l["n"], ns, 1e9 / ns if ns else 0, j["results"].get("lost", 0)))
+# DPDK (af_packet, af_xdp) over the kernel socket, same run, same veth.
+ratios = {}
+for t in ts:
+    if t == "socket":
+        continue
+    for op in ("ping", "infer1"):
+        try:
+            a = out[t][op]["results"]["latency_ns"]
+            b = out["socket"][op]["results"]["latency_ns"]
+        except KeyError:
+            continue
+        a = a.get("rtt") or a.get("total") or next(iter(a.values()))
+        b = b.get("rtt") or b.get("total") or next(iter(b.values()))
+        ratios["%s/socket %s" % (t, op)] = {p: a[p] / b[p] for p in ("p50", "p99", "p99.9") if b.get(p)}
+for k, v in ratios.items():
+    print("%-26s p50 %.2f  p99 %.2f  p99.9 %.2f" % (k, v.get("p50", 0), v.get("p99", 0), v.get("p99.9", 0)))
+c = {t: out[t]["ns_per_datagram"] for t in ts if out[t]["ns_per_datagram"]}
+if "socket" in c:
+    for t in c:
+        if t != "socket":
+            print("%-26s %.2f (dataplane thread CPU per datagram, open loop)" % (t + "/socket cpu", c[t] / c["socket"]))
+            ratios[t + "/socket cpu_per_datagram"] = c[t] / c["socket"]
+out["ratios"] = ratios
+bd = out["bench_dp"]
+print("one lcore, frames in memory: %.0f ns/datagram = %.2f Mpps (pkt layer alone %.0f ns, memcpy %.0f ns)" %
+      (bd["full"]["ns_wall"], bd["full"]["mpps"], bd["pkt_only"]["ns_wall"], bd["memcpy"]["ns_wall"]))
 json.dump(out, open("%s/bench-dpdk.json" % r, "w"), indent=1)
 PY
 for t in $transports; do

@@ -12,7 +12,7 @@
  * shell forever.
  *
  * The settings come from Kconfig (boot/Kconfig, BOOT_*), and the kernel
- * command line may override them: velo.dp_nic=, velo.dp_driver=,
+ * command line may override them: velo.dp_nic=, velo.dp_driver=, velo.dp_addr=,
  * velo.mgmt_if=, velo.mgmt_addr=, velo.mgmt_gw=, velo.hugepages=,
  * velo.isolated=, velo.ready_s=, velo.shell=sh.
  *
@@ -23,6 +23,7 @@
  *   velo-init: ready in 12345 ms
  *   velo-init: NOT READY: failed: hugepages
  */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -41,13 +43,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include <velo/compiler.h>
 
 #define INIT_PATH "/usr/sbin:/usr/bin:/sbin:/bin"
 #define INIT_LOG "/run/velo/boot.log"
 #define INIT_MGMT_SOCK "/run/velo/mgmt.sock"
 #define INIT_MGMTD_LOG "/run/velo/mgmtd.log"
-#define INIT_VELOD_CONF "/etc/velo/velod.json"
+#define INIT_VELOD_CONF "/etc/velo/velod.json"	/* image's base: keys, models */
+#define INIT_VELOD_RUN_CONF "/run/velo/velod.json"	/* base + this boot's dataplane */
 #define INIT_STATE_DIR "/var/lib/velo"
 #define INIT_REASON_MAX 256
 #define INIT_VAL_MAX 128
@@ -60,6 +65,10 @@
 #define CONFIG_BOOT_MGMT_IF "auto"
 #define CONFIG_BOOT_MGMT_ADDR ""
 #define CONFIG_BOOT_MGMT_GW ""
+#endif
+#ifndef CONFIG_BOOT_DP_ADDR
+#define CONFIG_BOOT_DP_ADDR ""
+#define CONFIG_BOOT_DP_EAL ""
 #endif
 #ifndef CONFIG_IMAGE_VELOD_PORT
 #define CONFIG_IMAGE_VELOD_PORT 7400
@@ -76,7 +85,11 @@ static struct {
 	char shell[INIT_VAL_MAX];
 	long hugepages;
 	long ready_s;
-	char dp_pci[INIT_VAL_MAX]; /* resolved PCI address, "" when none bound */
+	char dp_addr[INIT_VAL_MAX];
+	char dp_pci[INIT_VAL_MAX]; /* resolved PCI address */
+	bool dp_bound;		   /* dp_pci is bound to dp_driver */
+	bool dp_dpdk;		   /* velod runs the DPDK transport on dp_pci */
+	char listen[INIT_VAL_MAX + 16]; /* velod's listen address, for mgmtd */
 	bool mgmtd_up;
 } cfg;
 
@@ -238,6 +251,7 @@ static int step_cmdline(char *why, size_t len)
 		} k[] = {
 			{ "velo.dp_nic=", cfg.dp_nic },
 			{ "velo.dp_driver=", cfg.dp_driver },
+			{ "velo.dp_addr=", cfg.dp_addr },
 			{ "velo.mgmt_if=", cfg.mgmt_if },
 			{ "velo.mgmt_addr=", cfg.mgmt_addr },
 			{ "velo.mgmt_gw=", cfg.mgmt_gw },
@@ -259,8 +273,9 @@ static int step_cmdline(char *why, size_t len)
 			n++;
 		}
 	}
-	say("  %d override(s): dp_nic=%s dp_driver=%s mgmt_if=%s mgmt_addr=%s hugepages=%ld",
-	    n, cfg.dp_nic, cfg.dp_driver, cfg.mgmt_if, cfg.mgmt_addr, cfg.hugepages);
+	say("  %d override(s): dp_nic=%s dp_driver=%s dp_addr=%s mgmt_if=%s mgmt_addr=%s "
+	    "hugepages=%ld", n, cfg.dp_nic, cfg.dp_driver, cfg.dp_addr, cfg.mgmt_if,
+	    cfg.mgmt_addr, cfg.hugepages);
 	return 0;
 }
 
@@ -395,6 +410,81 @@ static int find_virtio_net(char *out, size_t len)
 	return found;
 }
 
+/* "0000:00:03.0": domain:bus:slot.function, hex. */
+static bool is_pci_addr(const char *s)
+{
+	static const char pat[] = "xxxx:xx:xx.x";
+
+	if (strlen(s) != sizeof(pat) - 1)
+		return false;
+	for (size_t i = 0; pat[i]; i++)
+		if (pat[i] == 'x' ? !isxdigit((unsigned char)s[i]) : s[i] != pat[i])
+			return false;
+	return true;
+}
+
+/* "52:54:00:00:00:03" */
+static bool is_mac(const char *s)
+{
+	if (strlen(s) != 17)
+		return false;
+	for (int i = 0; i < 17; i++)
+		if (i % 3 == 2 ? s[i] != ':' : !isxdigit((unsigned char)s[i]))
+			return false;
+	return true;
+}
+
+/* PCI address of the device behind kernel interface @ifname: its "device"
+ * link, or that device's parent (a virtio NIC's "device" is virtioN, which
+ * sits under the PCI function). */
+static int netdev_pci(const char *ifname, char *out, size_t len)
+{
+	char p[PATH_MAX], real[PATH_MAX];
+
+	snprintf(p, sizeof(p), "/sys/class/net/%s/device", ifname);
+	if (!realpath(p, real))
+		return -errno;
+	for (int up = 0; up < 2; up++) {
+		char *b = strrchr(real, '/');
+
+		if (!b)
+			break;
+		if (is_pci_addr(b + 1)) {
+			copy_val(out, b + 1, len);
+			return 0;
+		}
+		*b = 0;
+	}
+	return -ENODEV;
+}
+
+/* The PCI function of the kernel interface whose MAC is @mac (its driver
+ * must be loaded: the modules step runs first). */
+static int find_by_mac(const char *mac, char *out, size_t len)
+{
+	struct dirent **ents;
+	int n = scandir("/sys/class/net", &ents, NULL, alphasort);
+	int found = -ENODEV;
+
+	if (n < 0)
+		return -errno;
+	for (int i = 0; i < n; i++) {
+		char p[PATH_MAX], addr[32];
+
+		if (found < 0 && ents[i]->d_name[0] != '.') {
+			snprintf(p, sizeof(p), "/sys/class/net/%s/address", ents[i]->d_name);
+			if (read_file(p, addr, sizeof(addr)) == 0 && !strcasecmp(addr, mac) &&
+			    netdev_pci(ents[i]->d_name, out, len) == 0) {
+				say("  %s is %s (PCI %s)", mac, ents[i]->d_name, out);
+				found = 0;
+			}
+		}
+		free(ents[i]);
+	}
+	free(ents);
+	return found;
+}
+
 static int step_dp_nic(char *why, size_t len)
 {
 	char p[PATH_MAX], link[PATH_MAX];
@@ -412,8 +502,23 @@ static int step_dp_nic(char *why, size_t len)
 			snprintf(why, len, "no virtio-net PCI function found");
 			return rc;
 		}
-	} else {
+	} else if (is_mac(cfg.dp_nic)) {
+		rc = find_by_mac(cfg.dp_nic, cfg.dp_pci, sizeof(cfg.dp_pci));
+		if (rc < 0) {
+			snprintf(why, len, "no PCI network interface with MAC %s", cfg.dp_nic);
+			return rc;
+		}
+	} else if (is_pci_addr(cfg.dp_nic)) {
+		snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s", cfg.dp_nic);
+		if (access(p, F_OK) != 0) {
+			snprintf(why, len, "no PCI device %s", cfg.dp_nic);
+			return -ENODEV;
+		}
 		copy_val(cfg.dp_pci, cfg.dp_nic, sizeof(cfg.dp_pci));
+	} else {
+		snprintf(why, len, "dp_nic \"%s\" is not a PCI address, a MAC address or \"virtio\"",
+			 cfg.dp_nic);
+		return -EINVAL;
 	}
 	if (!strcmp(drv, "vfio-pci")) {
 		/* No IOMMU in QEMU TCG (nor on some boxes): vfio's no-IOMMU mode
@@ -462,7 +567,68 @@ static int step_dp_nic(char *why, size_t len)
 		return -EBUSY;
 	}
 	say("  %s bound to %s", cfg.dp_pci, drv);
+	cfg.dp_bound = true;
 	return 0;
+}
+
+/* velod's configuration for this boot (INIT_VELOD_RUN_CONF): the image's
+ * base (keys, models and their budgets) plus the dataplane this boot found.
+ * DPDK transport: the EAL allow-list holds exactly the NIC bound above (no
+ * other device is probed, the management NIC stays the kernel's), velod
+ * answers for dp_addr on it.  Without a bound NIC it falls back to the
+ * socket transport on the management side, and says so: the box serves,
+ * but not as configured, so the step fails. */
+static int step_dp_config(char *why, size_t len)
+{
+	bool want_dpdk = IS_ENABLED(CONFIG_BOOT_DP_TRANSPORT_DPDK) && cfg.dp_nic[0];
+	json_t *root, *o;
+	json_error_t je;
+	char eal[512] = "";
+	int rc = 0;
+
+	root = json_load_file(INIT_VELOD_CONF, JSON_REJECT_DUPLICATES, &je);
+	if (!json_is_object(root)) {
+		snprintf(why, len, "%s:%d: %s", INIT_VELOD_CONF, je.line,
+			 root ? "not an object" : je.text);
+		json_decref(root);
+		return -EINVAL;
+	}
+	if (want_dpdk && cfg.dp_bound) {
+		snprintf(eal, sizeof(eal), "-a %s %s", cfg.dp_pci, CONFIG_BOOT_DP_EAL);
+		snprintf(cfg.listen, sizeof(cfg.listen), "%s:%d", cfg.dp_addr,
+			 CONFIG_IMAGE_VELOD_PORT);
+		cfg.dp_dpdk = true;
+	} else {
+		snprintf(cfg.listen, sizeof(cfg.listen), "0.0.0.0:%d", CONFIG_IMAGE_VELOD_PORT);
+		if (want_dpdk) {
+			snprintf(why, len, "dataplane NIC not bound: velod falls back to the socket "
+				 "transport on the management interface");
+			rc = -ENODEV;
+		}
+	}
+	json_object_set_new(root, "listen", json_string(cfg.listen));
+	o = json_object_get(root, "dataplane");
+	if (!json_is_object(o)) {
+		o = json_object();
+		json_object_set_new(root, "dataplane", o);
+	}
+	json_object_set_new(o, "transport", json_string(cfg.dp_dpdk ? "dpdk" : "socket"));
+	if (cfg.dp_dpdk) {
+		o = json_object_get(root, "dpdk");
+		if (!json_is_object(o)) {
+			o = json_object();
+			json_object_set_new(root, "dpdk", o);
+		}
+		json_object_set_new(o, "eal", json_string(eal));
+	}
+	if (json_dump_file(root, INIT_VELOD_RUN_CONF, JSON_INDENT(2) | JSON_SORT_KEYS) < 0) {
+		snprintf(why, len, "cannot write %s", INIT_VELOD_RUN_CONF);
+		rc = -EIO;
+	}
+	json_decref(root);
+	say("  transport %s, listen %s%s%s%s", cfg.dp_dpdk ? "dpdk" : "socket", cfg.listen,
+	    eal[0] ? ", eal \"" : "", eal, eal[0] ? "\"" : "");
+	return rc;
 }
 
 /* "auto": the first interface other than lo, after the dataplane NIC left
@@ -479,7 +645,13 @@ static int step_mgmt_net(char *why, size_t len)
 
 		cfg.mgmt_if[0] = 0;
 		for (int i = 0; i < n; i++) {
-			if (!cfg.mgmt_if[0] && ents[i]->d_name[0] != '.' && strcmp(ents[i]->d_name, "lo"))
+			char pci[INIT_VAL_MAX] = "";
+
+			/* Not the dataplane NIC, also when binding it failed. */
+			if (cfg.dp_pci[0])
+				netdev_pci(ents[i]->d_name, pci, sizeof(pci));
+			if (!cfg.mgmt_if[0] && ents[i]->d_name[0] != '.' &&
+			    strcmp(ents[i]->d_name, "lo") && strcmp(pci, cfg.dp_pci))
 				copy_val(cfg.mgmt_if, ents[i]->d_name, sizeof(cfg.mgmt_if));
 			free(ents[i]);
 		}
@@ -557,12 +729,14 @@ static bool file_has(const char *path, const char *needle)
 
 static int step_mgmtd(char *why, size_t len)
 {
-	char listen[64];
+	const char *conf = access(INIT_VELOD_RUN_CONF, R_OK) == 0 ? INIT_VELOD_RUN_CONF
+								 : INIT_VELOD_CONF;
 	pid_t pid;
 	int fd;
 
 	mkdir(INIT_STATE_DIR, 0755);
-	snprintf(listen, sizeof(listen), "0.0.0.0:%d", CONFIG_IMAGE_VELOD_PORT);
+	if (!cfg.listen[0])
+		snprintf(cfg.listen, sizeof(cfg.listen), "0.0.0.0:%d", CONFIG_IMAGE_VELOD_PORT);
 	pid = fork();
 	if (pid < 0) {
 		snprintf(why, len, "fork: %s", strerror(errno));
@@ -577,8 +751,8 @@ static int step_mgmtd(char *why, size_t len)
 		setsid();
 		execlp("velo-mgmtd", "velo-mgmtd", "--state", INIT_STATE_DIR, "--models",
 		       INIT_STATE_DIR "/models", "--socket", INIT_MGMT_SOCK, "--velod-socket",
-		       CONFIG_BOOT_CONTROL_SOCKET, "--velod-config",
-		       INIT_VELOD_CONF, "--listen", listen, "--metrics", "0.0.0.0:9400",
+		       CONFIG_BOOT_CONTROL_SOCKET, "--velod-config", conf, "--listen",
+		       cfg.listen, "--metrics", "0.0.0.0:9400",
 		       "--start-ms", "600000", (char *)NULL);
 		_exit(127);
 	}
@@ -641,8 +815,9 @@ static const struct init_step {
 	{ "mount", step_mount },	   { "cmdline", step_cmdline },
 	{ "modules", step_modules },	   { "hugepages", step_hugepages },
 	{ "isolcpus", step_isolcpus },	   { "dp-nic", step_dp_nic },
-	{ "mgmt-net", step_mgmt_net },	   { "dropbear", step_dropbear },
-	{ "mgmtd", step_mgmtd },	   { "ready", step_ready },
+	{ "dp-config", step_dp_config },   { "mgmt-net", step_mgmt_net },
+	{ "dropbear", step_dropbear },	   { "mgmtd", step_mgmtd },
+	{ "ready", step_ready },
 };
 
 /* ---- console ------------------------------------------------------------ */
@@ -682,6 +857,7 @@ int main(int argc, char **argv)
 	umask(022);
 	copy_val(cfg.dp_nic, CONFIG_BOOT_DP_NIC, sizeof(cfg.dp_nic));
 	copy_val(cfg.dp_driver, CONFIG_BOOT_DP_NIC_DRIVER, sizeof(cfg.dp_driver));
+	copy_val(cfg.dp_addr, CONFIG_BOOT_DP_ADDR, sizeof(cfg.dp_addr));
 	copy_val(cfg.mgmt_if, CONFIG_BOOT_MGMT_IF, sizeof(cfg.mgmt_if));
 	copy_val(cfg.mgmt_addr, CONFIG_BOOT_MGMT_ADDR, sizeof(cfg.mgmt_addr));
 	copy_val(cfg.mgmt_gw, CONFIG_BOOT_MGMT_GW, sizeof(cfg.mgmt_gw));

@@ -170,7 +170,16 @@ install -m 644 "$work/initramfs.cpio.gz" "$out/initramfs.cpio.gz"
 (cd "$root" && find . -type f | sort | xargs -d '\n' sha256sum) >"$out/manifest"
 (cd "$out" && sha256sum vmlinuz initramfs.cpio.gz) >>"$out/manifest"
 echo "# kernel $kver, SOURCE_DATE_EPOCH $SOURCE_DATE_EPOCH" >>"$out/manifest"
-sed -e "s|@CMDLINE@|${CONFIG_IMAGE_KERNEL_CMDLINE:-console=ttyS0}|" -e "s|@PORT@|${CONFIG_IMAGE_VELOD_PORT:-7400}|" \
+# The UDP host forward goes to the network velod serves on: the dataplane
+# NIC's with the DPDK transport, the management NIC's with the socket one.
+fwd=',hostfwd=udp:127.0.0.1:"${UDP_PORT:-7400}"-'
+if [ "${CONFIG_BOOT_DP_TRANSPORT_DPDK:-}" = y ]; then
+	dpfwd="$fwd${CONFIG_BOOT_DP_ADDR}:${CONFIG_IMAGE_VELOD_PORT:-7400}" mgmtfwd=
+else
+	dpfwd= mgmtfwd="$fwd${CONFIG_BOOT_MGMT_ADDR%/*}:${CONFIG_IMAGE_VELOD_PORT:-7400}"
+fi
+sed -e "s|@CMDLINE@|${CONFIG_IMAGE_KERNEL_CMDLINE:-console=ttyS0}|" -e "s|@DPFWD@|$dpfwd|" \
+	-e "s|@MGMTFWD@|$mgmtfwd|" -e "s|@MGMTADDR@|${CONFIG_BOOT_MGMT_ADDR%/*}|" \
 	"$SRC/images/boot-qemu.sh.in" >"$out/boot-qemu.sh"
 chmod 755 "$out/boot-qemu.sh"
 log IMAGE "$out ($(du -b "$out/initramfs.cpio.gz" | cut -f1) bytes initramfs, $(wc -l <"$out/manifest") manifest lines)"

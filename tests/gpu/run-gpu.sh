@@ -1,0 +1,58 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# tests/gpu/run-gpu.sh O [LOGDIR] — every GPU check of the CUDA backend, on
+# the GPU machine, from a build directory O built elsewhere (binaries in
+# O/bin, O/tests/unit); run from the repository root (the HF fixtures).
+#   1. test_cuda_host (the host-side unit test, here with a driver present)
+#   2. velo-test-cuda: per-op parity, whole model vs the CPU backend, HF
+#      fixtures, faults
+#   3. benchmarks of synthetic images of real shapes (velo-convert
+#      --random): VELO_GPU_BENCH_SHAPES (default llama3-1b; "" for none)
+#      x VELO_GPU_BENCH_DTYPES (default "fp8 int4 bf16")
+# Logs go to LOGDIR (default $OUT, else O/results); prints a short table.
+set -u
+O=${1:-build}
+LOG=${2:-${OUT:-$O/results}}
+mkdir -p "$LOG"
+BIN=$O/bin
+rc=0
+
+{
+	echo "date: $(date -u +%FT%TZ)"
+	echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
+} | tee "$LOG/gpu.txt"
+
+if [ -x "$O/tests/unit/test_cuda_host" ]; then
+	"$O/tests/unit/test_cuda_host" >"$LOG/test_cuda_host.log" 2>&1
+	host_rc=$?
+else
+	host_rc=missing
+fi
+
+set -o pipefail
+"$BIN/velo-test-cuda" 2>&1 | tee "$LOG/velo-test-cuda.log"
+test_rc=$?
+set +o pipefail
+
+: >"$LOG/bench.log"
+for shape in ${VELO_GPU_BENCH_SHAPES-llama3-1b}; do
+	for dt in ${VELO_GPU_BENCH_DTYPES:-fp8 int4 bf16}; do
+		img=/tmp/velo-gpu-$shape-$dt.velo
+		[ -f "$img" ] || "$BIN/velo-convert" -q --no-sync --no-known-answer \
+			--random "$shape" --dtype "$dt" -o "$img" >>"$LOG/bench.log" 2>&1
+		echo "## $shape $dt" | tee -a "$LOG/bench.log"
+		"$BIN/velo-test-cuda" --only-bench --bench "$img" 2>&1 |
+			grep -v '^velo-test-cuda:' | tee -a "$LOG/bench.log"
+	done
+done
+
+echo
+echo "== CUDA backend on $(head -3 "$LOG/gpu.txt" | tail -1 | cut -d, -f1) =="
+printf '%-28s %s\n' "test_cuda_host" "$([ "$host_rc" = 0 ] && echo pass || echo "FAIL ($host_rc)")"
+printf '%-28s %s\n' "velo-test-cuda" "$(grep -c '^ok' "$LOG/velo-test-cuda.log") ok, $(grep -c '^FAIL' "$LOG/velo-test-cuda.log") failed (rc $test_rc)"
+grep '^FAIL' "$LOG/velo-test-cuda.log" | head -20
+grep -E '^## |decode batch 1:|prefill  512' "$LOG/bench.log"
+[ "$host_rc" = 0 ] && [ "$test_rc" = 0 ] || rc=1
+exit $rc

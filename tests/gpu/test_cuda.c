@@ -1,0 +1,1145 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_cuda.c — velo-test-cuda: the CUDA backend against the CPU backend
+ * and against Hugging Face, on a GPU machine (make check-gpu runs it
+ * through tests/gpu/run-gpu.sh).  Without a usable GPU it exits 77.
+ *
+ *   1. per-op parity, fresh random inputs each run (the seed is printed),
+ *      outputs poisoned with NaN before every launch, NaN never passes:
+ *      matrix products (GEMV and tiled GEMM; F32, BF16, F16, FP8, INT4;
+ *      1 to 3 parts; store, residual add, SwiGLU) against a double-
+ *      precision product of the same decoded weights; RMSNorm; paged
+ *      attention (f32 and bf16 KV, sliding window, 1 and 7 splits)
+ *      against a double-precision softmax; argmax ties and NaN.
+ *      Metric: relative L2 error |gpu - ref| / |ref|.
+ *   2. whole model against the CPU backend on synthetic models (GQA,
+ *      q/k/v/o biases, llama3 RoPE) in F32, BF16, FP8, INT4: mixed
+ *      batches of prefill chunks and decodes, a 600-position context
+ *      (attention splits), f32 and bf16 KV; logits' relative L2 error per
+ *      step and greedy tokens (device argmax through ops->sample).
+ *   3. Hugging Face fixtures (tests/fixtures/models/{llama3,spm,qwen2})
+ *      converted by velo-convert: BF16 logits at every prompt position
+ *      within 2e-3 absolute of HF's float32 forward, greedy continuations
+ *      identical; FP8 and INT4 images (when the converter makes them)
+ *      against the CPU backend on the same image.
+ *   4. faults: VELO_CUDA_FAIL_NTH makes the Nth driver call fail inside a
+ *      step: -EIO, then -ENODEV, health says why; no crash.
+ *   5. --bench IMAGE: batch-1 decode step time against the weight bytes
+ *      read per token and the device copy bandwidth measured in the same
+ *      run; prefill time of 128/512/2048-token prompts; decode steps of
+ *      8, 32, 64 sequences.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <velo/compiler.h>
+
+#include "../../engine/backend.h"
+#include "../../engine/core/image.h"
+#include "../../engine/core/sampler.h"
+#include "../../engine/cpu/kern.h"
+#include "../../engine/cpu/synth.h"
+#include "../../engine/cuda/cuda_fwd.h"
+#include "../../engine/cuda/cuda_priv.h"
+
+static unsigned n_pass, n_fail;
+static uint64_t rng;
+static char convert_bin[PATH_MAX];
+static char tmpdir[64];
+
+static void result(bool ok, const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("%s ", ok ? "ok  " : "FAIL");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	if (ok)
+		n_pass++;
+	else
+		n_fail++;
+}
+
+static uint32_t urand(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (uint32_t)(rng >> 11);
+}
+
+static float frand(void)	/* [-1, 1) */
+{
+	return (float)(urand() & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- device helpers (test code: allocates freely) ----------------------- */
+
+static struct cuda_backend *gbe;
+
+#define CK(call)                                                              \
+	do {                                                                  \
+		CUresult r_ = (call);                                         \
+		if (r_ != CUDA_SUCCESS) {                                     \
+			printf("FAIL %s: %d at line %d\n", #call, (int)r_, __LINE__); \
+			exit(1);                                              \
+		}                                                             \
+	} while (0)
+
+static CUdeviceptr dalloc(size_t n)
+{
+	CUdeviceptr p;
+
+	CK(gbe->api.cuMemAlloc(&p, n ? n : 4));
+	return p;
+}
+
+static void dput(CUdeviceptr d, const void *h, size_t n)
+{
+	CK(gbe->api.cuMemcpyHtoDAsync(d, h, n, NULL));
+	CK(gbe->api.cuStreamSynchronize(NULL));
+}
+
+static void dget(void *h, CUdeviceptr d, size_t n)
+{
+	CK(gbe->api.cuMemcpyDtoHAsync(h, d, n, NULL));
+	CK(gbe->api.cuStreamSynchronize(NULL));
+}
+
+static void dpoison(CUdeviceptr d, size_t n)
+{
+	CK(gbe->api.cuMemsetD32Async(d, 0xffffffffu, n / 4, NULL));	/* NaN */
+}
+
+static void dsync(void)
+{
+	CK(gbe->api.cuStreamSynchronize(NULL));
+}
+
+static void dfree(CUdeviceptr d)
+{
+	gbe->api.cuMemFree(d);
+}
+
+static void launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
+		   unsigned bx, void **args)
+{
+	CK(gbe->api.cuLaunchKernel(f, gx, gy, gz, bx, 1, 1, 0, NULL, args, NULL));
+	dsync();
+}
+
+/* Relative L2 error; NaN or Inf anywhere makes it +inf. */
+static double rel_l2(const float *g, const double *ref, size_t n)
+{
+	double e = 0.0, r = 0.0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!isfinite(g[i]))
+			return INFINITY;
+		e += (g[i] - ref[i]) * (g[i] - ref[i]);
+		r += ref[i] * ref[i];
+	}
+	return sqrt(e) / (r > 0.0 ? sqrt(r) : 1.0);
+}
+
+static const char *const dtn[] = { "f32", "bf16", "f16", "fp8", "int4" };
+
+/* ---- 1. per-op ------------------------------------------------------------ */
+
+static size_t t_row_bytes(enum eng_dtype d, uint32_t cols)
+{
+	return cpu_row_bytes(d, cols);
+}
+
+static size_t t_scale_bytes(const struct eng_tensor *t)
+{
+	if (t->dtype == ENG_DT_FP8_E4M3)
+		return (size_t)t->rows * 4;
+	if (t->dtype == ENG_DT_INT4_G128)
+		return (size_t)t->rows * (t->cols / 128) * 2;
+	return 0;
+}
+
+static double silu_d(double g)
+{
+	return g / (1.0 + exp(-g));
+}
+
+/* y = W x over up to 3 parts of one dtype; mode CUDA_MV_*. */
+static void op_mv(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
+		  uint32_t cols, uint32_t nt, uint32_t mode, bool bias)
+{
+	struct eng_synth s;
+	struct eng_tensor w[3];
+	CUdeviceptr dw[3], ds[3], db[3], dy[3], dx;
+	struct cuda_mv_args a;
+	float *x, *y[3], *b[3], *y0[3];
+	double worst = 0.0;
+	size_t yn[3];
+
+	memset(&s, 0, sizeof(s));
+	memset(&a, 0, sizeof(a));
+	x = malloc(sizeof(float) * nt * cols);
+	for (size_t i = 0; i < (size_t)nt * cols; i++)
+		x[i] = frand();
+	dx = dalloc(sizeof(float) * nt * cols);
+	dput(dx, x, sizeof(float) * nt * cols);
+	for (uint32_t p = 0; p < n_parts; p++) {
+		if (eng_synth_matrix(&s, &w[p], dt, rows[p], cols, urand())) {
+			result(false, "op mv: synth %s %ux%u", dtn[dt], rows[p], cols);
+			return;
+		}
+		dw[p] = dalloc(rows[p] * t_row_bytes(dt, cols));
+		dput(dw[p], w[p].data, rows[p] * t_row_bytes(dt, cols));
+		ds[p] = t_scale_bytes(&w[p]) ? dalloc(t_scale_bytes(&w[p])) : 0;
+		if (ds[p])
+			dput(ds[p], w[p].scales, t_scale_bytes(&w[p]));
+		b[p] = malloc(sizeof(float) * rows[p]);
+		for (uint32_t r = 0; r < rows[p]; r++)
+			b[p][r] = frand();
+		db[p] = dalloc(sizeof(float) * rows[p]);
+		dput(db[p], b[p], sizeof(float) * rows[p]);
+		yn[p] = (size_t)nt * rows[p];
+		y[p] = malloc(sizeof(float) * yn[p]);
+		y0[p] = malloc(sizeof(float) * yn[p]);
+		dy[p] = dalloc(sizeof(float) * yn[p]);
+		for (size_t i = 0; i < yn[p]; i++)
+			y0[p][i] = frand();
+		if (mode == CUDA_MV_ADD)
+			dput(dy[p], y0[p], sizeof(float) * yn[p]);
+		else
+			dpoison(dy[p], sizeof(float) * yn[p]);
+		a.w[p] = (void *)(uintptr_t)dw[p];
+		a.scales[p] = (void *)(uintptr_t)ds[p];
+		a.bias[p] = bias && mode != CUDA_MV_SWIGLU ? (float *)(uintptr_t)db[p] : NULL;
+		a.y[p] = (float *)(uintptr_t)dy[p];
+		a.rows[p] = rows[p];
+		a.ldy[p] = rows[p];
+	}
+	a.x = (float *)(uintptr_t)dx;
+	a.ldx = cols;
+	a.cols = cols;
+	a.nt = nt;
+	a.n_parts = n_parts;
+	a.mode = mode;
+	CK(cuda_mv_launch(gbe, NULL, (int)dt, &a) ? CUDA_ERROR_UNKNOWN : CUDA_SUCCESS);
+	dsync();
+	for (uint32_t p = 0; p < (mode == CUDA_MV_SWIGLU ? 1 : n_parts); p++) {
+		double *ref = malloc(sizeof(double) * yn[p]);
+
+		dget(y[p], dy[p], sizeof(float) * yn[p]);
+		for (uint32_t t = 0; t < nt; t++)
+			for (uint32_t r = 0; r < rows[p]; r++) {
+				double acc = 0.0, acc2 = 0.0;
+
+				for (uint32_t k = 0; k < cols; k++) {
+					acc += (double)cpu_weight_at(&w[p], r, k) * x[t * cols + k];
+					if (mode == CUDA_MV_SWIGLU)
+						acc2 += (double)cpu_weight_at(&w[1], r, k) *
+							x[t * cols + k];
+				}
+				if (mode == CUDA_MV_SWIGLU)
+					acc = silu_d(acc) * acc2;
+				else if (a.bias[p])
+					acc += b[p][r];
+				if (mode == CUDA_MV_ADD)
+					acc += y0[p][t * rows[p] + r];
+				ref[t * rows[p] + r] = acc;
+			}
+		worst = fmax(worst, rel_l2(y[p], ref, yn[p]));
+		free(ref);
+	}
+	result(worst <= 1e-5, "op mv %-4s %u part(s) rows %u cols %u nt %3u mode %s%s: rel L2 %.2e (bound 1e-5, %s)",
+	       dtn[dt], n_parts, rows[0], cols, nt,
+	       mode == CUDA_MV_STORE ? "store" : mode == CUDA_MV_ADD ? "add" : "swiglu",
+	       bias ? "+bias" : "", worst, nt <= 16 ? "gemv" : "gemm");
+	for (uint32_t p = 0; p < n_parts; p++) {
+		dfree(dw[p]);
+		if (ds[p])
+			dfree(ds[p]);
+		dfree(db[p]);
+		dfree(dy[p]);
+		free(b[p]);
+		free(y[p]);
+		free(y0[p]);
+	}
+	dfree(dx);
+	free(x);
+	eng_synth_free(&s);
+}
+
+static void test_ops_mv(void)
+{
+	static const enum eng_dtype dts[] = { ENG_DT_F32, ENG_DT_BF16, ENG_DT_F16,
+					      ENG_DT_FP8_E4M3, ENG_DT_INT4_G128 };
+	static const uint32_t nts[] = { 1, 2, 3, 8, 13, 17, 70 };
+	uint32_t r1[1] = { 300 }, r3[3] = { 256, 64, 72 }, r2[2] = { 200, 200 };
+
+	for (unsigned d = 0; d < 5; d++) {
+		for (unsigned i = 0; i < sizeof(nts) / sizeof(nts[0]); i++)
+			op_mv(dts[d], r1, 1, 1024, nts[i], CUDA_MV_STORE, true);
+		op_mv(dts[d], r3, 3, 256, 1, CUDA_MV_STORE, true);
+		op_mv(dts[d], r3, 3, 256, 40, CUDA_MV_STORE, true);
+		op_mv(dts[d], r1, 1, 512, 4, CUDA_MV_ADD, true);
+		op_mv(dts[d], r1, 1, 512, 33, CUDA_MV_ADD, false);
+		op_mv(dts[d], r2, 2, 384, 1, CUDA_MV_SWIGLU, false);
+		op_mv(dts[d], r2, 2, 384, 5, CUDA_MV_SWIGLU, false);
+		op_mv(dts[d], r2, 2, 384, 20, CUDA_MV_SWIGLU, false);
+	}
+	/* a long row: 14336 (Llama-3-8B's FFN) */
+	op_mv(ENG_DT_FP8_E4M3, r1, 1, 14336, 1, CUDA_MV_STORE, false);
+	op_mv(ENG_DT_INT4_G128, r1, 1, 14336, 1, CUDA_MV_STORE, false);
+	op_mv(ENG_DT_BF16, r1, 1, 14336, 1, CUDA_MV_STORE, false);
+}
+
+static void test_ops_rmsnorm(void)
+{
+	uint32_t rows = 37, n = 4096, idx[5] = { 3, 0, 36, 17, 17 };
+	float *x = malloc(4 * rows * n), *w = malloc(4 * n), *o = malloc(4 * rows * n);
+	double *ref = malloc(8 * rows * n);
+	CUdeviceptr dx = dalloc(4 * rows * n), dw = dalloc(4 * n), dout = dalloc(4 * rows * n);
+	CUdeviceptr di = dalloc(sizeof(idx));
+	float eps = 1e-5f;
+	double e1 = INFINITY, e2 = INFINITY;
+
+	for (size_t i = 0; i < (size_t)rows * n; i++)
+		x[i] = frand() * 3.0f;
+	for (uint32_t i = 0; i < n; i++)
+		w[i] = 1.0f + 0.1f * frand();
+	dput(dx, x, 4 * rows * n);
+	dput(dw, w, 4 * n);
+	dput(di, idx, sizeof(idx));
+	for (int pass = 0; pass < 2; pass++) {
+		uint32_t nr = pass ? 5 : rows;
+		void *px = (void *)(uintptr_t)dx, *pi = pass ? (void *)(uintptr_t)di : NULL;
+		void *pw = (void *)(uintptr_t)dw, *po = (void *)(uintptr_t)dout;
+		void *args[] = { &px, &pi, &pw, &po, &n, &eps };
+
+		dpoison(dout, 4 * rows * n);
+		launch(gbe->f_rmsnorm, nr, 1, 1, 256, args);
+		dget(o, dout, 4 * nr * n);
+		for (uint32_t r = 0; r < nr; r++) {
+			const float *xr = x + (size_t)(pass ? idx[r] : r) * n;
+			double ss = 0.0, inv;
+
+			for (uint32_t i = 0; i < n; i++)
+				ss += (double)xr[i] * xr[i];
+			inv = 1.0 / sqrt(ss / n + eps);
+			for (uint32_t i = 0; i < n; i++)
+				ref[(size_t)r * n + i] = w[i] * xr[i] * inv;
+		}
+		if (pass)
+			e2 = rel_l2(o, ref, (size_t)nr * n);
+		else
+			e1 = rel_l2(o, ref, (size_t)nr * n);
+	}
+	result(e1 <= 1e-6 && e2 <= 1e-6, "op rmsnorm 37x4096 %.2e, gathered rows %.2e (bound 1e-6)",
+	       e1, e2);
+	dfree(dx), dfree(dw), dfree(dout), dfree(di);
+	free(x), free(w), free(o), free(ref);
+}
+
+static uint16_t to_bf16(float f)
+{
+	uint32_t u;
+
+	memcpy(&u, &f, 4);
+	return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+static float from_bf16(uint16_t h)
+{
+	uint32_t u = (uint32_t)h << 16;
+	float f;
+
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+/*
+ * Attention: 3 sequences (decode at position 700, a 20-token prompt from
+ * 0, a 5-token chunk from 300) over a scrambled pool of 16-slot blocks.
+ */
+static void op_attn(bool bf16, uint32_t window, uint32_t nsplit)
+{
+	const uint32_t n_heads = 8, n_kv = 2, hd = 128, B = 16, nblk = 200, tld = 48;
+	const uint32_t T = 26;
+	uint32_t pos[26], seq[26], tables[3 * 48];
+	size_t blk_elems = (size_t)n_kv * B * hd, pool = nblk * blk_elems;
+	float *kc = malloc(4 * pool), *vc = malloc(4 * pool);
+	uint16_t *kb = malloc(2 * pool), *vb = malloc(2 * pool);
+	float *q = malloc(4 * T * n_heads * hd), *o = malloc(4 * T * n_heads * hd);
+	double *ref = malloc(8 * T * n_heads * hd);
+	CUdeviceptr dk, dv, dq, dout, dpos, dseq, dtab, dpart;
+	struct cuda_attn_args a;
+	void *args[] = { &a };
+	double e;
+
+	for (uint32_t i = 0; i < 3 * tld; i++)
+		tables[i] = (i * 37 + 11) % nblk;
+	for (size_t i = 0; i < pool; i++) {
+		kc[i] = frand() * 2.0f;
+		vc[i] = frand();
+		kb[i] = to_bf16(kc[i]);
+		vb[i] = to_bf16(vc[i]);
+		if (bf16) {
+			kc[i] = from_bf16(kb[i]);
+			vc[i] = from_bf16(vb[i]);
+		}
+	}
+	pos[0] = 700, seq[0] = 0;
+	for (uint32_t i = 0; i < 20; i++)
+		pos[1 + i] = i, seq[1 + i] = 1;
+	for (uint32_t i = 0; i < 5; i++)
+		pos[21 + i] = 300 + i, seq[21 + i] = 2;
+	for (size_t i = 0; i < (size_t)T * n_heads * hd; i++)
+		q[i] = frand();
+	dk = dalloc(bf16 ? 2 * pool : 4 * pool);
+	dv = dalloc(bf16 ? 2 * pool : 4 * pool);
+	dput(dk, bf16 ? (void *)kb : (void *)kc, bf16 ? 2 * pool : 4 * pool);
+	dput(dv, bf16 ? (void *)vb : (void *)vc, bf16 ? 2 * pool : 4 * pool);
+	dq = dalloc(4 * T * n_heads * hd);
+	dput(dq, q, 4 * T * n_heads * hd);
+	dout = dalloc(4 * T * n_heads * hd);
+	dpoison(dout, 4 * T * n_heads * hd);
+	dpos = dalloc(sizeof(pos)), dseq = dalloc(sizeof(seq)), dtab = dalloc(sizeof(tables));
+	dput(dpos, pos, sizeof(pos));
+	dput(dseq, seq, sizeof(seq));
+	dput(dtab, tables, sizeof(tables));
+	dpart = dalloc(4 * (size_t)T * n_heads * nsplit * (hd + 2));
+	memset(&a, 0, sizeof(a));
+	a.q = (float *)(uintptr_t)dq;
+	a.out = (float *)(uintptr_t)dout;
+	a.kc = (void *)(uintptr_t)dk;
+	a.vc = (void *)(uintptr_t)dv;
+	a.tok_pos = (uint32_t *)(uintptr_t)dpos;
+	a.tok_seq = (uint32_t *)(uintptr_t)dseq;
+	a.tables = (uint32_t *)(uintptr_t)dtab;
+	a.part = (float *)(uintptr_t)dpart;
+	a.blk_stride = blk_elems;
+	a.table_ld = tld;
+	a.q_ld = n_heads * hd;
+	a.n_heads = n_heads;
+	a.group = n_heads / n_kv;
+	a.hd = hd;
+	a.b_shift = 4;
+	a.window = window;
+	a.nsplit = nsplit;
+	a.scale = (float)(1.0 / sqrt((double)hd));
+	launch(gbe->f_attn[bf16], n_heads, T, nsplit, 128, args);
+	if (nsplit > 1)
+		launch(gbe->f_merge, n_heads, T, 1, 128, args);
+	dget(o, dout, 4 * T * n_heads * hd);
+	for (uint32_t t = 0; t < T; t++)
+		for (uint32_t h = 0; h < n_heads; h++) {
+			uint32_t n = pos[t] + 1, kvh = h / (n_heads / n_kv);
+			uint32_t j0 = window && n > window ? n - window : 0;
+			const float *qh = q + ((size_t)t * n_heads + h) * hd;
+			double *sc = malloc(8 * n), mx = -INFINITY, sum = 0.0;
+
+			for (uint32_t j = j0; j < n; j++) {
+				size_t base = tables[seq[t] * tld + j / B] * blk_elems +
+					      ((size_t)kvh * B + j % B) * hd;
+				double s = 0.0;
+
+				for (uint32_t i = 0; i < hd; i++)
+					s += (double)qh[i] * kc[base + i];
+				sc[j] = s / sqrt((double)hd);
+				mx = fmax(mx, sc[j]);
+			}
+			for (uint32_t j = j0; j < n; j++)
+				sum += (sc[j] = exp(sc[j] - mx));
+			for (uint32_t i = 0; i < hd; i++) {
+				double acc = 0.0;
+
+				for (uint32_t j = j0; j < n; j++) {
+					size_t base = tables[seq[t] * tld + j / B] * blk_elems +
+						      ((size_t)kvh * B + j % B) * hd;
+
+					acc += sc[j] * vc[base + i];
+				}
+				ref[((size_t)t * n_heads + h) * hd + i] = acc / sum;
+			}
+			free(sc);
+		}
+	e = rel_l2(o, ref, (size_t)T * n_heads * hd);
+	result(e <= 1e-5, "op attention kv %s window %u splits %u (GQA 8/2, hd 128, pos 0..700): rel L2 %.2e (bound 1e-5)",
+	       bf16 ? "bf16" : "f32", window, nsplit, e);
+	dfree(dk), dfree(dv), dfree(dq), dfree(dout), dfree(dpos), dfree(dseq);
+	dfree(dtab), dfree(dpart);
+	free(kc), free(vc), free(kb), free(vb), free(q), free(o), free(ref);
+}
+
+static void test_ops_argmax(void)
+{
+	uint32_t V = 128256, n = 3;
+	float *l = malloc(4 * V * n);
+	int32_t tok[3];
+	CUdeviceptr dl = dalloc(4 * V * n), dt = dalloc(12);
+	void *pl = (void *)(uintptr_t)dl, *pt = (void *)(uintptr_t)dt;
+	void *args[] = { &pl, &V, &pt };
+	uint32_t want[3];
+
+	for (size_t i = 0; i < (size_t)V * n; i++)
+		l[i] = frand() * 8.0f;
+	/* row 0: a tie between 90000 and 777 (lowest id wins); row 1: NaN
+	 * at 5 beside the max at 100000; row 2: all NaN but one -inf -> -1 */
+	l[777] = l[90000] = 20.0f;
+	want[0] = 777;
+	l[V + 5] = NAN;
+	l[V + 100000] = 30.0f;
+	want[1] = 100000;
+	for (uint32_t i = 0; i < V; i++)
+		l[2 * V + i] = NAN;
+	l[2 * V + 9] = -INFINITY;
+	want[2] = UINT32_MAX;
+	dput(dl, l, 4 * V * n);
+	dpoison(dt, 12);
+	launch(gbe->f_argmax, n, 1, 1, 1024, args);
+	dget(tok, dt, 12);
+	result((uint32_t)tok[0] == want[0] && (uint32_t)tok[1] == want[1] && tok[2] == -1,
+	       "op argmax vocab 128256: tie -> %d (want 777), NaN skipped -> %d (want 100000), none finite -> %d (want -1)",
+	       tok[0], tok[1], tok[2]);
+	dfree(dl), dfree(dt);
+	free(l);
+}
+
+/* ---- 2. whole model vs the CPU backend ----------------------------------- */
+
+struct rig {
+	const struct eng_backend_ops *ops;
+	struct eng_backend *be;
+	struct eng_be_model *bm;
+};
+
+static int rig_up(struct rig *r, const struct eng_backend_ops *ops,
+		  const struct eng_model *m, const struct eng_model_budget *b)
+{
+	int rc;
+
+	r->ops = ops;
+	r->bm = NULL;
+	rc = ops->init(NULL, &r->be);
+	if (rc)
+		return rc;
+	rc = ops->model_load(r->be, m, b, &r->bm);
+	if (rc) {
+		ops->fini(r->be);
+		r->be = NULL;
+	}
+	return rc;
+}
+
+static void rig_down(struct rig *r)
+{
+	if (r->bm)
+		r->ops->model_unload(r->bm);
+	if (r->be)
+		r->ops->fini(r->be);
+	r->be = NULL;
+	r->bm = NULL;
+}
+
+static struct eng_model_config synth_cfg(void)
+{
+	return (struct eng_model_config){
+		.arch = ENG_ARCH_LLAMA, .vocab_size = 1000, .hidden = 256,
+		.n_layers = 2, .n_heads = 8, .n_kv_heads = 2, .head_dim = 32,
+		.ffn = 512, .max_seq = 2048, .norm_eps = 1e-5f,
+		.rope_theta = 10000.0f, .rope_scaling = ENG_ROPE_LLAMA3,
+		.rope_factor = 4.0f, .rope_low_freq_factor = 1.0f,
+		.rope_high_freq_factor = 4.0f, .rope_orig_max_pos = 32,
+		.qkv_bias = true, .o_bias = true, .bos_id = 1,
+		.eos_ids = { 2 }, .n_eos = 1, .pad_id = UINT32_MAX,
+	};
+}
+
+struct wseq {
+	uint32_t ids[1100];
+	uint32_t len;		/* positions in the KV cache */
+	uint32_t blocks[72];
+};
+
+/* Step both backends with the same batch; compare every logit row. */
+static double step_both(struct rig *c, struct rig *g, struct eng_seq_in *in,
+			uint32_t n, double *worst, unsigned *tok_eq, unsigned *tok_n)
+{
+	struct eng_batch b = { in, n };
+	struct eng_sampler *sp[8] = { 0 };
+	static _Alignas(8) char smem[8][4096];
+	struct eng_sampler_params pp;
+	uint32_t tc[8], tg[8];
+	double e = 0.0;
+	int rc;
+
+	eng_sampler_params_default(&pp);
+	for (uint32_t i = 0; i < n; i++)
+		if (in[i].flags & ENG_SEQ_LOGITS)
+			sp[i] = eng_sampler_init(smem[i], sizeof(smem[i]), &pp, 16);
+	rc = c->ops->step(c->bm, &b);
+	if (rc || (rc = g->ops->step(g->bm, &b))) {
+		result(false, "step: %d", rc);
+		return INFINITY;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		const float *lc, *lg;
+		uint32_t V;
+		double *ref;
+
+		if (!(in[i].flags & ENG_SEQ_LOGITS))
+			continue;
+		if (c->ops->logits(c->bm, i, &lc) || g->ops->logits(g->bm, i, &lg)) {
+			result(false, "logits of seq %u", i);
+			return INFINITY;
+		}
+		V = 1000;
+		ref = malloc(8 * V);
+		for (uint32_t t = 0; t < V; t++)
+			ref[t] = lc[t];
+		e = fmax(e, rel_l2(lg, ref, V));
+		free(ref);
+	}
+	if (c->ops->sample(c->bm, sp, n, tc) || g->ops->sample(g->bm, sp, n, tg)) {
+		result(false, "sample");
+		return INFINITY;
+	}
+	for (uint32_t i = 0; i < n; i++)
+		if (sp[i]) {
+			*tok_eq += tc[i] == tg[i];
+			(*tok_n)++;
+		}
+	*worst = fmax(*worst, e);
+	return e;
+}
+
+static void model_vs_cpu(enum eng_dtype dt, enum eng_kv_dtype kvd, double bound)
+{
+	struct eng_model_config cfg = synth_cfg();
+	struct eng_synth s;
+	struct eng_model_budget bc = {
+		.seqs_max = 8, .step_tokens_max = 160, .kv_blocks = 256,
+		.kv_block_tokens = 16, .seq_blocks_max = 72, .kv_dtype = ENG_KV_F32,
+	}, bg = bc;
+	struct rig c, g;
+	struct wseq *sq = calloc(3, sizeof(*sq));
+	struct eng_seq_in in[3];
+	double worst = 0.0;
+	unsigned eq = 0, nt = 0, steps = 0;
+	int rc;
+
+	memset(&s, 0, sizeof(s));
+	bg.kv_dtype = kvd;
+	if (eng_synth_build(&s, &cfg, dt, urand())) {
+		result(false, "synth %s", dtn[dt]);
+		return;
+	}
+	if ((rc = rig_up(&c, &eng_cpu_ops, &s.m, &bc))) {
+		result(false, "cpu rig: %d", rc);
+		return;
+	}
+	if ((rc = rig_up(&g, &eng_cuda_ops, &s.m, &bg))) {
+		result(false, "cuda rig %s: %d", dtn[dt], rc);
+		rig_down(&c);
+		return;
+	}
+	/* disjoint scrambled block tables */
+	for (uint32_t q = 0; q < 3; q++)
+		for (uint32_t i = 0; i < 72; i++)
+			sq[q].blocks[i] = (q * 72 + i * 7) % 216;
+	for (uint32_t q = 0; q < 3; q++)
+		for (uint32_t i = 0; i < 1100; i++)
+			sq[q].ids[i] = 3 + urand() % 990;
+	/* step 1: prompts of 50 and 7 tokens together (GEMM route) */
+	in[0] = (struct eng_seq_in){ sq[0].ids, 50, 0, sq[0].blocks, 72, ENG_SEQ_LOGITS };
+	in[1] = (struct eng_seq_in){ sq[1].ids, 7, 0, sq[1].blocks, 72, ENG_SEQ_LOGITS };
+	step_both(&c, &g, in, 2, &worst, &eq, &nt), steps++;
+	sq[0].len = 50, sq[1].len = 7;
+	/* decode both (GEMV route), 20 steps */
+	for (uint32_t k = 0; k < 20; k++) {
+		for (uint32_t q = 0; q < 2; q++)
+			in[q] = (struct eng_seq_in){ sq[q].ids + sq[q].len, 1, sq[q].len,
+						     sq[q].blocks, 72, ENG_SEQ_LOGITS };
+		step_both(&c, &g, in, 2, &worst, &eq, &nt), steps++;
+		sq[0].len++, sq[1].len++;
+	}
+	/* a 600-token prompt in chunks of 150 beside decodes, then decode
+	 * at 600+ (attention splits) */
+	for (uint32_t k = 0; k < 4; k++) {
+		in[0] = (struct eng_seq_in){ sq[2].ids + sq[2].len, 150, sq[2].len,
+					     sq[2].blocks, 72, k == 3 ? ENG_SEQ_LOGITS : 0 };
+		in[1] = (struct eng_seq_in){ sq[0].ids + sq[0].len, 1, sq[0].len,
+					     sq[0].blocks, 72, ENG_SEQ_LOGITS };
+		step_both(&c, &g, in, 2, &worst, &eq, &nt), steps++;
+		sq[2].len += 150, sq[0].len++;
+	}
+	for (uint32_t k = 0; k < 10; k++) {
+		for (uint32_t q = 0; q < 3; q++)
+			in[q] = (struct eng_seq_in){ sq[q].ids + sq[q].len, 1, sq[q].len,
+						     sq[q].blocks, 72, ENG_SEQ_LOGITS };
+		step_both(&c, &g, in, 3, &worst, &eq, &nt), steps++;
+		for (uint32_t q = 0; q < 3; q++)
+			sq[q].len++;
+	}
+	result(worst <= bound && (kvd != ENG_KV_F32 || eq == nt),
+	       "model %-4s kv %-4s vs cpu: %u steps, logits rel L2 max %.2e (bound %.0e), greedy %u/%u equal",
+	       dtn[dt], kvd == ENG_KV_F32 ? "f32" : "bf16", steps, worst, bound, eq, nt);
+	rig_down(&g);
+	rig_down(&c);
+	eng_synth_free(&s);
+	free(sq);
+}
+
+/* ---- 3. Hugging Face fixtures -------------------------------------------- */
+
+static int run_convert(const char *dir, const char *dtype, const char *out)
+{
+	char log[PATH_MAX];
+	pid_t pid;
+	int st;
+
+	snprintf(log, sizeof(log), "%s/convert.log", tmpdir);
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		FILE *f = freopen(log, "a", stdout);
+
+		(void)f;
+		dup2(1, 2);
+		execl(convert_bin, "velo-convert", "-q", "--no-sync", "--dtype", dtype, dir,
+		      "-o", out, (char *)NULL);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &st, 0) != pid)
+		return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void fixture(const char *name)
+{
+	static const char *const dts[] = { "bf16", "fp8", "int4" };
+	char dir[256], path[PATH_MAX], img[PATH_MAX], err[256];
+	json_t *root, *cases;
+	json_error_t je;
+
+	snprintf(dir, sizeof(dir), "tests/fixtures/models/%s", name);
+	snprintf(path, sizeof(path), "%s/logits.json", dir);
+	root = json_load_file(path, 0, &je);
+	if (!root) {
+		result(false, "%s: %s", path, je.text);
+		return;
+	}
+	cases = json_object_get(root, "cases");
+	for (unsigned di = 0; di < 3; di++) {
+		struct eng_image *im = NULL;
+		const struct eng_model *m;
+		struct rig g, c;
+		struct eng_model_budget bud = {
+			.seqs_max = 4, .step_tokens_max = 128, .kv_blocks = 64,
+			.kv_block_tokens = 16, .seq_blocks_max = 16, .kv_dtype = ENG_KV_F32,
+		};
+		double w_hf = 0.0, w_cpu = 0.0;
+		unsigned n_pos = 0, n_gr = 0, n_gr_eq = 0;
+		int rc;
+
+		snprintf(img, sizeof(img), "%s/%s-%s.velo", tmpdir, name, dts[di]);
+		if (run_convert(dir, dts[di], img)) {
+			printf("# %s %s: velo-convert refused (see %s/convert.log)\n", name,
+			       dts[di], tmpdir);
+			if (di == 0)
+				result(false, "%s: convert bf16", name);
+			continue;
+		}
+		if (eng_image_open(img, ENG_IMAGE_VERIFY_FULL, &im, err, sizeof(err))) {
+			result(false, "%s %s: image: %s", name, dts[di], err);
+			continue;
+		}
+		m = eng_image_model(im);
+		if ((rc = rig_up(&g, &eng_cuda_ops, m, &bud))) {
+			result(false, "%s %s: cuda load %d", name, dts[di], rc);
+			eng_image_close(im);
+			continue;
+		}
+		if ((rc = rig_up(&c, &eng_cpu_ops, m, &bud))) {
+			result(false, "%s %s: cpu load %d", name, dts[di], rc);
+			rig_down(&g);
+			eng_image_close(im);
+			continue;
+		}
+		for (size_t ci = 0; ci < json_array_size(cases); ci++) {
+			json_t *cs = json_array_get(cases, ci);
+			json_t *ids = json_object_get(cs, "ids"), *lg = json_object_get(cs, "logits");
+			json_t *gr = json_object_get(cs, "greedy");
+			uint32_t n = (uint32_t)json_array_size(ids), V = m->cfg.vocab_size;
+			uint32_t q[128], blocks[16];
+			struct eng_seq_in in;
+			struct eng_batch b = { &in, 1 };
+
+			for (uint32_t i = 0; i < 16; i++)
+				blocks[i] = (i * 7 + 3) % 64;
+			for (uint32_t i = 0; i < n && i < 128; i++)
+				q[i] = (uint32_t)json_integer_value(json_array_get(ids, i));
+			for (uint32_t p = 0; p < n; p++) {
+				json_t *row = json_array_get(lg, p);
+				const float *lgpu, *lcpu;
+
+				in = (struct eng_seq_in){ q + p, 1, p, blocks, 16, ENG_SEQ_LOGITS };
+				if (g.ops->step(g.bm, &b) || c.ops->step(c.bm, &b) ||
+				    g.ops->logits(g.bm, 0, &lgpu) || c.ops->logits(c.bm, 0, &lcpu)) {
+					result(false, "%s step", name);
+					break;
+				}
+				for (uint32_t t = 0; t < V; t++) {
+					double h = json_number_value(json_array_get(row, t));
+
+					if (!isfinite(lgpu[t]))
+						w_hf = w_cpu = INFINITY;
+					w_hf = fmax(w_hf, fabs(lgpu[t] - h));
+					w_cpu = fmax(w_cpu, fabs(lgpu[t] - lcpu[t]));
+				}
+				n_pos++;
+			}
+			/* whole prompt as one chunk, then greedy */
+			for (uint32_t i = 0; i < 16; i++)
+				blocks[i] = (i * 5 + 40) % 64;
+			in = (struct eng_seq_in){ q, n, 0, blocks, 16, ENG_SEQ_LOGITS };
+			if (g.ops->step(g.bm, &b)) {
+				result(false, "%s prompt step", name);
+				continue;
+			}
+			for (uint32_t k = 0; k < json_array_size(gr) && n + k < 128; k++) {
+				uint32_t want = (uint32_t)json_integer_value(json_array_get(gr, k));
+				uint32_t tok;
+				struct eng_sampler_params pp;
+				_Alignas(8) char smem[4096];
+				struct eng_sampler *sp;
+
+				eng_sampler_params_default(&pp);
+				sp = eng_sampler_init(smem, sizeof(smem), &pp, 16);
+				if (g.ops->sample(g.bm, &sp, 1, &tok)) {
+					result(false, "%s sample", name);
+					break;
+				}
+				n_gr++;
+				n_gr_eq += tok == want;
+				q[n + k] = want;	/* follow HF's path */
+				in = (struct eng_seq_in){ q + n + k, 1, n + k, blocks, 16,
+							  ENG_SEQ_LOGITS };
+				if (g.ops->step(g.bm, &b)) {
+					result(false, "%s decode step", name);
+					break;
+				}
+			}
+		}
+		if (di == 0)
+			result(w_hf <= 2e-3 && n_gr_eq == n_gr,
+			       "hf %-6s bf16: |gpu - HF f32| max %.2e at %u positions (bound 2e-3), |gpu - cpu| %.2e, greedy %u/%u equal",
+			       name, w_hf, n_pos, w_cpu, n_gr_eq, n_gr);
+		else
+			result(w_cpu <= 2e-3, "hf %-6s %s: |gpu - cpu same image| max %.2e (bound 2e-3), |gpu - HF bf16 f32| %.3f (reported), greedy vs HF %u/%u",
+			       name, dts[di], w_cpu, w_hf, n_gr_eq, n_gr);
+		rig_down(&c);
+		rig_down(&g);
+		eng_image_close(im);
+	}
+	json_decref(root);
+}
+
+/* ---- 4. faults ------------------------------------------------------------ */
+
+static void test_faults(void)
+{
+	struct eng_model_config cfg = synth_cfg();
+	struct eng_model_budget bud = {
+		.seqs_max = 2, .step_tokens_max = 16, .kv_blocks = 16,
+		.kv_block_tokens = 16, .seq_blocks_max = 4, .kv_dtype = ENG_KV_F32,
+	};
+	struct eng_synth s;
+	struct rig g;
+	uint32_t ids[4] = { 5, 6, 7, 8 }, blocks[4] = { 0, 1, 2, 3 };
+	struct eng_seq_in in = { ids, 4, 0, blocks, 4, ENG_SEQ_LOGITS };
+	struct eng_batch b = { &in, 1 };
+	long calls_load, calls_step;
+	const char *why = "";
+	int rc1, rc2, h;
+
+	memset(&s, 0, sizeof(s));
+	cfg.n_layers = 1;
+	if (eng_synth_build(&s, &cfg, ENG_DT_BF16, 7)) {
+		result(false, "faults: synth");
+		return;
+	}
+	/* count the checked calls of a load and of a step */
+	setenv("VELO_CUDA_FAIL_NTH", "1000000000", 1);
+	if (rig_up(&g, &eng_cuda_ops, &s.m, &bud)) {
+		result(false, "faults: load");
+		return;
+	}
+	calls_load = ((struct cuda_backend *)g.be)->calls;
+	g.ops->step(g.bm, &b);
+	calls_step = ((struct cuda_backend *)g.be)->calls - calls_load;
+	rig_down(&g);
+	/* fail a call in the middle of the step */
+	{
+		char nbuf[32];
+
+		snprintf(nbuf, sizeof(nbuf), "%ld", calls_load + calls_step / 2);
+		setenv("VELO_CUDA_FAIL_NTH", nbuf, 1);
+	}
+	if (rig_up(&g, &eng_cuda_ops, &s.m, &bud)) {
+		result(false, "faults: load 2");
+		return;
+	}
+	rc1 = g.ops->step(g.bm, &b);
+	rc2 = g.ops->step(g.bm, &b);
+	h = g.ops->health(g.be, &why);
+	unsetenv("VELO_CUDA_FAIL_NTH");
+	result(rc1 == -EIO && rc2 == -ENODEV && h == -EIO,
+	       "fault: call %ld of %ld in a step failed: step %d (want -EIO), next %d (want -ENODEV), health %d '%s'",
+	       calls_load + calls_step / 2, calls_load + calls_step, rc1, rc2, h, why);
+	rig_down(&g);
+	eng_synth_free(&s);
+}
+
+/* ---- 5. bench ------------------------------------------------------------- */
+
+static int cmp_d(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double copy_bw(void)
+{
+	size_t n = (size_t)2 << 30;
+	CUdeviceptr a = dalloc(n), b = dalloc(n);
+	CUevent e0, e1;
+	float ms = 0.0f, best = 1e30f;
+
+	CK(gbe->api.cuEventCreate(&e0, 0));
+	CK(gbe->api.cuEventCreate(&e1, 0));
+	CK(gbe->api.cuMemsetD32Async(a, 1, n / 4, NULL));
+	for (int i = 0; i < 6; i++) {
+		CK(gbe->api.cuEventRecord(e0, NULL));
+		CK(gbe->api.cuMemcpyDtoDAsync(b, a, n, NULL));
+		CK(gbe->api.cuEventRecord(e1, NULL));
+		CK(gbe->api.cuEventSynchronize(e1));
+		CK(gbe->api.cuEventElapsedTime(&ms, e0, e1));
+		if (i && ms < best)
+			best = ms;
+	}
+	dfree(a), dfree(b);
+	gbe->api.cuEventDestroy(e0);
+	gbe->api.cuEventDestroy(e1);
+	return 2.0 * (double)n / (best * 1e-3);	/* read + write bytes/s */
+}
+
+static void bench(const char *path, const char *kv)
+{
+	struct eng_image *im;
+	const struct eng_model *m;
+	char err[256];
+	struct rig g;
+	struct eng_model_budget bud = {
+		.seqs_max = 64, .step_tokens_max = 2048, .kv_blocks = 64 * 160 + 8,
+		.kv_block_tokens = 16, .seq_blocks_max = 160,
+		.kv_dtype = kv && !strcmp(kv, "f32") ? ENG_KV_F32 : ENG_KV_BF16,
+	};
+	struct eng_be_model_info info;
+	static uint32_t blocks[64][160], ids[4096];
+	struct eng_seq_in in[64];
+	struct eng_batch b;
+	struct eng_sampler_params pp;
+	static _Alignas(8) char smem[64][1024];
+	struct eng_sampler *sp[64];
+	uint32_t tok[64];
+	double bw, t_step[200], t0;
+	int rc;
+
+	if (eng_image_open(path, ENG_IMAGE_VERIFY_FAST, &im, err, sizeof(err))) {
+		result(false, "bench: %s: %s", path, err);
+		return;
+	}
+	m = eng_image_model(im);
+	t0 = now_s();
+	if ((rc = rig_up(&g, &eng_cuda_ops, m, &bud))) {
+		result(false, "bench: load %d", rc);
+		return;
+	}
+	printf("# bench %s: load %.2f s (page cache state as found)\n", path, now_s() - t0);
+	g.ops->model_info(g.bm, &info);
+	bw = copy_bw();
+	eng_sampler_params_default(&pp);
+	for (uint32_t s = 0; s < 64; s++) {
+		sp[s] = eng_sampler_init(smem[s], sizeof(smem[s]), &pp, 16);
+		for (uint32_t i = 0; i < 160; i++)
+			blocks[s][i] = s * 160 + i;
+	}
+	for (uint32_t i = 0; i < 4096; i++)
+		ids[i] = 1000 + i % 5000;
+	/* TTFT-like: one prompt of n tokens in one step + the first token */
+	for (uint32_t pl = 128; pl <= 2048; pl *= 4) {
+		double best = 1e9;
+
+		for (int rep = 0; rep < 3; rep++) {
+			in[0] = (struct eng_seq_in){ ids, pl, 0, blocks[0], 160, ENG_SEQ_LOGITS };
+			b = (struct eng_batch){ in, 1 };
+			t0 = now_s();
+			if (g.ops->step(g.bm, &b) || g.ops->sample(g.bm, sp, 1, tok)) {
+				result(false, "bench prefill");
+				goto out;
+			}
+			best = fmin(best, now_s() - t0);
+		}
+		printf("# prefill %4u tokens + first token: %.1f ms (best of 3)\n", pl, best * 1e3);
+	}
+	/* batch-1 decode after a 512-token prompt */
+	for (uint32_t bs = 1; bs <= 64; bs *= (bs == 1 ? 8 : 2)) {
+		uint32_t pos = 512, n = 0;
+
+		if (bs == 16)
+			continue;
+		for (uint32_t s = 0; s < bs; s++)
+			in[s] = (struct eng_seq_in){ ids, 512, 0, blocks[s], 160, ENG_SEQ_LOGITS };
+		for (uint32_t s = 0; s < bs; s += 4) {
+			b = (struct eng_batch){ in + s, MIN(4u, bs - s) };
+			if (g.ops->step(g.bm, &b) || g.ops->sample(g.bm, sp, b.n_seqs, tok)) {
+				result(false, "bench prompt");
+				goto out;
+			}
+		}
+		for (int k = 0; k < 110; k++, pos++) {
+			for (uint32_t s = 0; s < bs; s++)
+				in[s] = (struct eng_seq_in){ ids + pos, 1, pos, blocks[s], 160,
+							     ENG_SEQ_LOGITS };
+			b = (struct eng_batch){ in, bs };
+			t0 = now_s();
+			if (g.ops->step(g.bm, &b) || g.ops->sample(g.bm, sp, bs, tok)) {
+				result(false, "bench decode");
+				goto out;
+			}
+			if (k >= 10)
+				t_step[n++] = now_s() - t0;
+		}
+		qsort(t_step, n, sizeof(double), cmp_d);
+		if (bs == 1)
+			printf("# decode batch 1: step p50 %.3f ms p90 %.3f ms; %.2f GB weights/token -> %.0f GB/s = %.1f %% of copy bandwidth %.0f GB/s (%.0f tok/s)\n",
+			       t_step[n / 2] * 1e3, t_step[n * 9 / 10] * 1e3,
+			       info.weight_bytes / 1e9, info.weight_bytes / t_step[n / 2] / 1e9,
+			       100.0 * info.weight_bytes / t_step[n / 2] / bw, bw / 1e9,
+			       1.0 / t_step[n / 2]);
+		else
+			printf("# decode batch %2u: step p50 %.3f ms -> %.0f output tok/s\n", bs,
+			       t_step[n / 2] * 1e3, bs / t_step[n / 2]);
+	}
+out:
+	rig_down(&g);
+	eng_image_close(im);
+}
+
+int main(int argc, char **argv)
+{
+	struct eng_backend *be;
+	const char *bench_img = NULL, *bench_kv = NULL;
+	char exe[PATH_MAX - 64];
+	ssize_t n;
+	bool only_bench = false;
+	int rc;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--bench") && i + 1 < argc)
+			bench_img = argv[++i];
+		else if (!strcmp(argv[i], "--kv") && i + 1 < argc)
+			bench_kv = argv[++i];
+		else if (!strcmp(argv[i], "--only-bench"))
+			only_bench = true;
+	}
+	rng = argc > 1 && !strncmp(argv[argc - 1], "--seed=", 7) ?
+	      strtoull(argv[argc - 1] + 7, NULL, 0) : (uint64_t)time(NULL) * 2654435761u;
+	rng |= 1;
+	printf("# velo-test-cuda: seed %llu\n", (unsigned long long)rng);
+	rc = eng_cuda_ops.init(NULL, &be);
+	if (rc) {
+		printf("# no usable GPU (init %d: %s): skipped\n", rc, strerror(-rc));
+		return 77;
+	}
+	gbe = (struct cuda_backend *)be;
+	printf("# device %s, sm_%d%d, %d SMs, %llu MiB\n", gbe->name, gbe->cc_major,
+	       gbe->cc_minor, gbe->sm_count, (unsigned long long)(gbe->total_mem >> 20));
+	CK(gbe->api.cuCtxSetCurrent(gbe->ctx));
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n > 0) {
+		exe[n] = 0;
+		*strrchr(exe, '/') = 0;
+		snprintf(convert_bin, sizeof(convert_bin), "%s/velo-convert", exe);
+	}
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/velo-test-cuda.XXXXXX");
+	if (!mkdtemp(tmpdir))
+		return 1;
+
+	if (!only_bench) {
+		test_ops_mv();
+		test_ops_rmsnorm();
+		op_attn(false, 0, 1);
+		op_attn(false, 0, 7);
+		op_attn(true, 0, 1);
+		op_attn(true, 0, 7);
+		op_attn(false, 100, 3);
+		test_ops_argmax();
+		model_vs_cpu(ENG_DT_F32, ENG_KV_F32, 1e-4);
+		model_vs_cpu(ENG_DT_BF16, ENG_KV_F32, 1e-4);
+		model_vs_cpu(ENG_DT_FP8_E4M3, ENG_KV_F32, 1e-4);
+		model_vs_cpu(ENG_DT_INT4_G128, ENG_KV_F32, 1e-4);
+		model_vs_cpu(ENG_DT_BF16, ENG_KV_BF16, 2e-2);
+		model_vs_cpu(ENG_DT_FP8_E4M3, ENG_KV_BF16, 2e-2);
+		if (access(convert_bin, X_OK)) {
+			result(false, "%s missing (CONFIG_TOOLS_CONVERT)", convert_bin);
+		} else if (access("tests/fixtures/models/llama3/logits.json", R_OK)) {
+			result(false, "tests/fixtures/models missing: run from the repository root");
+		} else {
+			fixture("llama3");
+			fixture("spm");
+			fixture("qwen2");
+		}
+		test_faults();
+	}
+	eng_cuda_ops.fini(be);
+	if (bench_img) {
+		rc = eng_cuda_ops.init(NULL, &be);
+		if (!rc) {
+			gbe = (struct cuda_backend *)be;
+			CK(gbe->api.cuCtxSetCurrent(gbe->ctx));
+			bench(bench_img, bench_kv);
+			eng_cuda_ops.fini(be);
+		}
+	}
+	{
+		char cmd[128];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+		if (system(cmd))
+			printf("# could not remove %s\n", tmpdir);
+	}
+	printf("velo-test-cuda: %u passed, %u failed\n", n_pass, n_fail);
+	return n_fail ? 1 : 0;
+}

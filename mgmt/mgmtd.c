@@ -42,6 +42,10 @@ static const struct ctr_desc mgmt_ctr_desc[] = {
 };
 
 #define VELOD_QUERY_MS	1000
+/* model load / swap / unload: velod answers when its loader thread is done
+ * (image FULL verify, upload, self-test; unload waits for the slot's
+ * requests): seconds for an 8B image.  Below veloctl's 15 s. */
+#define VELOD_MODEL_QUERY_MS 12000
 #define SWAPS_MAX	8	/* model names with an unconfirmed swap */
 #define SWAP_CONFIRM_MIN_DEFAULT 10	/* system.swap_confirm_minutes */
 
@@ -197,7 +201,8 @@ static void say_json(struct out *o, json_t *j)
 }
 
 /* Ask velod; on failure an error reply naming why. */
-static int velod_ask(struct mgmtd *d, struct out *o, const char *cmd)
+static int velod_ask_ms(struct mgmtd *d, struct out *o, const char *cmd,
+			int timeout_ms)
 {
 	int rc;
 
@@ -209,7 +214,7 @@ static int velod_ask(struct mgmtd *d, struct out *o, const char *cmd)
 		return -EAGAIN;
 	}
 	rc = mgmt_velod_query(d->super.cfg.ctl_path, cmd, vbuf, sizeof(vbuf),
-			      VELOD_QUERY_MS);
+			      timeout_ms);
 	if (rc < 0) {
 		snprintf(verr, sizeof(verr), "velod did not answer '%s': %s", cmd,
 			 strerror(-rc));
@@ -228,6 +233,11 @@ static int velod_ask(struct mgmtd *d, struct out *o, const char *cmd)
 		return -EREMOTEIO;
 	}
 	return 0;
+}
+
+static int velod_ask(struct mgmtd *d, struct out *o, const char *cmd)
+{
+	return velod_ask_ms(d, o, cmd, VELOD_QUERY_MS);
 }
 
 /* ------------------------------------------------------------------------
@@ -555,7 +565,7 @@ static void models_tick(struct mgmtd *d)
 		snprintf(q, sizeof(q), "model load %s %s %s", name, ver,
 			 d->loaded_file);
 		rc = mgmt_velod_query(d->super.cfg.ctl_path, q, vbuf, sizeof(vbuf),
-				      VELOD_QUERY_MS);
+				      VELOD_MODEL_QUERY_MS);
 		d->loaded_pid = d->super.v.pid;
 		if (rc < 0 || !strncmp(vbuf, "error:", 6))
 			LOG_E(mgmt, "reload of %s into velod pid %d failed: %s",
@@ -651,8 +661,11 @@ static void cmd_model(struct mgmtd *d, struct out *o, const struct mgmt_parsed *
 		goto out;
 	}
 	pthread_mutex_unlock(&d->lock);
-	/* velod owns the model slots; its answer is the operator's answer. */
-	if (velod_ask(d, o, q)) {
+	/* velod owns the model slots; its answer is the operator's answer
+	 * (load, swap and unload answer when velod's loader is done). */
+	if (velod_ask_ms(d, o, q, id == MGMT_CMD_MODEL_LOAD ||
+			 id == MGMT_CMD_MODEL_SWAP || id == MGMT_CMD_MODEL_UNLOAD ?
+			 VELOD_MODEL_QUERY_MS : VELOD_QUERY_MS)) {
 		if ((id == MGMT_CMD_MODEL_LOAD || id == MGMT_CMD_MODEL_UNLOAD) &&
 		    o->status == -EREMOTEIO &&
 		    (strstr(verr, "unknown command") || strstr(verr, "not yet"))) {

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
-# t-mgmt-fakevelod.py — a stand-in for velod with the model control
-# commands velod does not have yet (docs/mgmt.md, "What velod must add"),
-# so that t-mgmt-swap can test velo-mgmtd's side of load, swap, confirm,
-# rollback and reload after a restart.  Same command line as velod for what
+# t-mgmt-fakevelod.py — a stand-in for velod's model control commands
+# (answers as the real velod's loader gives them, boot/velod.c), so that
+# t-mgmt-swap can test velo-mgmtd's side of load, swap, confirm, rollback
+# and reload after a restart without loading models (t-swap-mgmt drives
+# the real velod).  Same command line as velod for what
 # mgmtd passes (-c, -s, --set, --listen, --print-config), same ready line,
 # same control socket framing (one line in, the answer until EOF).  Every
 # command received is appended to $FAKE_VELOD_LOG as "PID COMMAND".
@@ -81,9 +82,11 @@ def answer(cmd):
         del standby[w[2]]
         return "ok %s stays %s\n" % (w[2], slots[w[2]])
     if w[:2] == ["model", "unload"] and len(w) == 3:
-        slots.pop(w[2], None)
+        if w[2] not in slots:
+            return "error: %s is not loaded\n" % w[2]
+        v = slots.pop(w[2])
         standby.pop(w[2], None)
-        return "ok\n"
+        return "ok %s unloaded (%s)\n" % (w[2], v)
     return "error: unknown command '%s'\n" % (w[0] if w else "")
 
 

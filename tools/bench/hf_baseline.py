@@ -42,12 +42,12 @@ def main():
     ap.add_argument("--json", required=True)
     ap.add_argument("--layers", type=int, default=32,
                     help="decoder layers (default 32, Llama-3.1-8B)")
-    ap.add_argument("--decode", type=int, default=64,
-                    help="new tokens timed in the batch-1 decode (default 64)")
+    ap.add_argument("--decode", type=int, default=32,
+                    help="new tokens timed in the batch-1 decode (default 32)")
     ap.add_argument("--ttft", default="128,512,2048")
     ap.add_argument("--streams", default="1,8,32,64,128")
     ap.add_argument("--in-tokens", type=int, default=128)
-    ap.add_argument("--out-tokens", type=int, default=64)
+    ap.add_argument("--out-tokens", type=int, default=32)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--time-budget", type=float, default=0,
                     help="skip phases that would start after S seconds")
@@ -68,7 +68,7 @@ def main():
         "card": torch.cuda.get_device_name(dev) if on_gpu else platform.processor(),
         "torch": torch.__version__, "transformers": transformers.__version__,
         "python": platform.python_version(),
-        "settings": {"layers": a.layers, "dtype": "bf16", "attn": "sdpa",
+        "settings": {"layers": a.layers, "rope": "theta 500000, no llama3 scaling (speed only)", "dtype": "bf16", "attn": "sdpa",
                      "compile": False, "decode_tokens": a.decode,
                      "in_tokens": a.in_tokens, "out_tokens": a.out_tokens,
                      "reps": a.reps,
@@ -86,8 +86,9 @@ def main():
             return False
         return True
 
-    def timed(fn, reps):
-        fn()  # warm-up
+    def timed(fn, reps, warm=True):
+        if warm:
+            fn()  # warm-up
         ts = []
         for _ in range(reps):
             sync()
@@ -186,8 +187,10 @@ def main():
         if not budget_ok(f"decode b1 {key}"):
             continue
         try:
+            # generate(1) warms up what generate(N) uses too
             t1 = statistics.median(timed(lambda: generate(ids, 1, cache), a.reps))
-            tn = statistics.median(timed(lambda: generate(ids, a.decode + 1, cache), a.reps))
+            tn = statistics.median(timed(lambda: generate(ids, a.decode + 1, cache),
+                                         max(a.reps - 1, 1), warm=False))
             ms = (tn - t1) / a.decode * 1e3
             res["decode_b1"][key] = {"ms_per_token": ms, "tok_s": 1e3 / ms,
                                      "generate_1_s": t1, "generate_n_s": tn,
@@ -206,7 +209,8 @@ def main():
             try:
                 reps = 1 if b > 8 else 2
                 t1 = statistics.median(timed(lambda: generate(ids, 1, cache), reps))
-                tn = statistics.median(timed(lambda: generate(ids, a.out_tokens, cache), reps))
+                tn = statistics.median(timed(lambda: generate(ids, a.out_tokens, cache),
+                                             reps, warm=False))
                 step = (tn - t1) / max(a.out_tokens - 1, 1)
                 res["streams"].append({"n": b, "cache": cache or "dynamic",
                                        "decode_tok_s": b / step, "step_ms": step * 1e3,

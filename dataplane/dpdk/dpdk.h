@@ -33,7 +33,8 @@
 	X(replies_tx, "ARP/ICMP replies sent")                                \
 	X(link_up, "1 while the port's link is up")                           \
 	X(link_speed_mbps, "the port's link speed")                           \
-	X(link_changes, "link status changes seen")
+	X(link_changes, "link status changes seen")                           \
+	X(mbufs_free, "mbufs free in the pool (sampled once a second)")
 
 enum dp_dpdk_ctr {
 #define X(name, help) DP_DPDK_CTR_##name,

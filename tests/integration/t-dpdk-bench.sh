@@ -3,7 +3,8 @@
 #   socket   velod on the kernel UDP socket (kernel address on the veth)
 #   af_packet velod on DPDK, net_af_packet vdev (no kernel address)
 #   af_xdp   velod on DPDK, net_af_xdp vdev with our XDP program (kernel
-#            address kept: the NIC is shared); BENCH_XDP=1 only
+#            address kept: the NIC is shared); where CONFIG_DP_XDP is
+#            built (BENCH_XDP=0 leaves it out)
 # For each: PING and 1-token INFER round trips (closed loop 1; p50/p99/
 # p99.9; the INFER runs the bundled model on the CPU backend, the same
 # work through either transport), dataplane on core 0, scheduler and client
@@ -33,9 +34,7 @@ R=$O/results/bench-dpdk
 mkdir -p "$R"
 PROG=$DPDK_O/dataplane/xdp/velo_xdp.bpf.o
 transports="af_packet socket"
-# AF_XDP only on request: its transmit stalls after ~1,343 frames here
-# (docs/dpdk.md), which would spend a minute of `make check` on timeouts.
-[ "${BENCH_XDP:-0}" = 1 ] && grep -q '^CONFIG_DP_XDP=y' "$DPDK_O/.config" &&
+[ "${BENCH_XDP:-1}" = 1 ] && grep -q '^CONFIG_DP_XDP=y' "$DPDK_O/.config" &&
 	[ -f "$PROG" ] && transports="af_packet socket af_xdp"
 ncores=$(nproc)
 busy_backoff=false

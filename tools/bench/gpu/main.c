@@ -75,7 +75,7 @@ struct opts {
 };
 
 struct stats {
-	double median, p10, p90, min, max;
+	double median, p10, p90, p99, min, max;
 	unsigned n;
 };
 
@@ -175,6 +175,7 @@ static struct stats stats_of(double *v, unsigned n)
 	s.median = n & 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 	s.p10 = v[(n - 1) / 10];
 	s.p90 = v[(n - 1) - (n - 1) / 10];
+	s.p99 = v[(n - 1) - (n - 1) / 100];
 	return s;
 }
 
@@ -388,6 +389,7 @@ static int phase_b1(struct bench *b)
 	b->b1_bytes = (double)b->info.weight_bytes + b->kv_tok_bytes * b->b1_ctx_mean;
 	b->b1_ms = stats_of(b->t, k);
 	b->b1_ms.median *= 1e3, b->b1_ms.p10 *= 1e3, b->b1_ms.p90 *= 1e3;
+	b->b1_ms.p99 *= 1e3;
 	b->b1_ms.min *= 1e3, b->b1_ms.max *= 1e3;
 	return 0;
 }
@@ -500,8 +502,8 @@ static void cpu_name(char *buf, size_t len)
 static void json_stats(FILE *f, const char *key, const struct stats *s)
 {
 	fprintf(f, "\"%s\": {\"median\": %.4f, \"p10\": %.4f, \"p90\": %.4f, "
-		   "\"min\": %.4f, \"max\": %.4f, \"n\": %u}",
-		key, s->median, s->p10, s->p90, s->min, s->max, s->n);
+		   "\"p99\": %.4f, \"min\": %.4f, \"max\": %.4f, \"n\": %u}",
+		key, s->median, s->p10, s->p90, s->p99, s->min, s->max, s->n);
 }
 
 struct meta {
@@ -540,9 +542,9 @@ static void print_table(const struct bench *b, const struct meta *mt)
 	       "first token %.3f)\n", b->cold_total_s, b->cold_init_s, b->cold_open_s,
 	       b->cold_load_s, b->cold_first_s);
 	if (b->b1_ms.n) {
-		printf("decode batch 1: %.3f ms/token median (p10 %.3f, p90 %.3f, min %.3f, "
-		       "n %u; run medians", b->b1_ms.median, b->b1_ms.p10, b->b1_ms.p90,
-		       b->b1_ms.min, b->b1_ms.n);
+		printf("decode batch 1: %.3f ms/token median (p10 %.3f, p90 %.3f, p99 %.3f, "
+		       "min %.3f, max %.3f, n %u; run medians", b->b1_ms.median, b->b1_ms.p10,
+		       b->b1_ms.p90, b->b1_ms.p99, b->b1_ms.min, b->b1_ms.max, b->b1_ms.n);
 		for (unsigned i = 0; i < b->b1_runs; i++)
 			printf(" %.3f", b->b1_run_med[i]);
 		printf("), %.1f tok/s; %.3f GB/token at mean context %.0f -> %.0f GB/s = "

@@ -120,27 +120,41 @@ def main():
         del x, y
 
     # the model: Llama-3.1-8B shapes, random BF16 weights made on the device
-    cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
-                      num_hidden_layers=a.layers, num_attention_heads=32,
-                      num_key_value_heads=8, head_dim=128, max_position_embeddings=131072,
-                      rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False,
-                      bos_token_id=128000, eos_token_id=128001, pad_token_id=0)
-    cfg._attn_implementation = "sdpa"
+    def build():
+        cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
+                          num_hidden_layers=a.layers, num_attention_heads=32,
+                          num_key_value_heads=8, head_dim=128,
+                          max_position_embeddings=131072, rms_norm_eps=1e-5,
+                          rope_theta=500000.0, tie_word_embeddings=False,
+                          bos_token_id=128000, eos_token_id=128001, pad_token_id=0)
+        cfg._attn_implementation = "sdpa"
+        torch.set_grad_enabled(False)
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            with torch.device(dev):
+                m = LlamaForCausalLM(cfg)
+        finally:
+            torch.set_default_dtype(torch.float32)
+        m = m.to(dtype=torch.bfloat16).eval()
+        gc = m.generation_config
+        gc.disable_compile = True           # no auto torch.compile for static caches
+        gc.pad_token_id = 0
+        gc.eos_token_id = None              # run every requested token
+        gc.do_sample = False
+        for k in ("temperature", "top_p", "top_k"):
+            if hasattr(gc, k):
+                setattr(gc, k, None)
+        return cfg, m
+
     t0 = time.perf_counter()
-    torch.set_default_dtype(torch.bfloat16)
-    with torch.device(dev):
-        model = LlamaForCausalLM(cfg)
-    torch.set_default_dtype(torch.float32)
-    model = model.to(dtype=torch.bfloat16).eval()
-    torch.set_grad_enabled(False)
-    gc = model.generation_config
-    gc.disable_compile = True           # no auto torch.compile for static caches
-    gc.pad_token_id = 0
-    gc.eos_token_id = None              # run every requested token
-    gc.do_sample = False
-    for k in ("temperature", "top_p", "top_k"):
-        if hasattr(gc, k):
-            setattr(gc, k, None)
+    try:
+        cfg, model = build()
+    except Exception as e:  # keep what was measured (the copy bandwidth)
+        res["errors"].append(f"model build: {e!r}")
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=2)
+        print(f"ERROR: model build: {e!r}; wrote {a.json}")
+        return 1
     sync()
     res["build_s"] = time.perf_counter() - t0
     res["params"] = sum(p.numel() for p in model.parameters())

@@ -17,10 +17,13 @@ LOG=${2:-${OUT:-$O/results}}
 mkdir -p "$LOG"
 BIN=$O/bin
 rc=0
+# Libraries a slim carried build brings along (Debian packages the GPU
+# machine lacks: cmocka, utf8proc, ...).
+[ -d "$O/syslib" ] && export LD_LIBRARY_PATH=$O/syslib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
 {
 	echo "date: $(date -u +%FT%TZ)"
-	echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	echo "commit: ${VELO_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 	nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
 } | tee "$LOG/gpu.txt"
 

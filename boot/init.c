@@ -458,9 +458,9 @@ static int netdev_pci(const char *ifname, char *out, size_t len)
 	return -ENODEV;
 }
 
-/* The PCI function of the kernel interface whose MAC is @mac (its driver
- * must be loaded: the modules step runs first). */
-static int find_by_mac(const char *mac, char *out, size_t len)
+/* The kernel interface whose MAC is @mac, into @ifname (its driver must be
+ * loaded: the modules step runs first). */
+static int ifname_by_mac(const char *mac, char *ifname, size_t len)
 {
 	struct dirent **ents;
 	int n = scandir("/sys/class/net", &ents, NULL, alphasort);
@@ -473,9 +473,8 @@ static int find_by_mac(const char *mac, char *out, size_t len)
 
 		if (found < 0 && ents[i]->d_name[0] != '.') {
 			snprintf(p, sizeof(p), "/sys/class/net/%s/address", ents[i]->d_name);
-			if (read_file(p, addr, sizeof(addr)) == 0 && !strcasecmp(addr, mac) &&
-			    netdev_pci(ents[i]->d_name, out, len) == 0) {
-				say("  %s is %s (PCI %s)", mac, ents[i]->d_name, out);
+			if (read_file(p, addr, sizeof(addr)) == 0 && !strcasecmp(addr, mac)) {
+				copy_val(ifname, ents[i]->d_name, len);
 				found = 0;
 			}
 		}
@@ -483,6 +482,20 @@ static int find_by_mac(const char *mac, char *out, size_t len)
 	}
 	free(ents);
 	return found;
+}
+
+/* The PCI function of the kernel interface whose MAC is @mac. */
+static int find_by_mac(const char *mac, char *out, size_t len)
+{
+	char ifname[INIT_VAL_MAX];
+	int rc = ifname_by_mac(mac, ifname, sizeof(ifname));
+
+	if (rc < 0)
+		return rc;
+	rc = netdev_pci(ifname, out, len);
+	if (rc == 0)
+		say("  %s is %s (PCI %s)", mac, ifname, out);
+	return rc;
 }
 
 static int step_dp_nic(char *why, size_t len)
@@ -639,7 +652,15 @@ static int step_mgmt_net(char *why, size_t len)
 	int rc;
 
 	run(10, lo);
-	if (!strcmp(cfg.mgmt_if, "auto")) {
+	if (is_mac(cfg.mgmt_if)) {
+		char mac[INIT_VAL_MAX];
+
+		copy_val(mac, cfg.mgmt_if, sizeof(mac));
+		if (ifname_by_mac(mac, cfg.mgmt_if, sizeof(cfg.mgmt_if)) < 0) {
+			snprintf(why, len, "no network interface with MAC %s", mac);
+			return -ENODEV;
+		}
+	} else if (!strcmp(cfg.mgmt_if, "auto")) {
 		struct dirent **ents;
 		int n = scandir("/sys/class/net", &ents, NULL, alphasort);
 
@@ -651,7 +672,7 @@ static int step_mgmt_net(char *why, size_t len)
 			if (cfg.dp_pci[0])
 				netdev_pci(ents[i]->d_name, pci, sizeof(pci));
 			if (!cfg.mgmt_if[0] && ents[i]->d_name[0] != '.' &&
-			    strcmp(ents[i]->d_name, "lo") && strcmp(pci, cfg.dp_pci))
+			    strcmp(ents[i]->d_name, "lo") && (!cfg.dp_pci[0] || strcmp(pci, cfg.dp_pci)))
 				copy_val(cfg.mgmt_if, ents[i]->d_name, sizeof(cfg.mgmt_if));
 			free(ents[i]);
 		}

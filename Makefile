@@ -172,6 +172,7 @@ deps:
 .PHONY: deps-config
 deps-config:
 	$(Q)$(srctree)/tools/build/deps.sh $(sort $(deps))
+	$(if $(CONFIG_BOOT_INIT),$(Q)$(srctree)/images/fetch.sh $(O))
 
 # ---------------------------------------------------------------------------
 # Compilation.
@@ -294,7 +295,7 @@ bench-gpu: all
 .PHONY: image check-image
 # Host tools the image recipe and its QEMU test use (the kernel, busybox and
 # dropbear inside the image are fetched with apt-get download, not installed).
-deps-image := qemu-system-x86 cpio kmod python3
+deps-image := qemu-system-x86 cpio kmod openssh-client python3
 image: all
 	$(Q)$(srctree)/tools/build/deps.sh $(deps-image)
 	$(Q)$(srctree)/images/mkimage.sh $(O)

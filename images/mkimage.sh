@@ -8,10 +8,11 @@
 #   manifest         sha256 of every file in the initramfs, of the kernel and
 #                    of the initramfs itself
 #   boot-qemu.sh     boots it in QEMU (see its header)
-# Packages are fetched with apt-get download and unpacked with dpkg-deb -x
-# under O/images/ — never installed on the host.  Reproducible: the same
-# configuration, programs and packages give the same bytes (fixed mtimes from
-# SOURCE_DATE_EPOCH, sorted newc cpio without timestamps, gzip -n).
+# Packages are fetched by images/fetch.sh (apt-get download, kept in
+# O/images/debs/) and unpacked with dpkg-deb -x — never installed on the
+# host.  Reproducible: the same configuration, programs and packages give the
+# same bytes (fixed mtimes from SOURCE_DATE_EPOCH, sorted newc cpio without
+# timestamps, gzip -n).
 # Inputs kept between runs (delete to renew): O/images/debs/ (packages),
 # O/images/velod.keys (the pre-shared key clients use).
 # Environment: AUTHORIZED_KEYS=file overrides CONFIG_IMAGE_AUTHORIZED_KEYS.
@@ -35,18 +36,12 @@ export LC_ALL=C TZ=UTC
 log() { printf '  %-8s %s\n' "$1" "$2"; }
 
 # ---- packages -------------------------------------------------------------
-mkdir -p "$debs"
-kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -1)
-[ -n "$kpkg" ] || { echo "mkimage: cannot resolve linux-image-amd64 (apt-get update?)" >&2; exit 1; }
-for p in "$kpkg" busybox-static dropbear-bin; do
-	if ! ls "$debs/${p}_"*.deb >/dev/null 2>&1; then
-		log APT "download $p"
-		(cd "$debs" && apt-get download -qq "$p" 2>/dev/null)
-	fi
-done
+"$SRC/images/fetch.sh" "$O" || { echo "mkimage: fetching the packages failed" >&2; exit 1; }
 mkdir -p "$work/x" "$root"
-for d in "$debs"/*.deb; do dpkg-deb -x "$d" "$work/x"; done
+while read -r d; do dpkg-deb -x "$debs/$d" "$work/x"; done <"$debs/selected"
+kpkg=$(head -n 1 "$debs/selected" | cut -d_ -f1)
 kver=${kpkg#linux-image-}
+[ -f "$work/x/boot/vmlinuz-$kver" ] || { echo "mkimage: no vmlinuz-$kver in $kpkg" >&2; exit 1; }
 
 # ---- tree -----------------------------------------------------------------
 log ROOT "$name"

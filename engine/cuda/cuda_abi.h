@@ -24,9 +24,9 @@
 #define CUDA_MV_ADD 1		/* y += W x (+ bias): the residual stream */
 #define CUDA_MV_SWIGLU 2	/* y0 = silu(W0 x) * (W1 x), rows of both alike */
 
-/* GEMV: one warp per output row, 8 warps per block, up to this many
- * tokens per pass (grid.y covers more). */
-#define CUDA_MV_WARPS 8
+/* GEMV: R output rows per warp (4; INT4 2), 4 warps per block, up to
+ * this many tokens per pass (grid.y covers more). */
+#define CUDA_MV_WARPS 4
 #define CUDA_MV_NT_MAX 8
 /* Tiled GEMM (prefill): 64 rows x 64 tokens per block, k steps of 32. */
 #define CUDA_MM_TILE 64
@@ -38,7 +38,9 @@
  * Up to three weight matrices of one dtype against the same input rows x,
  * each into its own output (Q, K, V of a layer; gate and up).  Rows of the
  * parts are numbered one after the other: part p owns global rows
- * [row_base[p], row_base[p + 1]); GEMM tiles likewise from tile_base.
+ * [row_base[p], row_base[p + 1]) and work units [tile_base[p],
+ * tile_base[p + 1]): 64-row tiles for the GEMM, R-row warp groups for the
+ * GEMV (SWIGLU: part 0's only).
  */
 struct cuda_mv_args {
 	const void *w[CUDA_MV_PARTS];		/* [rows][cols] row-major */

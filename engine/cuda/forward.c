@@ -28,27 +28,29 @@ static int launch(struct cuda_backend *be, CUstream st, CUfunction f,
 int cuda_mv_launch(struct cuda_backend *be, CUstream st, int dt,
 		   struct cuda_mv_args *a)
 {
-	uint32_t total = 0, tiles = 0;
+	bool gemv = a->nt <= 2 * CUDA_MV_NT_MAX;
+	/* rows per unit: GEMM tile, or the GEMV's rows per warp (kernels.cu
+	 * mv_rows) */
+	uint32_t unit = gemv ? (dt == CUDA_DT_INT4 ? 2 : 4) : CUDA_MM_TILE;
+	uint32_t tiles;
 	void *args[] = { a };
 
 	a->row_base[0] = a->tile_base[0] = 0;
-	for (uint32_t p = 0; p < a->n_parts; p++) {
-		a->row_base[p + 1] = a->row_base[p] + a->rows[p];
-		a->tile_base[p + 1] = a->tile_base[p] +
-				      (a->rows[p] + CUDA_MM_TILE - 1) / CUDA_MM_TILE;
+	for (uint32_t p = 0; p < CUDA_MV_PARTS; p++) {
+		uint32_t rows = p < a->n_parts ? a->rows[p] : 0;
+
+		if (gemv && a->mode == CUDA_MV_SWIGLU && p > 0)
+			rows = 0;	/* the warps of part 0 do both matrices */
+		a->row_base[p + 1] = a->row_base[p] + rows;
+		a->tile_base[p + 1] = a->tile_base[p] + (rows + unit - 1) / unit;
 	}
-	for (uint32_t p = a->n_parts; p < CUDA_MV_PARTS; p++)
-		a->row_base[p + 1] = a->row_base[p], a->tile_base[p + 1] = a->tile_base[p];
-	total = a->row_base[a->n_parts];
 	tiles = a->tile_base[a->n_parts];
-	if (a->nt <= 2 * CUDA_MV_NT_MAX) {
+	if (gemv) {
 		unsigned ni = a->nt <= 1 ? 0 : a->nt <= 2 ? 1 : a->nt <= 4 ? 2 : 3;
 		unsigned nt = 1u << ni;
 
-		if (a->mode == CUDA_MV_SWIGLU)
-			total = a->rows[0];
 		return launch(be, st, be->f_mv[dt][ni],
-			      (total + CUDA_MV_WARPS - 1) / CUDA_MV_WARPS,
+			      (tiles + CUDA_MV_WARPS - 1) / CUDA_MV_WARPS,
 			      (a->nt + nt - 1) / nt, 1, 32 * CUDA_MV_WARPS, args);
 	}
 	if (a->mode == CUDA_MV_SWIGLU) {

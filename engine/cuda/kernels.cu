@@ -161,83 +161,6 @@ DEV uint32_t part_of(const uint32_t *base, uint32_t n_parts, uint32_t g)
 
 /* ---- GEMV: decode and small batches -------------------------------------- */
 
-/*
- * One warp per output row (both rows, gate and up, in SWIGLU mode), NT
- * tokens of x per pass.  Each lane streams 16-byte chunks of the row,
- * chunk c = lane + 32 i, four chunks in flight (a warp keeps 2 KiB of
- * loads outstanding), decodes them in registers and multiplies them
- * against the tokens' x (float4 loads, L1/L2 resident: x is at most
- * 8 x 56 KiB).  Rows must be 16-byte aligned and cols a multiple of the
- * chunk's elements (checked at model load).
- */
-template <int DT, int NT>
-DEV void row_dot(const uint8_t *wrow, const void *scales, uint32_t r,
-		 uint32_t cols, const float *x, uint32_t ldx, uint32_t nt,
-		 uint32_t lane, float *acc)
-{
-	const int EPC = dt_traits<DT>::EPC;
-	const uint4 *wv = reinterpret_cast<const uint4 *>(wrow);
-	uint32_t nch = cols / EPC;
-	const __half *gs = DT == CUDA_DT_INT4 ?
-		(const __half *)scales + (size_t)r * (cols / 128) : nullptr;
-
-#pragma unroll
-	for (int t = 0; t < NT; t++)
-		acc[t] = 0.0f;
-	for (uint32_t c0 = lane; c0 < nch; c0 += 32 * 4) {
-		uint4 buf[4];
-
-#pragma unroll
-		for (int u = 0; u < 4; u++) {
-			uint32_t c = c0 + 32 * u;
-
-			if (c < nch)
-				buf[u] = __ldg(wv + c);
-		}
-#pragma unroll
-		for (int u = 0; u < 4; u++) {
-			uint32_t c = c0 + 32 * u;
-			float w[EPC];
-
-			if (c >= nch)
-				break;
-			decode16<DT>(buf[u], w);
-#pragma unroll
-			for (int t = 0; t < NT; t++) {
-				const float4 *xv;
-				float s = 0.0f;
-
-				if (t >= (int)nt)
-					break;
-				xv = reinterpret_cast<const float4 *>(x + (size_t)t * ldx +
-								      (size_t)c * EPC);
-#pragma unroll
-				for (int e = 0; e < EPC / 4; e++) {
-					float4 xx = __ldg(xv + e);
-
-					s = fmaf(w[4 * e], xx.x, s);
-					s = fmaf(w[4 * e + 1], xx.y, s);
-					s = fmaf(w[4 * e + 2], xx.z, s);
-					s = fmaf(w[4 * e + 3], xx.w, s);
-				}
-				if (DT == CUDA_DT_INT4)
-					s *= __half2float(gs[c * EPC / 128]);
-				acc[t] += s;
-			}
-		}
-	}
-#pragma unroll
-	for (int t = 0; t < NT; t++)
-		acc[t] = warp_sum(acc[t]);
-	if (DT == CUDA_DT_FP8) {
-		float post = ((const float *)scales)[r];
-
-#pragma unroll
-		for (int t = 0; t < NT; t++)
-			acc[t] *= post;
-	}
-}
-
 template <int DT>
 DEV size_t row_bytes(uint32_t cols)
 {
@@ -246,46 +169,163 @@ DEV size_t row_bytes(uint32_t cols)
 	       DT == CUDA_DT_INT4 ? (size_t)cols / 2 : (size_t)cols * 2;
 }
 
+/* Rows per warp: the x chunk a lane loads is used against R rows. */
+template <int DT> struct mv_rows { enum { R = DT == CUDA_DT_INT4 ? 2 : 4 }; };
+
+/*
+ * acc[r][t] = row r0 + r of W . x[t] for r < nr (<= R) rows, t < nt (<= NT)
+ * tokens, on one warp.  Each lane streams 16-byte chunks of the R rows,
+ * chunk c = lane + 32 i, two chunks of every row in flight (R x 32 bytes
+ * per lane, 2-4 KiB per warp), decodes them in registers and multiplies
+ * them against the tokens' x, loaded once per chunk for all R rows (x is
+ * L1/L2 resident: at most 8 x 56 KiB).  Decode is x-load and ALU bound
+ * otherwise: one fp8 byte needs 4 bytes of x per token.  Rows must be
+ * 16-byte aligned and cols a multiple of the chunk (checked at load).
+ */
+template <int DT, int NT>
+DEV void rows_dot(const uint8_t *w, const void *scales, uint32_t r0, uint32_t nr,
+		  uint32_t cols, const float *x, uint32_t ldx, uint32_t nt,
+		  uint32_t lane, float (*acc)[NT])
+{
+	const int EPC = dt_traits<DT>::EPC, R = mv_rows<DT>::R;
+	size_t rb = row_bytes<DT>(cols);
+	uint32_t nch = cols / EPC, ng = cols / 128;
+
+#pragma unroll
+	for (int r = 0; r < R; r++)
+#pragma unroll
+		for (int t = 0; t < NT; t++)
+			acc[r][t] = 0.0f;
+	for (uint32_t c0 = lane; c0 < nch; c0 += 64) {
+		uint4 buf[2][R];
+
+#pragma unroll
+		for (int u = 0; u < 2; u++)
+#pragma unroll
+			for (int r = 0; r < R; r++) {
+				uint32_t c = c0 + 32 * u;
+
+				buf[u][r] = make_uint4(0, 0, 0, 0);
+				if (c < nch && (uint32_t)r < nr)
+					buf[u][r] = __ldg(reinterpret_cast<const uint4 *>(
+						w + (size_t)(r0 + r) * rb) + c);
+			}
+#pragma unroll
+		for (int u = 0; u < 2; u++) {
+			uint32_t c = c0 + 32 * u;
+			float wf[R][EPC], gs[R];
+
+			if (c >= nch)
+				break;
+#pragma unroll
+			for (int r = 0; r < R; r++) {
+				decode16<DT>(buf[u][r], wf[r]);
+				gs[r] = 1.0f;
+				if (DT == CUDA_DT_INT4 && (uint32_t)r < nr)
+					gs[r] = __half2float(((const __half *)scales)
+						[(size_t)(r0 + r) * ng + c * EPC / 128]);
+			}
+#pragma unroll
+			for (int t = 0; t < NT; t++) {
+				const float4 *xv;
+				float part[R];
+
+				if (t >= (int)nt)
+					break;
+				xv = reinterpret_cast<const float4 *>(x + (size_t)t * ldx +
+								      (size_t)c * EPC);
+#pragma unroll
+				for (int r = 0; r < R; r++)
+					part[r] = 0.0f;
+#pragma unroll
+				for (int e = 0; e < EPC / 4; e++) {
+					float4 xx = __ldg(xv + e);
+
+#pragma unroll
+					for (int r = 0; r < R; r++) {
+						part[r] = fmaf(wf[r][4 * e], xx.x, part[r]);
+						part[r] = fmaf(wf[r][4 * e + 1], xx.y, part[r]);
+						part[r] = fmaf(wf[r][4 * e + 2], xx.z, part[r]);
+						part[r] = fmaf(wf[r][4 * e + 3], xx.w, part[r]);
+					}
+				}
+#pragma unroll
+				for (int r = 0; r < R; r++)
+					acc[r][t] += DT == CUDA_DT_INT4 ? part[r] * gs[r] : part[r];
+			}
+		}
+	}
+#pragma unroll
+	for (int r = 0; r < R; r++)
+#pragma unroll
+		for (int t = 0; t < NT; t++)
+			acc[r][t] = warp_sum(acc[r][t]);
+	if (DT == CUDA_DT_FP8)
+#pragma unroll
+		for (int r = 0; r < R; r++) {
+			float post = (uint32_t)r < nr ? ((const float *)scales)[r0 + r] : 0.0f;
+
+#pragma unroll
+			for (int t = 0; t < NT; t++)
+				acc[r][t] *= post;
+		}
+}
+
+/*
+ * Warp g of the grid takes R rows of one part: part p owns warp groups
+ * [tile_base[p], tile_base[p + 1]) (the host counts ceil(rows / R) per
+ * part, so no warp straddles two parts).  SWIGLU: the same R rows of the
+ * gate (part 0) and up (part 1) matrices.  Lane (r * NT + t) % 32 writes
+ * output (r, t).
+ */
 template <int DT, int NT>
 DEV void mv_body(const cuda_mv_args &a)
 {
+	const int R = mv_rows<DT>::R;
 	uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 	uint32_t g = blockIdx.x * CUDA_MV_WARPS + warp;
 	uint32_t t0 = blockIdx.y * NT, nt = min((uint32_t)NT, a.nt - t0);
-	uint32_t total = a.mode == CUDA_MV_SWIGLU ? a.rows[0] : a.row_base[a.n_parts];
 	const float *x = a.x + (size_t)t0 * a.ldx;
-	float acc[NT], acc2[NT];
-	uint32_t p, r;
+	float acc[R][NT], acc2[R][NT];
+	uint32_t p, r0, nr;
 
-	if (g >= total)
+	if (g >= a.tile_base[a.n_parts])
 		return;
-	p = a.mode == CUDA_MV_SWIGLU ? 0 : part_of(a.row_base, a.n_parts, g);
-	r = g - (a.mode == CUDA_MV_SWIGLU ? 0 : a.row_base[p]);
-	row_dot<DT, NT>((const uint8_t *)a.w[p] + r * row_bytes<DT>(a.cols), a.scales[p],
-			r, a.cols, x, a.ldx, nt, lane, acc);
+	p = part_of(a.tile_base, a.n_parts, g);
+	r0 = (g - a.tile_base[p]) * R;
+	nr = min((uint32_t)R, a.rows[p] - r0);
+	rows_dot<DT, NT>((const uint8_t *)a.w[p], a.scales[p], r0, nr, a.cols, x, a.ldx,
+			 nt, lane, acc);
 	if (a.mode == CUDA_MV_SWIGLU) {
-		row_dot<DT, NT>((const uint8_t *)a.w[1] + r * row_bytes<DT>(a.cols),
-				a.scales[1], r, a.cols, x, a.ldx, nt, lane, acc2);
+		rows_dot<DT, NT>((const uint8_t *)a.w[1], a.scales[1], r0, nr, a.cols, x,
+				 a.ldx, nt, lane, acc2);
 #pragma unroll
-		for (int t = 0; t < NT; t++)
-			if (lane == (uint32_t)t && t < (int)nt)
-				a.y[0][(size_t)(t0 + t) * a.ldy[0] + r] = silu(acc[t]) * acc2[t];
+		for (int r = 0; r < R; r++)
+#pragma unroll
+			for (int t = 0; t < NT; t++)
+				if (lane == (uint32_t)(r * NT + t) % 32 && t < (int)nt &&
+				    (uint32_t)r < nr)
+					a.y[0][(size_t)(t0 + t) * a.ldy[0] + r0 + r] =
+						silu(acc[r][t]) * acc2[r][t];
 		return;
 	}
 #pragma unroll
-	for (int t = 0; t < NT; t++) {
-		if (lane == (uint32_t)t && t < (int)nt) {
-			float v = acc[t];
-			float *y = a.y[p] + (size_t)(t0 + t) * a.ldy[p] + r;
+	for (int r = 0; r < R; r++)
+#pragma unroll
+		for (int t = 0; t < NT; t++) {
+			if (lane == (uint32_t)(r * NT + t) % 32 && t < (int)nt &&
+			    (uint32_t)r < nr) {
+				float v = acc[r][t];
+				float *y = a.y[p] + (size_t)(t0 + t) * a.ldy[p] + r0 + r;
 
-			if (a.bias[p])
-				v += a.bias[p][r];
-			if (a.mode == CUDA_MV_ADD)
-				*y += v;
-			else
-				*y = v;
+				if (a.bias[p])
+					v += a.bias[p][r0 + r];
+				if (a.mode == CUDA_MV_ADD)
+					*y += v;
+				else
+					*y = v;
+			}
 		}
-	}
 }
 
 #define MV_ENTRY(name, DT, NT)                                                 \

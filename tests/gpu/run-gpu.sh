@@ -10,6 +10,8 @@
 #   3. benchmarks of synthetic images of real shapes (velo-convert
 #      --random): VELO_GPU_BENCH_SHAPES (default llama3-1b; "" for none)
 #      x VELO_GPU_BENCH_DTYPES (default "fp8 int4 bf16")
+#   4. the scheduler's unit tests (test_sched, test_sched_swap) relinked to
+#      load their models on the CUDA backend (tests/gpu/sched_backend.c)
 # Logs go to LOGDIR (default $OUT, else O/results); prints a short table.
 set -u
 O=${1:-build}
@@ -39,6 +41,18 @@ set -o pipefail
 test_rc=$?
 set +o pipefail
 
+# The scheduler's own tests with their models on the CUDA backend.
+sched_res=""
+for t in test_sched_cuda test_sched_swap_cuda; do
+	if [ -x "$O/tests/gpu/$t" ]; then
+		VELO_TEST_BACKEND=cuda "$O/tests/gpu/$t" >"$LOG/$t.log" 2>&1
+		r=$?
+		[ $r = 0 ] || test_rc=1
+		sched_res="$sched_res$(printf '%-28s %s' "$t" "$(grep -E '^\[  (PASSED|FAILED)' "$LOG/$t.log" | tr '\n' ' ') (rc $r)")
+"
+	fi
+done
+
 : >"$LOG/bench.log"
 for shape in ${VELO_GPU_BENCH_SHAPES-llama3-1b}; do
 	for dt in ${VELO_GPU_BENCH_DTYPES:-fp8 int4 bf16}; do
@@ -56,6 +70,7 @@ echo "== CUDA backend on $(head -3 "$LOG/gpu.txt" | tail -1 | cut -d, -f1) =="
 printf '%-28s %s\n' "test_cuda_host" "$([ "$host_rc" = 0 ] && echo pass || echo "FAIL ($host_rc)")"
 printf '%-28s %s\n' "velo-test-cuda" "$(grep -c '^ok' "$LOG/velo-test-cuda.log") ok, $(grep -c '^FAIL' "$LOG/velo-test-cuda.log") failed (rc $test_rc)"
 grep '^FAIL' "$LOG/velo-test-cuda.log" | head -20
+printf "$sched_res"
 grep -E '^## |decode batch 1:|prefill  512' "$LOG/bench.log"
 [ "$host_rc" = 0 ] && [ "$test_rc" = 0 ] || rc=1
 exit $rc

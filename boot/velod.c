@@ -443,7 +443,7 @@ static int cfg_extract(json_t *root, struct velod_cfg *c, char *err,
 	GET_U("dpdk.mbufs", 0, 1 << 24, c->dp.dpdk.mbufs);
 	GET_U("dpdk.rx_desc", 32, 32768, c->dp.dpdk.rx_desc);
 	GET_U("dpdk.tx_desc", 32, 32768, c->dp.dpdk.tx_desc);
-	GET_U("dpdk.queues", 1, 1, c->dp.dpdk.queues);
+	GET_U("dpdk.queues", 1, 16, c->dp.dpdk.queues);
 	GET_U("dpdk.vlan", 0, 4094, c->dp.dpdk.vlan);
 	c->dp.dpdk.offloads = json_is_true(cfg_get(root, "dpdk.offloads"));
 

@@ -12,6 +12,7 @@
 #ifndef VELO_DP_H
 #define VELO_DP_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -43,10 +44,36 @@ struct dp_config {
 /* Defaults: Kconfig values (listen 127.0.0.1:7400). */
 void dp_config_default(struct dp_config *c);
 
+/*
+ * Several DPDK queues (dpdk.queues = N > 1): one struct dp per queue, each
+ * with its own session table, txq, loss injector and thread (sessions are
+ * pinned to a queue by RSS on the UDP 5-tuple).  The scheduler still sees
+ * one pair of rings: each loop's session layer talks to a private ring pair
+ * (its own slice of the request slots), and queue 0's loop forwards between
+ * them and the scheduler's rings (dp_mux, dp.c).  Everything here is
+ * allocated by dp_init.
+ */
+struct dp_multi {
+	unsigned n;			/* loops (queues) */
+	struct dp *loops[16];		/* [0] is the struct dp velod holds */
+	struct dp_rings *priv;		/* (n) private ring pairs */
+	uint8_t *slot_owner;		/* (n_slots) loop of each request slot */
+	struct dp_rings *sched;		/* the scheduler's rings */
+	pthread_t threads[16];		/* [1..n-1] */
+	bool started[16];
+	struct dp_resp pending;		/* a response whose loop's ring was full */
+	bool has_pending;
+	char names[16][2][24];		/* counter block prefixes of loops 1.. */
+	uint64_t ctr_fwd_req, ctr_fwd_resp, ctr_resp_full;
+};
+
 struct dp {
 	struct dp_config cfg;
 	struct dp_sock sock;		/* DPDK: fd -1, local = our address */
 	struct dp_dpdk *dpdk;		/* DP_TRANSPORT_DPDK only */
+	struct dp_dpdk_q *dpq;		/* DPDK: the queue this loop polls */
+	struct dp_multi *multi;		/* dpdk.queues > 1, queue 0's loop only */
+	unsigned lcore;			/* index of this loop (queue) */
 	uint64_t link_poll_ns;
 	struct dp_txq txq;
 	struct dp_sess_table sess;

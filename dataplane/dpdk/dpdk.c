@@ -31,6 +31,7 @@
 #include "dpdk.h"
 
 #include <rte_eal.h>
+#include <rte_lcore.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
@@ -44,7 +45,16 @@ static const struct ctr_desc dp_dpdk_ctr_desc[DP_DPDK_CTR__COUNT] = {
 	foreach_dp_dpdk_counter(CTR_DESC)
 };
 
-struct dp_dpdk {
+/*
+ * One rx/tx queue pair, polled by one dataplane thread: everything written
+ * per frame lives here (its own packet-layer state, neighbour table and
+ * counters), so queues share nothing on the hot path but the mbuf pool
+ * (whose ring is multi-producer/multi-consumer).  Each queue learns its
+ * peers' MACs from the datagrams it receives itself; RSS keeps a session's
+ * datagrams on one queue, so the answers find their MAC there.
+ */
+struct dp_dpdk_q {
+	struct dp_dpdk *parent;
 	uint16_t port;
 	uint16_t queue;
 	unsigned burst;
@@ -56,8 +66,17 @@ struct dp_dpdk {
 	struct rte_mbuf *rx[DP_DPDK_BURST_MAX];
 	struct rte_mbuf *tx[DP_DPDK_BURST_MAX];
 	unsigned n_tx;
-	struct dp_xdp *xdp;		/* our XDP program under net_af_xdp */
+	char name_dpdk[24], name_pkt[24];	/* counter block prefixes */
 	uint64_t ctr[DP_DPDK_CTR__COUNT];
+} __cache_aligned;
+
+struct dp_dpdk {
+	uint16_t port;
+	unsigned nq;
+	bool tx_offload;
+	struct rte_mempool *pool;
+	struct dp_xdp *xdp;		/* our XDP program under net_af_xdp */
+	struct dp_dpdk_q *q[DP_DPDK_QUEUES_MAX];
 };
 
 /* The EAL can be initialised once per process. */
@@ -226,8 +245,9 @@ static int port_setup(struct dp_dpdk *d, const struct dp_dpdk_config *cfg)
 	return 0;
 }
 
-void dp_dpdk_link_poll(struct dp_dpdk *d)
+void dp_dpdk_link_poll(struct dp_dpdk *dd)
 {
+	struct dp_dpdk_q *d = dd->q[0];
 	struct rte_eth_link link;
 	uint64_t up;
 
@@ -235,8 +255,8 @@ void dp_dpdk_link_poll(struct dp_dpdk *d)
 	if (rte_eth_link_get_nowait(d->port, &link))
 		return;
 	up = link.link_status == RTE_ETH_LINK_UP;
-	if (IS_ENABLED(CONFIG_DP_XDP) && d->xdp)
-		dp_xdp_stats_poll(d->xdp);
+	if (IS_ENABLED(CONFIG_DP_XDP) && dd->xdp)
+		dp_xdp_stats_poll(dd->xdp);
 	/* A leak shows as a falling gauge (rte_mempool_avail_count walks
 	 * no per-lcore caches here: the pool has none). */
 	__atomic_store_n(&d->ctr[DP_DPDK_CTR_mbufs_free],
@@ -278,9 +298,79 @@ static int xdp_attach(struct dp_dpdk *d, const char *eal)
 		return -EINVAL;
 	memcpy(ifname, ifp, n);
 	ifname[n] = 0;
-	d->xdp = dp_xdp_open(ifname, d->ifc.ip, d->ifc.port);
+	d->xdp = dp_xdp_open(ifname, d->q[0]->ifc.ip, d->q[0]->ifc.port);
 	dp_dpdk_link_poll(d);
 	return d->xdp ? 0 : -errno;
+}
+
+/* Queue @i's state and counter blocks ("dpdk"/"pkt" for queue 0,
+ * "dpdk.q<i>"/"pkt.q<i>" for the others). */
+static int queue_open(struct dp_dpdk *d, unsigned i,
+		      const struct dp_dpdk_config *cfg,
+		      const struct dp_addr *local, const uint8_t mac[6],
+		      unsigned mtu, unsigned burst)
+{
+	struct dp_dpdk_q *q = aligned_alloc(VELO_CACHE_LINE, sizeof(*q));
+	int rc;
+
+	if (!q)
+		return -ENOMEM;
+	memset(q, 0, sizeof(*q));
+	q->parent = d;
+	q->port = d->port;
+	q->queue = (uint16_t)i;
+	q->burst = burst;
+	q->mtu = mtu;
+	q->tx_offload = d->tx_offload;
+	q->pool = d->pool;
+	q->scratch = aligned_alloc(VELO_CACHE_LINE, ALIGN_UP(mtu + 64, 64u));
+	if (!q->scratch) {
+		free(q);
+		return -ENOMEM;
+	}
+	rc = dp_pkt_if_init(&q->ifc, mac, local->u.in4.sin_addr.s_addr,
+			    local->u.in4.sin_port, (uint16_t)cfg->vlan);
+	if (rc) {
+		LOG_E(dp, "dpdk: bad local address or MAC");
+		goto err_free;
+	}
+	q->ifc.tx_csum_offload = d->tx_offload;
+	if (i) {
+		snprintf(q->name_dpdk, sizeof(q->name_dpdk), "dpdk.q%u", i);
+		snprintf(q->name_pkt, sizeof(q->name_pkt), "pkt.q%u", i);
+	} else {
+		snprintf(q->name_dpdk, sizeof(q->name_dpdk), "dpdk");
+		snprintf(q->name_pkt, sizeof(q->name_pkt), "pkt");
+	}
+	rc = ctr_block_register(q->name_dpdk, dp_dpdk_ctr_desc, q->ctr,
+				DP_DPDK_CTR__COUNT);
+	if (rc)
+		goto err_free;
+	rc = ctr_block_register(q->name_pkt, dp_pkt_ctr_desc, q->ifc.ctr,
+				DP_PKT_CTR__COUNT);
+	if (rc) {
+		ctr_block_unregister(q->ctr);
+		goto err_free;
+	}
+	d->q[i] = q;
+	return 0;
+
+err_free:
+	free(q->scratch);
+	free(q);
+	return rc;
+}
+
+static void queue_close(struct dp_dpdk_q *q)
+{
+	if (!q)
+		return;
+	ctr_block_unregister(q->ifc.ctr);
+	ctr_block_unregister(q->ctr);
+	if (q->n_tx)
+		rte_pktmbuf_free_bulk(q->tx, q->n_tx);
+	free(q->scratch);
+	free(q);
 }
 
 struct dp_dpdk *dp_dpdk_open(const struct dp_dpdk_config *cfg,
@@ -298,12 +388,13 @@ struct dp_dpdk *dp_dpdk_open(const struct dp_dpdk_config *cfg,
 		errno = EINVAL;
 		return NULL;
 	}
-	if (!burst || burst > DP_DPDK_BURST_MAX || cfg->queues != 1 ||
+	if (!burst || burst > DP_DPDK_BURST_MAX || !cfg->queues ||
+	    cfg->queues > DP_DPDK_QUEUES_MAX ||
 	    cfg->rx_desc < 32 || cfg->tx_desc < 32 || cfg->vlan > 4094 ||
 	    mtu + DP_PKT_HDR_LEN_MAX > RTE_MBUF_DEFAULT_DATAROOM) {
-		LOG_E(dp, "dpdk: bad configuration (burst 1..%d, queues 1, "
+		LOG_E(dp, "dpdk: bad configuration (burst 1..%d, queues 1..%d, "
 		      "descriptors >= 32, vlan <= 4094, mtu + %d <= %d)",
-		      DP_DPDK_BURST_MAX, DP_PKT_HDR_LEN_MAX,
+		      DP_DPDK_BURST_MAX, DP_DPDK_QUEUES_MAX, DP_PKT_HDR_LEN_MAX,
 		      RTE_MBUF_DEFAULT_DATAROOM);
 		errno = EINVAL;
 		return NULL;
@@ -326,18 +417,13 @@ struct dp_dpdk *dp_dpdk_open(const struct dp_dpdk_config *cfg,
 		return NULL;
 	}
 	d->port = (uint16_t)cfg->port;
-	d->burst = burst;
-	d->mtu = mtu;
-	d->scratch = aligned_alloc(VELO_CACHE_LINE, ALIGN_UP(mtu + 64, 64u));
-	if (!d->scratch) {
-		rc = -ENOMEM;
-		goto err_free;
-	}
+	d->nq = cfg->queues;
 	/* Pool budget: every rx descriptor holds an mbuf, every tx
 	 * descriptor may, plus one rx burst, one tx burst and replies in
-	 * flight, plus slack for the PMD's own staging. */
+	 * flight, plus slack for the PMD's own staging; per queue. */
 	mbufs = cfg->mbufs ? cfg->mbufs
-			   : cfg->rx_desc + cfg->tx_desc + 4 * burst + 256;
+			   : cfg->queues * (cfg->rx_desc + cfg->tx_desc +
+					    4 * burst) + 256;
 	snprintf(name, sizeof(name), "velo_mb_%u", cfg->port);
 	d->pool = pool_create(name, mbufs, rte_eth_dev_socket_id(d->port));
 	if (!d->pool) {
@@ -349,45 +435,36 @@ struct dp_dpdk *dp_dpdk_open(const struct dp_dpdk_config *cfg,
 	if (rc)
 		goto err_free_pool;
 	rc = rte_eth_macaddr_get(d->port, &mac);
-	if (!rc)
-		rc = dp_pkt_if_init(&d->ifc, mac.addr_bytes,
-				    local->u.in4.sin_addr.s_addr,
-				    local->u.in4.sin_port, (uint16_t)cfg->vlan);
 	if (rc) {
-		LOG_E(dp, "dpdk: bad local address or MAC");
+		LOG_E(dp, "dpdk: no MAC address for port %u", d->port);
 		goto err_stop;
 	}
-	d->ifc.tx_csum_offload = d->tx_offload;
+	for (unsigned i = 0; i < d->nq; i++) {
+		rc = queue_open(d, i, cfg, local, mac.addr_bytes, mtu, burst);
+		if (rc)
+			goto err_queues;
+	}
 	dp_dpdk_link_poll(d);
 	LOG_I(dp, "dpdk: port %u mac %02x:%02x:%02x:%02x:%02x:%02x, link %s "
-	      "%u Mb/s, %u mbufs", d->port, mac.addr_bytes[0], mac.addr_bytes[1],
-	      mac.addr_bytes[2], mac.addr_bytes[3], mac.addr_bytes[4],
-	      mac.addr_bytes[5], d->ctr[DP_DPDK_CTR_link_up] ? "up" : "down",
-	      (unsigned)d->ctr[DP_DPDK_CTR_link_speed_mbps], mbufs);
-	rc = ctr_block_register("dpdk", dp_dpdk_ctr_desc, d->ctr,
-				DP_DPDK_CTR__COUNT);
-	if (rc)
-		goto err_stop;
-	rc = ctr_block_register("pkt", dp_pkt_ctr_desc, d->ifc.ctr,
-				DP_PKT_CTR__COUNT);
-	if (rc)
-		goto err_unregister;
+	      "%u Mb/s, %u mbufs, %u queue(s)", d->port, mac.addr_bytes[0],
+	      mac.addr_bytes[1], mac.addr_bytes[2], mac.addr_bytes[3],
+	      mac.addr_bytes[4], mac.addr_bytes[5],
+	      d->q[0]->ctr[DP_DPDK_CTR_link_up] ? "up" : "down",
+	      (unsigned)d->q[0]->ctr[DP_DPDK_CTR_link_speed_mbps], mbufs, d->nq);
 	rc = xdp_attach(d, cfg->eal ? cfg->eal : "");
 	if (rc)
-		goto err_unregister_pkt;
+		goto err_queues;
 	return d;
 
-err_unregister_pkt:
-	ctr_block_unregister(d->ifc.ctr);
-err_unregister:
-	ctr_block_unregister(d->ctr);
+err_queues:
+	for (unsigned i = 0; i < d->nq; i++)
+		queue_close(d->q[i]);
 err_stop:
 	rte_eth_dev_stop(d->port);
 	rte_eth_dev_close(d->port);
 err_free_pool:
 	rte_mempool_free(d->pool);
 err_free:
-	free(d->scratch);
 	free(d);
 	errno = -rc;
 	return NULL;
@@ -399,18 +476,34 @@ void dp_dpdk_close(struct dp_dpdk *d)
 		return;
 	if (IS_ENABLED(CONFIG_DP_XDP))
 		dp_xdp_close(d->xdp);
-	ctr_block_unregister(d->ifc.ctr);
-	ctr_block_unregister(d->ctr);
-	if (d->n_tx)
-		rte_pktmbuf_free_bulk(d->tx, d->n_tx);
+	for (unsigned i = 0; i < d->nq; i++)
+		queue_close(d->q[i]);
 	rte_eth_dev_stop(d->port);
 	rte_eth_dev_close(d->port);
 	rte_mempool_free(d->pool);
-	free(d->scratch);
 	free(d);
 }
 
-static void tx_push(struct dp_dpdk *d)
+int dp_dpdk_lcore_cpu(unsigned i)
+{
+	unsigned lc = rte_get_next_lcore((unsigned)-1, 0, 0);
+
+	while (i-- && lc < RTE_MAX_LCORE)
+		lc = rte_get_next_lcore(lc, 0, 0);
+	return lc < RTE_MAX_LCORE ? (int)rte_lcore_to_cpu_id((int)lc) : -1;
+}
+
+unsigned dp_dpdk_queues(const struct dp_dpdk *d)
+{
+	return d->nq;
+}
+
+struct dp_dpdk_q *dp_dpdk_queue(struct dp_dpdk *d, unsigned i)
+{
+	return i < d->nq ? d->q[i] : NULL;
+}
+
+static void tx_push(struct dp_dpdk_q *d)
 {
 	uint16_t sent = 0;
 	unsigned spins = 0;
@@ -433,7 +526,7 @@ static void tx_push(struct dp_dpdk *d)
 	d->n_tx = 0;
 }
 
-static __always_inline void rx_one(struct dp_dpdk *d, struct dp_sess_table *t,
+static __always_inline void rx_one(struct dp_dpdk_q *d, struct dp_sess_table *t,
 				   struct dp_loss *loss, struct rte_mbuf *m)
 {
 	struct dp_pkt_rx_info info;
@@ -481,7 +574,7 @@ static __always_inline void rx_one(struct dp_dpdk *d, struct dp_sess_table *t,
 	rte_pktmbuf_free(m);
 }
 
-unsigned dp_dpdk_rx(struct dp_dpdk *d, struct dp_sess_table *t,
+unsigned dp_dpdk_rx(struct dp_dpdk_q *d, struct dp_sess_table *t,
 		    struct dp_loss *loss)
 {
 	uint16_t n = rte_eth_rx_burst(d->port, d->queue, d->rx,
@@ -505,7 +598,7 @@ unsigned dp_dpdk_rx(struct dp_dpdk *d, struct dp_sess_table *t,
 	return n;
 }
 
-unsigned dp_dpdk_tx(struct dp_dpdk *d, const struct dp_pkt *pkts, unsigned n)
+unsigned dp_dpdk_tx(struct dp_dpdk_q *d, const struct dp_pkt *pkts, unsigned n)
 {
 	unsigned hl = dp_pkt_hdr_len(&d->ifc), ok = 0;
 

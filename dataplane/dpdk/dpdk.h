@@ -51,7 +51,8 @@ struct dp_dpdk_config {
 	unsigned mbufs;		/* pool size; 0: rx_desc + tx_desc + 4 x burst + 256 */
 	unsigned rx_desc;	/* rx ring descriptors */
 	unsigned tx_desc;
-	unsigned queues;	/* rx/tx queue pairs (dataplane lcores); 1 today */
+	unsigned queues;	/* rx/tx queue pairs = dataplane threads, with
+				 * RSS on the UDP 5-tuple when > 1 (dp.c) */
 	unsigned vlan;		/* 802.1Q id, 0 untagged */
 	bool offloads;		/* use checksum offloads the port has */
 };
@@ -69,7 +70,10 @@ static inline void dp_dpdk_config_default(struct dp_dpdk_config *c)
 	c->offloads = true;
 }
 
+#define DP_DPDK_QUEUES_MAX 16
+
 struct dp_dpdk;
+struct dp_dpdk_q;	/* one rx/tx queue pair, polled by one thread */
 
 /*
  * dp_dpdk_open() - initialise the EAL (once per process), create the mbuf
@@ -86,22 +90,58 @@ struct dp_dpdk *dp_dpdk_open(const struct dp_dpdk_config *cfg,
 			     unsigned burst);
 void dp_dpdk_close(struct dp_dpdk *d);
 
+#ifndef CONFIG_DP_DPDK
+/* Builds without DPDK: dp.c's multi-queue code is never reached (no port
+ * is ever opened) but must link. */
+static inline unsigned dp_dpdk_queues(const struct dp_dpdk *d)
+{
+	(void)d;
+	return 1;
+}
+
+static inline struct dp_dpdk_q *dp_dpdk_queue(struct dp_dpdk *d, unsigned i)
+{
+	(void)d;
+	(void)i;
+	return NULL;
+}
+
+static inline int dp_dpdk_lcore_cpu(unsigned i)
+{
+	(void)i;
+	return -1;
+}
+#else
+/* Queue pairs, and queue @i (NULL past the last).  Queue 0 registers the
+ * "dpdk" and "pkt" counter blocks, queue i > 0 "dpdk.q<i>" and "pkt.q<i>";
+ * the link and XDP figures are queue 0's. */
+unsigned dp_dpdk_queues(const struct dp_dpdk *d);
+struct dp_dpdk_q *dp_dpdk_queue(struct dp_dpdk *d, unsigned i);
+
 /*
- * dp_dpdk_rx() - receive one burst: answer ARP and ICMP echo, hand UDP
- * datagrams for our port to the session layer (through @loss when not
- * NULL).  Return: frames received.
+ * dp_dpdk_lcore_cpu() - the CPU of the EAL's @i-th lcore (in the order of
+ * dpdk.eal's -l list), -1 when it has fewer: where queue i's thread runs.
  */
-unsigned dp_dpdk_rx(struct dp_dpdk *d, struct dp_sess_table *t,
+int dp_dpdk_lcore_cpu(unsigned i);
+#endif
+
+/*
+ * dp_dpdk_rx() - receive one burst on queue @q: answer ARP and ICMP echo,
+ * hand UDP datagrams for our port to the session layer (through @loss when
+ * not NULL).  One thread per queue.  Return: frames received.
+ */
+unsigned dp_dpdk_rx(struct dp_dpdk_q *q, struct dp_sess_table *t,
 		    struct dp_loss *loss);
 
 /*
- * dp_dpdk_tx() - send @n datagrams (payload + destination): each copied
+ * dp_dpdk_tx() - send @n datagrams on queue @q (payload + destination): each copied
  * behind freshly written headers in an mbuf, sent in bursts.
  * Return: datagrams handed to the port; the rest were dropped and counted.
  */
-unsigned dp_dpdk_tx(struct dp_dpdk *d, const struct dp_pkt *pkts, unsigned n);
+unsigned dp_dpdk_tx(struct dp_dpdk_q *q, const struct dp_pkt *pkts, unsigned n);
 
-/* Refresh link status (cheap; dp.c calls it about once a second). */
+/* Refresh link status, the XDP counters and the pool gauge (cheap; queue
+ * 0's thread calls it about once a second). */
 void dp_dpdk_link_poll(struct dp_dpdk *d);
 
 #endif /* VELO_DP_DPDK_H */

@@ -1,0 +1,74 @@
+#!/bin/bash
+# Several dataplane loops: velod on DPDK with dpdk.queues=2 (net_af_packet
+# qpairs=2: the kernel's PACKET_FANOUT_HASH spreads flows over the two
+# queues by their 5-tuple, as RSS does on a NIC), one session table and one
+# thread per queue, queue 0's loop forwarding between the loops' private
+# rings and the scheduler's.  16 concurrent sessions: both loops get some,
+# none of a session's datagrams lands on the other loop (no
+# unknown-session drops), every text equals the kernel socket's, every
+# request of velo-itest (4 sessions x 8 in flight, 5 % loss each way in
+# both loops) answered exactly once, the loops' request slots all back
+# when idle, and velod stops cleanly (the loop threads joined).
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/dpdk.inc"
+
+PROMPTS=("A wise man" "The quick brown fox" "You will find" "Money is"
+	 "Love and friendship" "A journey of a thousand miles" "Tomorrow" "Luck")
+NT=16
+ref_texts "$NT" "${PROMPTS[@]}"
+
+vdev="net_af_packet0,iface=$IF_DP,blocksz=4096,framesz=2048,framecnt=512,qpairs=2"
+DPDK_VDEV=$vdev start_velod_dpdk --set dpdk.queues=2 "${MODEL_ARGS[@]}"
+grep -q 'dataplane: 2 loops' "$T/velod.err" ||
+	fail "velod did not start 2 dataplane loops: $(grep -i 'dpdk\|loop' "$T/velod.err" | head -5)"
+note "$(grep -o 'dataplane: 2 loops.*' "$T/velod.err")"
+
+# 16 sessions at once (2 per prompt), each its own UDP source port.
+pids=()
+for i in $(seq 0 15); do
+	p=${PROMPTS[$((i % 8))]}
+	cl timeout 30 "$BIN/velo-client" --server "$SERVER" --key "$KEY" \
+		gen --json --ignore-eos --max-tokens "$NT" "$p" \
+		>"$T/mq.$i" 2>"$T/mqerr.$i" &
+	pids+=($!)
+done
+for i in "${!pids[@]}"; do
+	wait "${pids[$i]}" || fail "session $i: $(cat "$T/mqerr.$i")"
+done
+for i in $(seq 0 15); do
+	gen_check "$T/mq.$i" >"$T/mqc.$i" || fail "session $i: $(cat "$T/mqc.$i")"
+	cmp -s "$T/mqc.$i" "$T/ref.$((i % 8))" ||
+		fail "session $i: text differs: $(cut -f3 "$T/mqc.$i")"
+done
+o0=$(counter sess.opened); o1=$(counter sess.q1.opened)
+f0=$(counter pkt.udp_rx); f1=$(counter pkt.q1.udp_rx)
+note "16 sessions: loop 0 opened $o0, loop 1 opened $o1; datagrams $f0 / $f1; all texts = socket's"
+[ "$o0" -ge 1 ] && [ "$o1" -ge 1 ] || fail "one loop got no session ($o0 / $o1)"
+[ $((o0 + o1)) -ge 16 ] || fail "$((o0 + o1)) sessions opened, expected >= 16"
+unk=$(counter_sum '^dp\.(q[0-9]+\.)?drop_unknown_session$')
+[ "$unk" = 0 ] || fail "$unk datagrams reached a loop without their session"
+
+# Exactly once under 5 % loss in both loops, many requests in flight.
+stop_velod
+DPDK_VDEV=$vdev start_velod_dpdk --set dpdk.queues=2 "${MODEL_ARGS[@]}" \
+	--set loss.seed=9 --set loss.rx_data=0.05 --set loss.tx_data=0.05 \
+	--set loss.rx_ctrl=0.05 --set loss.tx_ctrl=0.05
+cl "$BIN/velo-itest" loss --server "$SERVER" --key "$KEY" --sessions 4 \
+	--requests 200 --pings 50 --seed 4 --max-seconds 40 \
+	>"$T/itest.out" 2>"$T/itest.err" ||
+	{ cat "$T/itest.out" "$T/itest.err"; fail "velo-itest loss, 2 loops"; }
+eng=$(counter_sum '^sess\.(q[0-9]+\.)?infer_to_engine$')
+[ "$eng" = 200 ] || fail "$eng requests reached the engine, expected 200"
+l0=$(counter sess.infer_to_engine); l1=$(counter sess.q1.infer_to_engine)
+loss=$(counter_sum '^dp\.(q[0-9]+\.)?.*loss')
+note "velo-itest: 200 requests + 50 pings answered exactly once (loop 0: $l0, loop 1: $l1), $loss datagrams dropped by the injectors"
+[ "$loss" -gt 0 ] || fail "the loss injectors dropped nothing"
+slots() { ctl "stats json" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["request_slots_in_use"])'; }
+for _ in $(seq 50); do
+	[ "$(slots)" = 0 ] && break
+	sleep 0.1
+done
+[ "$(slots)" = 0 ] || fail "request slots still in use when idle: $(slots)"
+kv_idle
+stop_velod
+exit 0

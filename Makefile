@@ -222,11 +222,14 @@ $(tests): %: %.o $(O)/lib/libvelo-test.a $(O)/lib/libvelo-core.a
 # objects under build/fuzz/.
 fuzz-cflags := $(filter-out -march=% -mtune=% -fsanitize=%,$(cflags-common)) \
 	-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -DVELO_FUZZ=1
-fuzz-objs := $(patsubst $(O)/%,$(O)/fuzz/%,$(objs-core) $(objs-client))
+# Objects not compiled from C (the CUDA fatbin's .S) are linked as built.
+fuzz-objs := $(foreach o,$(objs-core) $(objs-client),$(if $(wildcard \
+	$(patsubst $(O)/%.o,%.c,$(o))),$(patsubst $(O)/%,$(O)/fuzz/%,$(o)),$(o)))
 $(O)/fuzz/%.o: %.c | $(O)/include/config/auto.conf
 	$(quiet) CLANG $<
 	$(Q)mkdir -p $(dir $@)
-	$(Q)$(CLANG) $(fuzz-cflags) -Wno-unknown-warning-option -MMD -MP -c -o $@ $<
+	$(Q)$(CLANG) $(fuzz-cflags) $(ccflags-dir-$(dir $<)) -Wno-unknown-warning-option \
+		-MMD -MP -c -o $@ $<
 $(O)/fuzz/lib/libvelo-core.a: $(fuzz-objs)
 	$(Q)mkdir -p $(dir $@)
 	$(Q)rm -f $@ && $(AR) rcs $@ $^

@@ -27,6 +27,8 @@
 #include <velo/codec.h>
 #include <velo/compiler.h>
 
+#include "../unit/ref_utf8.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
@@ -51,46 +53,12 @@ static void str_inside(const struct proto_str *s)
 	inside(s->p, s->len);
 }
 
-/* Reference UTF-8 check (bit patterns to a code point, then ranges). */
-static bool ref_utf8(const uint8_t *s, size_t len)
-{
-	for (size_t i = 0; i < len;) {
-		uint8_t c = s[i];
-		uint32_t cp, min;
-		size_t n;
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if ((c & 0xe0) == 0xc0)
-			n = 2, cp = c & 0x1f, min = 0x80;
-		else if ((c & 0xf0) == 0xe0)
-			n = 3, cp = c & 0x0f, min = 0x800;
-		else if ((c & 0xf8) == 0xf0)
-			n = 4, cp = c & 0x07, min = 0x10000;
-		else
-			return false;
-		if (len - i < n)
-			return false;
-		for (size_t k = 1; k < n; k++) {
-			if ((s[i + k] & 0xc0) != 0x80)
-				return false;
-			cp = cp << 6 | (s[i + k] & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return false;
-		i += n;
-	}
-	return true;
-}
-
 static void check_utf8(const uint8_t *s, size_t n)
 {
 	bool ok = proto_utf8_valid((const char *)s, n);
 	size_t p = proto_utf8_complete_prefix((const char *)s, n);
 
-	if (ok != ref_utf8(s, n) || p > n || (ok && p != n))
+	if (ok != ref_utf8_valid(s, n) || p > n || (ok && p != n))
 		__builtin_trap();
 }
 

@@ -21,6 +21,8 @@
 #include <velo/codec.h>
 #include <velo/compiler.h>
 
+#include "ref_utf8.h"
+
 #define BUF_CAP 4096
 
 static _Alignas(8) uint8_t buf[BUF_CAP];
@@ -1371,46 +1373,6 @@ static void test_names(void **state)
 /* ------------------------------------------------------------------------
  * UTF-8.
  */
-
-/*
- * Reference: decode by bit patterns to a code point, then reject overlongs,
- * surrogates and values above U+10FFFF — a different algorithm from the
- * codec's per-lead-byte ranges.
- */
-static bool ref_utf8_valid(const uint8_t *s, size_t len)
-{
-	size_t i = 0;
-
-	while (i < len) {
-		uint8_t c = s[i];
-		uint32_t cp, min;
-		size_t n;
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		} else if ((c & 0xe0) == 0xc0) {
-			n = 2, cp = c & 0x1f, min = 0x80;
-		} else if ((c & 0xf0) == 0xe0) {
-			n = 3, cp = c & 0x0f, min = 0x800;
-		} else if ((c & 0xf8) == 0xf0) {
-			n = 4, cp = c & 0x07, min = 0x10000;
-		} else {
-			return false;
-		}
-		if (len - i < n)
-			return false;
-		for (size_t k = 1; k < n; k++) {
-			if ((s[i + k] & 0xc0) != 0x80)
-				return false;
-			cp = cp << 6 | (s[i + k] & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return false;
-		i += n;
-	}
-	return true;
-}
 
 static void test_utf8_cases(void **state)
 {

@@ -24,6 +24,8 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -889,6 +891,9 @@ static void models_out(struct velod *v, FILE *f, const char *only, bool as_json)
 /* Bound of one "model unload": draining slots whose requests last longer
  * are freed later in the background (the answer says so). */
 #define UNLOAD_WAIT_MS 30000
+/* The loader's nice value (threads it creates inherit it: CPU worker
+ * pools of runtime loads, see docs/velod.md). */
+#define LOADER_NICE 10
 
 
 #define ST(sm) eng_sched_slot_status(sm)
@@ -1388,6 +1393,11 @@ static void *loader_thread(void *arg)
 	struct velod_loader *ld = &v->ld;
 	bool draining = false;
 
+	/* Below the dataplane and the scheduler when they share cores with
+	 * it (a 2-core machine): a load's checksum pass and self-test take
+	 * tens of milliseconds of CPU that would otherwise stretch steps. */
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), LOADER_NICE))
+		LOG_W(boot, "loader: nice %d: %s", LOADER_NICE, strerror(errno));
 	pthread_mutex_lock(&ld->lock);
 	while (!ld->stop) {
 		char line[CTL_LINE_MAX], *out = NULL;

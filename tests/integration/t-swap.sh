@@ -21,6 +21,8 @@
 #   SWAP_DEVICE_A/_B  device index of each version        [0 / 1]
 #   SWAP_COUNT        swaps at least                      [100]
 #   SWAP_DURATION     seconds of load while swapping      [16]
+#   SWAP_PACE         1: swaps spread evenly over the run (about 1.3 x
+#                     SWAP_COUNT); 0: back to back         [0]
 #   SWAP_STEADY       seconds of the steady phase         [5]
 #   SWAP_CLOSED       requests outstanding                [8]
 #   SWAP_SESSIONS     client sessions                     [4]
@@ -43,6 +45,9 @@ CLOSED=${SWAP_CLOSED:-8}
 SESSIONS=${SWAP_SESSIONS:-4}
 MAXTOK=${SWAP_MAX_TOKENS:-16}
 THREADS=${SWAP_THREADS:-1}
+PACE=${SWAP_PACE:-0}
+# one swap (+ confirm) every GAP_MS when paced
+GAP_MS=$((DURATION * 1000 * 100 / (COUNT * 130)))
 
 [ -f "$A" ] || fail "no image $A"
 if [ -z "$B" ]; then
@@ -88,6 +93,12 @@ swap_to() {	# swap_to A|B: swap, answer kept in swaps.log
 	ctl "model swap m $img device $dev" >>"$T/swaps.log" 2>&1
 }
 while kill -0 "$BPID" 2>/dev/null; do
+	if [ "$PACE" = 1 ]; then	# the next swap's start time
+		due=$((t0 + swaps * GAP_MS * 1000000))
+		now=$(date +%s%N)
+		[ "$now" -lt "$due" ] && sleep "$(printf '0.%06d' $(((due - now) / 1000)))"
+		kill -0 "$BPID" 2>/dev/null || break
+	fi
 	nxt=B; [ "$cur" = B ] && nxt=A
 	swap_to $nxt || { swap_fail=$((swap_fail + 1)); break; }
 	swaps=$((swaps + 1))
@@ -108,6 +119,9 @@ swap_ms=$((($(date +%s%N) - t0) / 1000000))
 wait "$BPID"
 brc=$?
 cat "$T/swap.out"
+# 3. steady again (the spread between 1 and 3 is this machine's noise)
+bench --duration "$STEADY" --json "$T/steady2.json" >"$T/steady2.out" 2>&1 ||
+	{ cat "$T/steady2.out"; fail "second steady phase"; }
 [ "$swap_fail" = 0 ] || { tail -5 "$T/swaps.log"; fail "a swap command failed"; }
 [ "$brc" = 0 ] || fail "velo-bench exit $brc during the swaps"
 note "swaps: $swaps ($rollbacks rolled back and swapped again) in $swap_ms ms of load"
@@ -128,7 +142,8 @@ import json, sys
 t, va, vb, swaps, samples, p99max = sys.argv[1:7]
 st = json.load(open(t + "/steady.json"))["results"]
 sw = json.load(open(t + "/swap.json"))["results"]
-for name, r in (("steady", st), ("swap", sw)):
+s2 = json.load(open(t + "/steady2.json"))["results"]
+for name, r in (("steady", st), ("swap", sw), ("steady2", s2)):
     bad = {k: r.get(k) for k in ("lost", "timeouts", "errors", "send_errors")
            if r.get(k)}
     assert not bad, (name, bad)
@@ -141,28 +156,30 @@ for line in open(t + "/served"):
     served[ver] = served.get(ver, 0) + int(n)
 assert set(served) <= {va, vb}, ("a DONE from a third version", served)
 assert served.get(va, 0) > 0 and served.get(vb, 0) > 0, ("both versions", served)
-total = st["completed"] + sw["completed"] + int(samples)
+total = st["completed"] + sw["completed"] + s2["completed"] + int(samples)
 assert sum(served.values()) == total, ("DONEs served %d != answers received %d"
                                        % (sum(served.values()), total), served)
 def p(r, k, q):
     return r["latency_ns"][k][q] / 1e6
-print("requests: steady %d, during swaps %d (+%d samples); DONE by version: %s"
-      % (st["completed"], sw["completed"], int(samples),
+print("requests: steady %d, during swaps %d, steady after %d (+%d samples); "
+      "DONE by version: %s"
+      % (st["completed"], sw["completed"], s2["completed"], int(samples),
          ", ".join("%s %d" % kv for kv in sorted(served.items()))))
 print("failed or lost: 0; swaps: %s" % swaps)
 print("%-10s %10s %10s %10s %10s" % ("ms", "e2e p50", "e2e p99", "ttft p50", "ttft p99"))
-for name, r in (("steady", st), ("swapping", sw)):
+for name, r in (("steady", st), ("swapping", sw), ("steady2", s2)):
     print("%-10s %10.2f %10.2f %10.2f %10.2f" % (name, p(r, "end_to_end", "p50"),
           p(r, "end_to_end", "p99"), p(r, "ttft", "p50"), p(r, "ttft", "p99")))
 ratio = p(sw, "end_to_end", "p99") / p(st, "end_to_end", "p99")
-print("p99 e2e during swaps / steady: %.2f" % ratio)
+print("p99 e2e during swaps / steady: %.2f (steady after / before: %.2f)"
+      % (ratio, p(s2, "end_to_end", "p99") / p(st, "end_to_end", "p99")))
 if p99max:
     assert ratio <= float(p99max), "p99 ratio %.2f over %s" % (ratio, p99max)
 PY
 cat "$T/summary"
 if [ -n "${SWAP_OUT:-}" ]; then
 	mkdir -p "$SWAP_OUT"
-	cp "$T/steady.json" "$T/swap.json" "$T/summary" "$T/served" "$SWAP_OUT/"
+	cp "$T/steady.json" "$T/swap.json" "$T/steady2.json" "$T/summary" "$T/served" "$SWAP_OUT/"
 fi
 stop_velod
 exit 0

@@ -309,6 +309,8 @@ static void dp_multi_fini(struct dp *dp)
 			priv_rings_fini(&m->priv[i]);
 	free(m->priv);
 	free(m->slot_owner);
+	if (m->nonce_lock_init)
+		pthread_spin_destroy(&m->nonce_lock);
 	free(m);
 	dp->multi = NULL;
 }
@@ -432,6 +434,18 @@ int dp_init(struct dp *dp, const struct dp_config *cfg,
 			  &dp->txq, true);
 	if (rc)
 		goto err_multi;
+	if (dp->multi) {
+		/* One LOGON nonce cache for every loop (session.h). */
+		struct dp_multi *m = dp->multi;
+
+		rc = -pthread_spin_init(&m->nonce_lock, PTHREAD_PROCESS_PRIVATE);
+		if (rc)
+			goto err_fini_sess;
+		m->nonce_lock_init = true;
+		for (unsigned i = 0; i < m->n; i++)
+			dp_sess_nonces_share(&m->loops[i]->sess, &dp->sess,
+					     &m->nonce_lock);
+	}
 	rc = ctr_block_register("dp", dp_loss_ctr_desc, dp->loss.ctr,
 				DP_LOSS_CTR__COUNT);
 	if (rc)

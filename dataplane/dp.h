@@ -64,6 +64,8 @@ struct dp_multi {
 	struct dp_resp pending;		/* a response whose loop's ring was full */
 	bool has_pending;
 	char names[16][2][24];		/* counter block prefixes of loops 1.. */
+	pthread_spinlock_t nonce_lock;	/* the loops' shared LOGON nonce cache */
+	bool nonce_lock_init;
 	uint64_t ctr_fwd_req, ctr_fwd_resp, ctr_resp_full;
 };
 

@@ -677,25 +677,42 @@ static bool nonce_seen(const struct dp_sess_table *t, const uint8_t *n)
 	return false;
 }
 
-static bool nonce_insert(struct dp_sess_table *t, const uint8_t *n)
+/* Insert into @t's cache at time @now (another loop's clock when the
+ * cache is shared). */
+static bool nonce_insert_at(struct dp_sess_table *t, uint64_t now,
+			    const uint8_t *n)
 {
 	struct dp_nonce_ent *e;
 
 	if (t->nonce_used == t->cfg.nonce_cache) {
 		e = &t->nonces[t->nonce_head];	/* the oldest */
-		if (t->now_ns - e->seen_ns < 2 * t->cfg.logon_window_ms * NS_PER_MS)
+		/* (another loop's clock may lag the entry's by a little) */
+		if (now < e->seen_ns ||
+		    now - e->seen_ns < 2 * t->cfg.logon_window_ms * NS_PER_MS)
 			return false;
 	} else {
 		e = &t->nonces[t->nonce_used++];
 		t->nonce_head = t->nonce_used % t->cfg.nonce_cache;
 		memcpy(e->nonce, n, PROTO_NONCE_LEN);
-		e->seen_ns = t->now_ns;
+		e->seen_ns = now;
 		return true;
 	}
 	memcpy(e->nonce, n, PROTO_NONCE_LEN);
-	e->seen_ns = t->now_ns;
+	e->seen_ns = now;
 	t->nonce_head = (t->nonce_head + 1) % t->cfg.nonce_cache;
 	return true;
+}
+
+static bool nonce_insert(struct dp_sess_table *t, const uint8_t *n)
+{
+	return nonce_insert_at(t, t->now_ns, n);
+}
+
+void dp_sess_nonces_share(struct dp_sess_table *t, struct dp_sess_table *owner,
+			  pthread_spinlock_t *lock)
+{
+	t->nonce_tab = owner;
+	t->nonce_lock = lock;
 }
 
 struct logon_ctx {
@@ -794,7 +811,7 @@ static void rx_logon(struct dp_sess_table *t, const struct proto_pkt_view *v,
 		drop(t, PROTO_DROP_stale_logon);
 		return;
 	}
-	if (nonce_seen(t, lb.client_nonce)) {
+	if (!t->nonce_lock && nonce_seen(t, lb.client_nonce)) {
 		drop(t, PROTO_DROP_replay);
 		return;
 	}
@@ -805,7 +822,26 @@ static void rx_logon(struct dp_sess_table *t, const struct proto_pkt_view *v,
 	}
 	lc = (struct logon_ctx){ .from = from, .lk = &t->logon_keys[k],
 				 .client_nonce = lb.client_nonce };
-	if (!nonce_insert(t, lb.client_nonce)) {
+	if (t->nonce_lock) {
+		/* Shared cache: look up and insert in one critical section
+		 * (two loops must not both find a replayed nonce new). */
+		int verdict;
+
+		pthread_spin_lock(t->nonce_lock);
+		verdict = nonce_seen(t->nonce_tab, lb.client_nonce) ? 1
+			  : !nonce_insert_at(t->nonce_tab, t->now_ns,
+					     lb.client_nonce) ? 2 : 0;
+		pthread_spin_unlock(t->nonce_lock);
+		if (verdict == 1) {
+			drop(t, PROTO_DROP_replay);
+			return;
+		}
+		if (verdict == 2) {
+			ctr(t, SESS_CTR_nonce_cache_full);
+			drop(t, PROTO_DROP_no_buffer);
+			return;
+		}
+	} else if (!nonce_insert(t, lb.client_nonce)) {
 		/* No answer: a logon whose nonce can not be remembered could
 		 * be replayed, and every copy would be answered (reflection).
 		 * The client retries with a new nonce. */

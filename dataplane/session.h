@@ -29,6 +29,7 @@
 #ifndef VELO_DP_SESSION_H
 #define VELO_DP_SESSION_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -267,6 +268,12 @@ struct dp_sess_table {
 	unsigned frags_used;
 	struct dp_nonce_ent *nonces;	/* FIFO (nonce_cache) */
 	unsigned nonce_head, nonce_used;
+	/* Several tables (one per dataplane loop): the LOGON nonce cache of
+	 * nonce_tab (the first table) serves them all, under nonce_lock, so
+	 * a LOGON replayed from another source port (another loop) is still
+	 * refused.  NULL lock: this table's own cache, no locking. */
+	struct dp_sess_table *nonce_tab;
+	pthread_spinlock_t *nonce_lock;
 	uint64_t *logon_tat;		/* (DP_LOGON_ADDRS) GCRA per address hash */
 	const struct velo_psk *keys;	/* not owned */
 	unsigned n_keys;
@@ -333,6 +340,16 @@ void dp_sess_tick(struct dp_sess_table *t);
 
 /* Close every session (end-of-session datagram to each), for shutdown. */
 void dp_sess_close_all(struct dp_sess_table *t);
+
+/*
+ * dp_sess_nonces_share() - make @t use @owner's LOGON nonce cache under
+ * @lock (several dataplane loops, one table each; @owner may be @t).
+ * Logons are rare: a spinlock held for one scan of the cache (nonce_cache
+ * entries, ~1 us for 1024) costs nothing on the datagram path.  Call
+ * before the tables receive anything.
+ */
+void dp_sess_nonces_share(struct dp_sess_table *t, struct dp_sess_table *owner,
+			  pthread_spinlock_t *lock);
 
 /* Lookups for the control socket and tests (racy reads from other threads
  * are fine for display). */

@@ -48,6 +48,19 @@ note "16 sessions: loop 0 opened $o0, loop 1 opened $o1; datagrams $f0 / $f1; al
 unk=$(counter_sum '^dp\.(q[0-9]+\.)?drop_unknown_session$')
 [ "$unk" = 0 ] || fail "$unk datagrams reached a loop without their session"
 
+# A captured LOGON replayed from 12 other source ports (so, other loops):
+# refused by every loop (one shared nonce cache), zero bytes back.
+r0=$(counter dp.drop_replay); q0=$(counter dp.q1.drop_replay)
+cl /usr/bin/python3 "$SRC/tests/integration/t-dpdk-replay.py" "$IF_CL" "$DP_IP" \
+	"$DP_PORT" "$CL_IP" 12 "$BIN/velo-client" --server "$SERVER" --key "$KEY" \
+	ping -n 1 >"$T/replay.out" 2>&1 || { cat "$T/replay.out"; fail "LOGON replay"; }
+back=$(awk '$1 == "bytes_back" { print $2 }' "$T/replay.out")
+r1=$(( $(counter dp.drop_replay) - r0 )); q1=$(( $(counter dp.q1.drop_replay) - q0 ))
+note "LOGON replayed from 12 ports: refused as replays by loop 0: $r1, loop 1: $q1; $back bytes back"
+[ "$back" = 0 ] || fail "a replayed LOGON was answered ($back bytes)"
+[ $((r1 + q1)) = 12 ] || fail "$((r1 + q1)) of 12 replays counted as replays"
+[ "$r1" -ge 1 ] && [ "$q1" -ge 1 ] || note "(all replays reached one loop: the other's refusal not exercised)"
+
 # Exactly once under 5 % loss in both loops, many requests in flight.
 stop_velod
 DPDK_VDEV=$vdev start_velod_dpdk --set dpdk.queues=2 "${MODEL_ARGS[@]}" \

@@ -826,6 +826,9 @@ static void models_out(struct velod *v, FILE *f, const char *only, bool as_json)
 		set(o, "share", json_integer(st.share));
 		set(o, "inflight", json_integer(st.inflight));
 		set(o, "served", json_integer((json_int_t)st.served));
+		set(o, "kv_blocks_used", json_integer(st.kv_used));
+		set(o, "kv_blocks_free", json_integer(st.kv_free));
+		set(o, "kv_blocks_cached", json_integer(st.kv_cached));
 		set(o, "image", json_string(st.image));
 		set(o, "reason", json_string(st.why));
 		set(o, "vocab", json_integer(st.vocab));
@@ -1340,7 +1343,7 @@ static void job_unload(struct velod *v, const struct job_args *a, FILE *f)
 		const struct timespec nap = { 0, 2000000 };
 
 		left = drain_tick(v);
-		if (!left)
+		if (!left || __atomic_load_n(&v->ld.stop, __ATOMIC_RELAXED))
 			break;
 		nanosleep(&nap, NULL);
 	}
@@ -1503,7 +1506,7 @@ static void loader_stop(struct velod *v)
 	if (!ld->started)
 		return;
 	pthread_mutex_lock(&ld->lock);
-	ld->stop = true;
+	__atomic_store_n(&ld->stop, true, __ATOMIC_RELAXED);
 	pthread_cond_signal(&ld->cond);
 	pthread_mutex_unlock(&ld->lock);
 	pthread_join(ld->thread, NULL);

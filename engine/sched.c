@@ -526,6 +526,44 @@ static void sampler_params(const struct proto_infer *f,
 	p->seed = f->seed;
 }
 
+/*
+ * The time before @r would get its first step, from measured costs: the
+ * prompt positions still to compute of the waiting requests that sort
+ * before it (they are scheduled first) at the per-token prefill cost, and,
+ * when every sequence of a step is taken, the decodes until the first
+ * running request can end (its max_tokens left).  O(n_waiting + n_running),
+ * both bounded by the model's queue_max + seqs_max.  An estimate: EOS and
+ * stop sequences end requests sooner, so it errs towards refusing late
+ * rather than accepting a request that cannot make it.
+ */
+static uint64_t queue_ahead_ns(const struct eng_sched *s,
+			       const struct eng_sched_model *sm,
+			       const struct eng_sched_req *r)
+{
+	uint64_t toks = 0, ns;
+	uint32_t ahead = 0, left = UINT32_MAX;
+
+	for (uint32_t i = 0; i < sm->n_waiting; i++) {
+		const struct eng_sched_req *w = &s->reqs[sm->waiting[i]];
+
+		if (!before(w, r))
+			break;	/* sorted: the rest come after @r */
+		toks += w->n_tot - w->n_kv;
+		ahead++;
+	}
+	ns = (uint64_t)(sm->prefill_ns_tok * (double)toks);
+	if (sm->n_running && sm->n_running + ahead >= sm->budget.seqs_max) {
+		for (uint32_t i = 0; i < sm->n_running; i++) {
+			const struct eng_sched_req *x = &s->reqs[sm->running[i]];
+			uint32_t gen = x->n_tot - x->n_prompt;
+
+			left = MIN(left, x->max_tokens > gen ? x->max_tokens - gen : 1u);
+		}
+		ns += (uint64_t)(sm->decode_ns_step * (double)left);
+	}
+	return ns;
+}
+
 /* Handle one INFER.  Produces exactly one record (ACCEPT or REJECT). */
 static void handle_infer(struct eng_sched *s, const struct dp_req_msg *m)
 {
@@ -534,9 +572,9 @@ static void handle_infer(struct eng_sched *s, const struct dp_req_msg *m)
 	struct eng_sampler_params sp;
 	struct eng_stream_params stp;
 	struct eng_sched_model *sm;
-	uint64_t now = clock_mono_ns(), est;
+	uint64_t now = clock_mono_ns(), est, ahead;
 	struct dp_resp *p;
-	char why[96];
+	char why[120];
 	int rc;
 
 	s->ctr[ENG_SCHED_CTR_infer_rx]++;
@@ -663,20 +701,26 @@ static void handle_infer(struct eng_sched *s, const struct dp_req_msg *m)
 		r->deadline_ns = q->f.deadline_ns > real ?
 				 now + (q->f.deadline_ns - real) : now;
 	}
-	/* Feasibility from measured costs: the whole prompt's prefill plus
-	 * the decodes min_tokens needs (at least the first token).  The
-	 * queue ahead is not charged: a request that then misses its deadline
-	 * ends with DONE DEADLINE (expire()). */
-	est = (uint64_t)(sm->prefill_ns_tok * r->n_prompt +
-			 sm->decode_ns_step * MAX(r->min_tokens, 1u));
+	/* Feasibility from measured costs: the queue ahead of it (same
+	 * order as the waiting queue: priority class, deadline, admission),
+	 * then the whole prompt's prefill plus the decodes min_tokens needs
+	 * (at least the first token).  A request that still misses its
+	 * deadline ends with DONE DEADLINE (expire()). */
+	r->order = s->order + 1;	/* sorts after every admitted tie */
+	ahead = (r->deadline_ns != UINT64_MAX || q->f.ttft_target_us) ?
+		queue_ahead_ns(s, sm, r) : 0;
+	est = ahead + (uint64_t)(sm->prefill_ns_tok * r->n_prompt +
+				 sm->decode_ns_step * MAX(r->min_tokens, 1u));
 	if (r->deadline_ns != UINT64_MAX && now + est > r->deadline_ns) {
-		snprintf(why, sizeof(why), "deadline infeasible: needs about %llu us",
-			 (unsigned long long)(est / 1000));
+		snprintf(why, sizeof(why), "deadline infeasible: needs about %llu us "
+			 "(%llu us of it the queue ahead)",
+			 (unsigned long long)(est / 1000),
+			 (unsigned long long)(ahead / 1000));
 		reject(s, r, PROTO_E_DEADLINE, 0, why, ENG_SCHED_CTR_reject_deadline);
 		return;
 	}
 	if (q->f.ttft_target_us &&
-	    sm->prefill_ns_tok * r->n_prompt > q->f.ttft_target_us * 1000.0) {
+	    ahead + sm->prefill_ns_tok * r->n_prompt > q->f.ttft_target_us * 1000.0) {
 		reject(s, r, PROTO_E_DEADLINE, 0, "TTFT target infeasible",
 		       ENG_SCHED_CTR_reject_deadline);
 		return;

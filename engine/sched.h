@@ -220,6 +220,7 @@ struct eng_sched_model_status {
 	uint32_t share;			/* canary percent */
 	uint32_t inflight;		/* waiting + running (snapshot) */
 	uint64_t served;		/* DONE records this slot sent */
+	uint32_t kv_used, kv_free, kv_cached;	/* this slot's KV blocks */
 };
 
 struct eng_sched {

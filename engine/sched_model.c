@@ -590,8 +590,13 @@ int eng_sched_model_status(struct eng_sched *s, unsigned i,
 		st->share = sm->share;
 		st->served = __atomic_load_n(&sm->served, __ATOMIC_RELAXED);
 		if (sm->st.state == ENG_MODEL_READY) {
+			const uint64_t *kc = eng_kvc_counters(sm->kv);
+
 			st->prefill_us_per_token = sm->prefill_ns_tok / 1e3;
 			st->decode_us_per_step = sm->decode_ns_step / 1e3;
+			st->kv_used = (uint32_t)ctr_read(&kc[ENG_KVC_CTR_blocks_used]);
+			st->kv_free = (uint32_t)ctr_read(&kc[ENG_KVC_CTR_blocks_free]);
+			st->kv_cached = (uint32_t)ctr_read(&kc[ENG_KVC_CTR_blocks_cached]);
 		}
 		rc = 0;
 	}

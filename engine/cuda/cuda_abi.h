@@ -24,8 +24,8 @@
 #define CUDA_MV_ADD 1		/* y += W x (+ bias): the residual stream */
 #define CUDA_MV_SWIGLU 2	/* y0 = silu(W0 x) * (W1 x), rows of both alike */
 
-/* GEMV: R output rows per warp (4; INT4 2), 4 warps per block, up to
- * this many tokens per pass (grid.y covers more). */
+/* GEMV: R output rows per block (4; INT4 2), its 4 warps splitting the
+ * columns, up to this many tokens per pass (grid.y covers more). */
 #define CUDA_MV_WARPS 4
 #define CUDA_MV_NT_MAX 8
 /* Tiled GEMM (prefill): 64 rows x 64 tokens per block, k steps of 32. */

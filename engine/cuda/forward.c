@@ -29,9 +29,9 @@ int cuda_mv_launch(struct cuda_backend *be, CUstream st, int dt,
 		   struct cuda_mv_args *a)
 {
 	bool gemv = a->nt <= 2 * CUDA_MV_NT_MAX;
-	/* rows per unit: GEMM tile, or the GEMV's rows per warp (kernels.cu
+	/* rows per unit: GEMM tile, or the GEMV's rows per block (kernels.cu
 	 * mv_rows) */
-	uint32_t unit = gemv ? (dt == CUDA_DT_INT4 ? 2 : 4) : CUDA_MM_TILE;
+	uint32_t unit = gemv ? 4 : CUDA_MM_TILE;
 	uint32_t tiles;
 	void *args[] = { a };
 
@@ -49,9 +49,8 @@ int cuda_mv_launch(struct cuda_backend *be, CUstream st, int dt,
 		unsigned ni = a->nt <= 1 ? 0 : a->nt <= 2 ? 1 : a->nt <= 4 ? 2 : 3;
 		unsigned nt = 1u << ni;
 
-		return launch(be, st, be->f_mv[dt][ni],
-			      (tiles + CUDA_MV_WARPS - 1) / CUDA_MV_WARPS,
-			      (a->nt + nt - 1) / nt, 1, 32 * CUDA_MV_WARPS, args);
+		return launch(be, st, be->f_mv[dt][ni], tiles, (a->nt + nt - 1) / nt, 1,
+			      32 * CUDA_MV_WARPS, args);
 	}
 	if (a->mode == CUDA_MV_SWIGLU) {
 		uint32_t n = a->nt * a->rows[0];

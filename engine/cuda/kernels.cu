@@ -169,8 +169,28 @@ DEV size_t row_bytes(uint32_t cols)
 	       DT == CUDA_DT_INT4 ? (size_t)cols / 2 : (size_t)cols * 2;
 }
 
-/* Rows per warp: the x chunk a lane loads is used against R rows. */
-template <int DT> struct mv_rows { enum { R = DT == CUDA_DT_INT4 ? 2 : 4 }; };
+/* Rows per block: the x a lane loads is used against R rows. */
+template <int DT> struct mv_rows { enum { R = 4 }; };
+
+/* Elements decoded at a time (registers: R x SUB floats); INT4's 32 per
+ * chunk go in two halves. */
+template <int DT> struct dt_sub { enum { SUB = dt_traits<DT>::EPC > 16 ? 16 : dt_traits<DT>::EPC }; };
+
+template <int DT>
+DEV void decode_sub(uint4 v, int part, float *o)
+{
+	if (DT == CUDA_DT_INT4) {
+		uint32_t a = part ? v.z : v.x, b = part ? v.w : v.y;
+
+#pragma unroll
+		for (int n = 0; n < 8; n++) {
+			o[n] = i4f((a >> (4 * n)) & 15);
+			o[8 + n] = i4f((b >> (4 * n)) & 15);
+		}
+	} else {
+		decode16<DT>(v, o);
+	}
+}
 
 /*
  * acc[r][t] = row r0 + r of W . x[t] for r < nr (<= R) rows, t < nt (<= NT)
@@ -182,12 +202,24 @@ template <int DT> struct mv_rows { enum { R = DT == CUDA_DT_INT4 ? 2 : 4 }; };
  * otherwise: one fp8 byte needs 4 bytes of x per token.  Rows must be
  * 16-byte aligned and cols a multiple of the chunk (checked at load).
  */
+/* A weight chunk, streamed: read once, so kept out of L1 (x lives there). */
+DEV uint4 ld_stream(const uint4 *p)
+{
+	uint4 v;
+
+	asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+		     : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+	return v;
+}
+
 template <int DT, int NT>
 DEV void rows_dot(const uint8_t *w, const void *scales, uint32_t r0, uint32_t nr,
 		  uint32_t cols, const float *x, uint32_t ldx, uint32_t nt,
-		  uint32_t lane, float (*acc)[NT])
+		  uint32_t lane, uint32_t warp, float (*acc)[NT])
 {
 	const int EPC = dt_traits<DT>::EPC, R = mv_rows<DT>::R;
+	const uint32_t S = 32 * CUDA_MV_WARPS;	/* chunks per block-wide step */
+	__shared__ float red[CUDA_MV_WARPS][R][NT];
 	size_t rb = row_bytes<DT>(cols);
 	uint32_t nch = cols / EPC, ng = cols / 128;
 
@@ -196,70 +228,98 @@ DEV void rows_dot(const uint8_t *w, const void *scales, uint32_t r0, uint32_t nr
 #pragma unroll
 		for (int t = 0; t < NT; t++)
 			acc[r][t] = 0.0f;
-	for (uint32_t c0 = lane; c0 < nch; c0 += 64) {
+	for (uint32_t c0 = warp * 32 + lane; c0 < nch; c0 += 2 * S) {
 		uint4 buf[2][R];
 
 #pragma unroll
 		for (int u = 0; u < 2; u++)
 #pragma unroll
 			for (int r = 0; r < R; r++) {
-				uint32_t c = c0 + 32 * u;
+				uint32_t c = c0 + S * u;
 
 				buf[u][r] = make_uint4(0, 0, 0, 0);
 				if (c < nch && (uint32_t)r < nr)
-					buf[u][r] = __ldg(reinterpret_cast<const uint4 *>(
+					buf[u][r] = ld_stream(reinterpret_cast<const uint4 *>(
 						w + (size_t)(r0 + r) * rb) + c);
 			}
 #pragma unroll
 		for (int u = 0; u < 2; u++) {
-			uint32_t c = c0 + 32 * u;
-			float wf[R][EPC], gs[R];
+			const int SUB = dt_sub<DT>::SUB;
+			uint32_t c = c0 + S * u;
+			float gs[R];
 
 			if (c >= nch)
 				break;
 #pragma unroll
 			for (int r = 0; r < R; r++) {
-				decode16<DT>(buf[u][r], wf[r]);
 				gs[r] = 1.0f;
 				if (DT == CUDA_DT_INT4 && (uint32_t)r < nr)
 					gs[r] = __half2float(((const __half *)scales)
 						[(size_t)(r0 + r) * ng + c * EPC / 128]);
 			}
 #pragma unroll
-			for (int t = 0; t < NT; t++) {
-				const float4 *xv;
-				float part[R];
+			for (int sp = 0; sp < EPC / SUB; sp++) {
+				float wf[R][SUB];
 
-				if (t >= (int)nt)
-					break;
-				xv = reinterpret_cast<const float4 *>(x + (size_t)t * ldx +
-								      (size_t)c * EPC);
 #pragma unroll
 				for (int r = 0; r < R; r++)
-					part[r] = 0.0f;
+					decode_sub<DT>(buf[u][r], sp, wf[r]);
 #pragma unroll
-				for (int e = 0; e < EPC / 4; e++) {
-					float4 xx = __ldg(xv + e);
+				for (int t = 0; t < NT; t++) {
+					const float4 *xv;
+					float part[R];
+
+					if (t >= (int)nt)
+						break;
+					xv = reinterpret_cast<const float4 *>(
+						x + (size_t)t * ldx + (size_t)c * EPC + sp * SUB);
+#pragma unroll
+					for (int r = 0; r < R; r++)
+						part[r] = 0.0f;
+#pragma unroll
+					for (int e = 0; e < SUB / 4; e++) {
+						float4 xx = __ldg(xv + e);
 
 #pragma unroll
-					for (int r = 0; r < R; r++) {
-						part[r] = fmaf(wf[r][4 * e], xx.x, part[r]);
-						part[r] = fmaf(wf[r][4 * e + 1], xx.y, part[r]);
-						part[r] = fmaf(wf[r][4 * e + 2], xx.z, part[r]);
-						part[r] = fmaf(wf[r][4 * e + 3], xx.w, part[r]);
+						for (int r = 0; r < R; r++) {
+							part[r] = fmaf(wf[r][4 * e], xx.x, part[r]);
+							part[r] = fmaf(wf[r][4 * e + 1], xx.y, part[r]);
+							part[r] = fmaf(wf[r][4 * e + 2], xx.z, part[r]);
+							part[r] = fmaf(wf[r][4 * e + 3], xx.w, part[r]);
+						}
 					}
-				}
 #pragma unroll
-				for (int r = 0; r < R; r++)
-					acc[r][t] += DT == CUDA_DT_INT4 ? part[r] * gs[r] : part[r];
+					for (int r = 0; r < R; r++)
+						acc[r][t] += DT == CUDA_DT_INT4 ? part[r] * gs[r] : part[r];
+				}
 			}
 		}
 	}
+	/* lanes, then the block's warps (each took a quarter of the chunks) */
 #pragma unroll
 	for (int r = 0; r < R; r++)
 #pragma unroll
 		for (int t = 0; t < NT; t++)
 			acc[r][t] = warp_sum(acc[r][t]);
+	__syncthreads();	/* red[] free (a previous rows_dot read it) */
+	if (lane == 0)
+#pragma unroll
+		for (int r = 0; r < R; r++)
+#pragma unroll
+			for (int t = 0; t < NT; t++)
+				red[warp][r][t] = acc[r][t];
+	__syncthreads();
+#pragma unroll
+	for (int r = 0; r < R; r++)
+#pragma unroll
+		for (int t = 0; t < NT; t++) {
+			float v = 0.0f;
+
+#pragma unroll
+			for (int k = 0; k < CUDA_MV_WARPS; k++)
+				v += red[k][r][t];
+			acc[r][t] = v;
+		}
 	if (DT == CUDA_DT_FP8)
 #pragma unroll
 		for (int r = 0; r < R; r++) {
@@ -272,33 +332,36 @@ DEV void rows_dot(const uint8_t *w, const void *scales, uint32_t r0, uint32_t nr
 }
 
 /*
- * Warp g of the grid takes R rows of one part: part p owns warp groups
+ * Block g of the grid takes R rows of one part, its 4 warps a quarter of
+ * the columns each (interleaved 512-byte segments): part p owns units
  * [tile_base[p], tile_base[p + 1]) (the host counts ceil(rows / R) per
- * part, so no warp straddles two parts).  SWIGLU: the same R rows of the
- * gate (part 0) and up (part 1) matrices.  Lane (r * NT + t) % 32 writes
- * output (r, t).
+ * part, so no block straddles two parts).  Splitting the columns gives 4x
+ * the blocks of a row split alone: an 8B model's 4096-row matrices fill
+ * every SM several times over, which is what keeps enough loads in
+ * flight.  SWIGLU: the same R rows of the gate (part 0) and up (part 1)
+ * matrices.  Warp 0's lane (r * NT + t) % 32 writes output (r, t).
  */
 template <int DT, int NT>
 DEV void mv_body(const cuda_mv_args &a)
 {
 	const int R = mv_rows<DT>::R;
 	uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-	uint32_t g = blockIdx.x * CUDA_MV_WARPS + warp;
+	uint32_t g = blockIdx.x;
 	uint32_t t0 = blockIdx.y * NT, nt = min((uint32_t)NT, a.nt - t0);
 	const float *x = a.x + (size_t)t0 * a.ldx;
 	float acc[R][NT], acc2[R][NT];
 	uint32_t p, r0, nr;
 
-	if (g >= a.tile_base[a.n_parts])
-		return;
 	p = part_of(a.tile_base, a.n_parts, g);
 	r0 = (g - a.tile_base[p]) * R;
 	nr = min((uint32_t)R, a.rows[p] - r0);
 	rows_dot<DT, NT>((const uint8_t *)a.w[p], a.scales[p], r0, nr, a.cols, x, a.ldx,
-			 nt, lane, acc);
+			 nt, lane, warp, acc);
 	if (a.mode == CUDA_MV_SWIGLU) {
 		rows_dot<DT, NT>((const uint8_t *)a.w[1], a.scales[1], r0, nr, a.cols, x,
-				 a.ldx, nt, lane, acc2);
+				 a.ldx, nt, lane, warp, acc2);
+		if (warp)
+			return;
 #pragma unroll
 		for (int r = 0; r < R; r++)
 #pragma unroll
@@ -309,6 +372,8 @@ DEV void mv_body(const cuda_mv_args &a)
 						silu(acc[r][t]) * acc2[r][t];
 		return;
 	}
+	if (warp)
+		return;
 #pragma unroll
 	for (int r = 0; r < R; r++)
 #pragma unroll

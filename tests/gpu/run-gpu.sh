@@ -45,7 +45,7 @@ set +o pipefail
 sched_res=""
 for t in test_sched_cuda test_sched_swap_cuda; do
 	if [ -x "$O/tests/gpu/$t" ]; then
-		VELO_TEST_BACKEND=cuda "$O/tests/gpu/$t" >"$LOG/$t.log" 2>&1
+		VELO_TEST_BACKEND=cuda VELO_TEST_DEVICE=0 "$O/tests/gpu/$t" >"$LOG/$t.log" 2>&1
 		r=$?
 		[ $r = 0 ] || test_rc=1
 		sched_res="$sched_res$(printf '%-28s %s' "$t" "$(grep -E '^\[  (PASSED|FAILED)' "$LOG/$t.log" | tr '\n' ' ') (rc $r)")

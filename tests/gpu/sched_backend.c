@@ -6,7 +6,11 @@
  * backend without touching them: the GPU test binaries are linked with
  * -Wl,--wrap=eng_sched_model_load,--wrap=eng_sched_slot_load and these
  * wrappers replace the model configuration's backend by $VELO_TEST_BACKEND
- * (default "cuda") before the real loader sees it.
+ * (default "cuda") before the real loader sees it, and the device index
+ * by $VELO_TEST_DEVICE when set (test_sched_swap alternates devices 0 and
+ * 1; on a one-GPU machine both versions then share device 0, which is the
+ * case to test: a load and self-test on the loader thread while the
+ * scheduler steps the old version on the same device).
  */
 #include <stdlib.h>
 
@@ -25,11 +29,13 @@ int __wrap_eng_sched_slot_load(struct eng_sched *s,
 			       const struct eng_sched_model_config *mc,
 			       struct eng_sched_model **out, char *err, size_t errlen);
 
-static const char *test_backend(void)
+static void test_config(struct eng_sched_model_config *c)
 {
-	const char *b = getenv("VELO_TEST_BACKEND");
+	const char *b = getenv("VELO_TEST_BACKEND"), *d = getenv("VELO_TEST_DEVICE");
 
-	return b && *b ? b : "cuda";
+	c->backend = b && *b ? b : "cuda";
+	if (d && *d)
+		c->device = (uint32_t)strtoul(d, NULL, 10);
 }
 
 int __wrap_eng_sched_model_load(struct eng_sched *s,
@@ -38,7 +44,7 @@ int __wrap_eng_sched_model_load(struct eng_sched *s,
 {
 	struct eng_sched_model_config c = *mc;
 
-	c.backend = test_backend();
+	test_config(&c);
 	return __real_eng_sched_model_load(s, &c, err, errlen);
 }
 
@@ -48,6 +54,6 @@ int __wrap_eng_sched_slot_load(struct eng_sched *s,
 {
 	struct eng_sched_model_config c = *mc;
 
-	c.backend = test_backend();
+	test_config(&c);
 	return __real_eng_sched_slot_load(s, &c, out, err, errlen);
 }

@@ -692,7 +692,8 @@ static void stats_out(struct velod *v, FILE *f, bool as_json)
 
 				if (eng_sched_model_status(&v->sched, i, &st) ||
 				    st.state != ENG_MODEL_READY ||
-				    st.route == ENG_ROUTE_NONE)
+				    st.route == ENG_ROUTE_NONE ||
+				    st.route == ENG_ROUTE_SHADOW)
 					continue;
 				m = json_object();
 				set(m, "name", json_string(st.name));
@@ -775,7 +776,7 @@ static void metrics_out(struct velod *v, FILE *f)
 
 static const char *const route_names[] = {
 	[ENG_ROUTE_NONE] = "standby", [ENG_ROUTE_PRODUCTION] = "production",
-	[ENG_ROUTE_CANARY] = "canary",
+	[ENG_ROUTE_CANARY] = "canary", [ENG_ROUTE_SHADOW] = "shadow",
 };
 static const char *const hold_names[] = {
 	[HOLD_NONE] = "", [HOLD_ROLLBACK] = "rollback", [HOLD_DRAIN] = "draining",
@@ -820,7 +821,8 @@ static void models_out(struct velod *v, FILE *f, const char *only, bool as_json)
 		set(o, "label", json_string(route_names[st.route]));
 		set(o, "state", json_string(state_names[st.state]));
 		set(o, "routed", json_boolean(st.state == ENG_MODEL_READY &&
-					      st.route != ENG_ROUTE_NONE));
+					      st.route != ENG_ROUTE_NONE &&
+					      st.route != ENG_ROUTE_SHADOW));
 		set(o, "hold", json_string(hold));
 		set(o, "device", json_integer(st.device));
 		set(o, "share", json_integer(st.share));
@@ -1096,8 +1098,13 @@ static int job_parse(char **w, int n, struct job_args *a, FILE *f)
 		fprintf(f, "error: '%s' without a value\n", w[i]);
 		return -EINVAL;
 	}
-	if (a->label && strcmp(a->label, "production") && strcmp(a->label, "canary")) {
-		fprintf(f, "error: label production|canary (shadow: not yet)\n");
+	if (a->label && strcmp(a->label, "production") && strcmp(a->label, "canary") &&
+	    strcmp(a->label, "shadow")) {
+		fprintf(f, "error: label production|canary|shadow\n");
+		return -EINVAL;
+	}
+	if (a->share && (!a->label || strcmp(a->label, "canary"))) {
+		fprintf(f, "error: share is for a canary\n");
 		return -EINVAL;
 	}
 	if (a->label && !strcmp(a->label, "canary") && !a->share) {
@@ -1148,7 +1155,7 @@ static int job_install(struct velod *v, struct eng_sched_model *sm,
 		fprintf(f, "error: %s %s not routed: %s\n", ST(sm)->name,
 			ST(sm)->version, rc == -ENOSPC ? "every model slot is in use "
 			"(confirm or unload first)" : rc == -EEXIST ?
-			"the name has a canary already" : strerror(-rc));
+			"the name has one with that label already" : strerror(-rc));
 		eng_sched_slot_free(&v->sched, sm);
 		return rc;
 	}
@@ -1160,21 +1167,23 @@ static void job_load(struct velod *v, const struct job_args *a, FILE *f)
 {
 	int cur = eng_sched_slot_find(&v->sched, a->name, NULL, ENG_ROUTE_PRODUCTION);
 	bool canary = a->label && !strcmp(a->label, "canary");
+	bool shadow = a->label && !strcmp(a->label, "shadow");
 	struct eng_sched_model *sm, *c = slot_get(v, cur);
 	unsigned idx, dev;
 
 	if (!a->image) {
 		fprintf(f, "error: model load NAME [VERSION] IMAGE [device N] "
-			"[label production|canary share P]\n");
+			"[label production|canary share P|shadow]\n");
 		return;
 	}
-	if (!canary && c) {
+	if (!canary && !shadow && c) {
 		fprintf(f, "error: %s is already loaded (%s on device %u): use model swap\n",
 			a->name, ST(c)->version, ST(c)->device);
 		return;
 	}
-	if (canary && !c) {
-		fprintf(f, "error: a canary of %s needs a production slot first\n", a->name);
+	if ((canary || shadow) && !c) {
+		fprintf(f, "error: a %s of %s needs a production slot first\n",
+			a->label, a->name);
 		return;
 	}
 	dev = a->device >= 0 ? (unsigned)a->device :
@@ -1182,10 +1191,16 @@ static void job_load(struct velod *v, const struct job_args *a, FILE *f)
 	sm = job_load_slot(v, a, dev, f);
 	if (!sm)
 		return;
-	if (job_install(v, sm, canary ? ENG_ROUTE_CANARY : ENG_ROUTE_PRODUCTION,
-			a->share, &idx, f))
+	if (job_install(v, sm, canary ? ENG_ROUTE_CANARY : shadow ? ENG_ROUTE_SHADOW :
+			ENG_ROUTE_PRODUCTION, a->share, &idx, f))
 		return;
-	if (canary)
+	if (shadow)
+		fprintf(f, "ok %s %s loaded, self-test passed (shadow of %s: copies "
+			"of its requests, answers discarded; device %u, slot %u, "
+			"load %.3f s, self-test %.3f s)\n", ST(sm)->name,
+			ST(sm)->version, ST(c)->version, ST(sm)->device, idx + 1,
+			ST(sm)->load_s, ST(sm)->selftest_s);
+	else if (canary)
 		fprintf(f, "ok %s %s loaded, self-test passed (canary, %u %% of %s, "
 			"device %u, slot %u, load %.3f s, self-test %.3f s)\n",
 			ST(sm)->name, ST(sm)->version, a->share, ST(c)->version,
@@ -1527,7 +1542,7 @@ static const char help_text[] =
 	"metrics json          request latency histograms (TTFT, ITL, queue, e2e)\n"
 	"models [json]         configured models: state, version, label, why\n"
 	"model status NAME [json]  one model: sizes, self-test, measured costs\n"
-	"model load NAME [VERSION] IMAGE [device N] [label production|canary share P]\n"
+	"model load NAME [VERSION] IMAGE [device N] [label production|canary share P|shadow]\n"
 	"                      load, self-test and route (a loader thread; the\n"
 	"                      answer comes when done; one model command at a time)\n"
 	"model swap NAME VERSION|IMAGE|VERSION IMAGE [device N]\n"

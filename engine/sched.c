@@ -48,7 +48,8 @@ struct eng_sched_req {
 	uint8_t model;
 	uint8_t ignore_eos;
 	uint8_t in_step;		/* in the step being built */
-	uint8_t reserved[3];
+	uint8_t shadow;			/* a shadow copy: nothing is sent */
+	uint8_t reserved[2];
 	uint16_t sess_slot;
 	uint16_t reserved1;
 	uint32_t sess_gen;
@@ -160,14 +161,17 @@ int eng_sched_init(struct eng_sched *s, const struct eng_sched_config *cfg,
 		return -EINVAL;
 	s->cfg = *cfg;
 	s->rings = rings;
-	s->reqs = calloc(rings->n_slots, sizeof(*s->reqs));
-	s->sampler_mem = aligned_alloc(64, rings->n_slots * sampler_bytes());
+	s->n_reqs = rings->n_slots + ENG_SCHED_SHADOW_MAX;
+	s->reqs = calloc(s->n_reqs, sizeof(*s->reqs));
+	s->sampler_mem = aligned_alloc(64, s->n_reqs * sampler_bytes());
 	if (!s->reqs || !s->sampler_mem) {
 		rc = -ENOMEM;
 		goto err_free;
 	}
-	for (unsigned i = 0; i < rings->n_slots; i++)
+	for (unsigned i = 0; i < s->n_reqs; i++) {
 		s->reqs[i].slot = i;
+		s->reqs[i].shadow = i >= rings->n_slots;
+	}
 	pthread_mutex_init(&s->slots_lock, NULL);
 	if (register_counters) {
 		rc = ctr_block_register("sched", eng_sched_ctr_desc, s->ctr,
@@ -240,8 +244,8 @@ int sched_tok_cap_ensure(struct eng_sched *s, uint32_t cap, uint32_t blocks)
 		return 0;
 	c.tok_cap = MAX(cap, s->tok_cap);
 	c.blk_cap = MAX(blocks, s->blk_cap);
-	c.tok_mem = malloc((size_t)s->rings->n_slots * c.tok_cap * sizeof(uint32_t));
-	c.blk_mem = malloc((size_t)s->rings->n_slots * c.blk_cap * sizeof(uint32_t));
+	c.tok_mem = malloc((size_t)s->n_reqs * c.tok_cap * sizeof(uint32_t));
+	c.blk_mem = malloc((size_t)s->n_reqs * c.blk_cap * sizeof(uint32_t));
 	if (!c.tok_mem || !c.blk_mem) {
 		free(c.tok_mem);
 		free(c.blk_mem);
@@ -315,10 +319,16 @@ static void reject(struct eng_sched *s, struct eng_sched_req *r, uint16_t code,
 static void send_ready(struct eng_sched *s, struct eng_sched_req *r)
 {
 	while (eng_stream_ready(&r->stream)) {
-		struct dp_resp *p = resp_get(s, r, DP_RESP_TOKENS, 0);
+		struct dp_resp *p;
 		uint16_t nt = 0, nx = 0, fl = 0;
 		uint32_t fi = 0;
 
+		if (r->shadow) {	/* taken and discarded */
+			eng_stream_take_chunk(&r->stream, s->scratch.tokens, &nt,
+					      s->scratch.text, &nx, &fl, &fi);
+			continue;
+		}
+		p = resp_get(s, r, DP_RESP_TOKENS, 0);
 		eng_stream_take_chunk(&r->stream, p->tokens, &nt, p->text, &nx,
 				      &fl, &fi);
 		p->n_tokens = nt;
@@ -400,6 +410,12 @@ static void finish(struct eng_sched *s, struct eng_sched_model *sm,
 	if (eng_stream_finish_reason(&r->stream) < 0)
 		eng_stream_finish(&r->stream, sm->tok, why);
 	send_ready(s, r);
+	if (r->shadow) {
+		/* the answer is discarded: counted, nothing sent, no client
+		 * latency recorded */
+		s->ctr[ENG_SCHED_CTR_shadow_done]++;
+		goto release;
+	}
 	p = resp_get(s, r, DP_RESP_DONE, DP_RESP_F_FINAL);
 	p->u.done.request_id = r->request_id;
 	p->u.done.prompt_tokens = r->n_prompt;
@@ -425,6 +441,7 @@ static void finish(struct eng_sched *s, struct eng_sched_model *sm,
 	resp_put(s);
 	s->ctr[fc[why]]++;
 	sm->served++;
+release:
 	if (r->state == REQ_RUNNING) {
 		req_release_kv(sm, r);
 		queue_remove(sm->running, &sm->n_running, r->slot);
@@ -440,7 +457,7 @@ static void finish(struct eng_sched *s, struct eng_sched_model *sm,
 
 static const char *const route_label[] = {
 	[ENG_ROUTE_NONE] = "standby", [ENG_ROUTE_PRODUCTION] = "production",
-	[ENG_ROUTE_CANARY] = "canary",
+	[ENG_ROUTE_CANARY] = "canary", [ENG_ROUTE_SHADOW] = "shadow",
 };
 
 /* A canary's share: the same request id from the same session always
@@ -474,7 +491,7 @@ static struct eng_sched_model *model_find(struct eng_sched *s,
 		const char *lab;
 
 		if (!sm || sm->st.state != ENG_MODEL_READY ||
-		    sm->route == ENG_ROUTE_NONE)
+		    sm->route == ENG_ROUTE_NONE || sm->route == ENG_ROUTE_SHADOW)
 			continue;
 		if (q->f.model_id && q->f.model_id != sm->st.id)
 			continue;
@@ -562,6 +579,80 @@ static uint64_t queue_ahead_ns(const struct eng_sched *s,
 		ns += (uint64_t)(sm->decode_ns_step * (double)left);
 	}
 	return ns;
+}
+
+/*
+ * A shadow slot of the name @sm serves gets a copy of @r: the same prompt
+ * tokens, sampling parameters and lengths, but no stop tokens or stop
+ * sequences (they live in the request slot, which the dataplane reuses once
+ * the original is answered) and no deadline.  Its answer is discarded
+ * (finish() counts it).  Bounded: a scan of the slot table, then of the
+ * ENG_SCHED_SHADOW_MAX shadow states; no free state, a full queue or a
+ * prompt the shadow cannot hold drops the copy (counted).
+ */
+static void shadow_copy(struct eng_sched *s, const struct eng_sched_model *sm,
+			const struct eng_sched_req *r, const struct dp_req_slot *q)
+{
+	struct eng_sched_model *x = NULL;
+	struct eng_sched_req *c = NULL;
+	struct eng_sampler_params sp;
+	struct eng_stream_params stp;
+
+	for (unsigned i = 0; i < s->n_models && !x; i++)
+		if (s->models[i] && s->models[i]->route == ENG_ROUTE_SHADOW &&
+		    s->models[i]->st.state == ENG_MODEL_READY &&
+		    !strcmp(s->models[i]->st.name, sm->st.name))
+			x = s->models[i];
+	if (likely(!x))
+		return;
+	for (unsigned i = s->rings->n_slots; i < s->n_reqs && !c; i++)
+		if (s->reqs[i].state == REQ_FREE)
+			c = &s->reqs[i];
+	if (!c || x->n_waiting >= x->queue_max || r->n_prompt >= x->ctx_max) {
+		s->ctr[ENG_SCHED_CTR_shadow_dropped]++;
+		return;
+	}
+	for (uint32_t i = 0; i < r->n_prompt; i++) {
+		if (r->toks[i] >= x->vocab) {
+			s->ctr[ENG_SCHED_CTR_shadow_dropped]++;
+			return;
+		}
+		c->toks[i] = r->toks[i];
+	}
+	sampler_params(&q->f, &sp);
+	c->sampler = eng_sampler_init(s->sampler_mem + (size_t)c->slot * sampler_bytes(),
+				      sampler_bytes(), &sp, SAMPLER_WINDOW);
+	memset(&stp, 0, sizeof(stp));
+	stp.mode = PROTO_STREAM_TOKEN;
+	stp.max_tokens = MIN(r->max_tokens, x->ctx_max);
+	stp.min_tokens = r->min_tokens;
+	stp.eos_id = ENG_TOK_NONE;
+	stp.eos_ids = x->m->cfg.eos_ids;
+	stp.n_eos_ids = MIN(x->m->cfg.n_eos, (uint32_t)ENG_STREAM_EOS_MAX);
+	stp.ignore_eos = r->ignore_eos;
+	stp.detok_flags = ENG_DETOK_SKIP_SPECIAL | ENG_DETOK_CONTINUE;
+	if (!c->sampler || eng_stream_init(&c->stream, x->tok, &stp)) {
+		s->ctr[ENG_SCHED_CTR_shadow_dropped]++;
+		return;
+	}
+	for (uint32_t i = 0; i < r->n_prompt; i++)
+		eng_sampler_accept(c->sampler, c->toks[i]);
+	c->model = (uint8_t)x->index;
+	c->request_id = r->request_id;
+	c->sess_slot = r->sess_slot;
+	c->sess_gen = r->sess_gen;
+	c->n_prompt = c->n_tot = r->n_prompt;
+	c->n_kv = c->n_cached = c->preempted = 0;
+	c->max_tokens = stp.max_tokens;
+	c->min_tokens = r->min_tokens;
+	c->ignore_eos = r->ignore_eos;
+	c->prio = r->prio;
+	c->arrival_ns = clock_mono_ns();
+	c->run_ns = c->prefill_ns = c->first_tok_ns = c->last_tok_ns = 0;
+	c->deadline_ns = UINT64_MAX;
+	c->order = ++s->order;
+	waiting_insert(s, x, c);
+	s->ctr[ENG_SCHED_CTR_shadow_admitted]++;
 }
 
 /* Handle one INFER.  Produces exactly one record (ACCEPT or REJECT). */
@@ -740,6 +831,7 @@ static void handle_infer(struct eng_sched *s, const struct dp_req_msg *m)
 	p->u.accept.server_time_ns = clock_real_ns();
 	resp_put(s);
 	s->ctr[ENG_SCHED_CTR_accepted]++;
+	shadow_copy(s, sm, r, q);
 }
 
 /* CANCEL: CANCEL_ACK, and for a request in flight its DONE CANCELLED
@@ -895,7 +987,7 @@ static void token_out(struct eng_sched *s, struct eng_sched_model *sm,
 	eng_sampler_accept(r->sampler, t);
 	if (!r->first_tok_ns)
 		r->first_tok_ns = now;
-	else
+	else if (!r->shadow)
 		hist_add(s, ENG_SCHED_HIST_ITL, us_between(r->last_tok_ns, now));
 	r->last_tok_ns = now;
 	s->ctr[ENG_SCHED_CTR_tokens_decoded]++;
@@ -1061,13 +1153,16 @@ static unsigned model_step(struct eng_sched *s, struct eng_sched_model *sm)
 		s->ctr[ENG_SCHED_CTR_step_fail]++;
 		for (uint32_t i = 0; i < n; i++) {
 			struct eng_sched_req *r = sm->step_req[i];
-			struct dp_resp *p = resp_get(s, r, DP_RESP_ERROR, DP_RESP_F_FINAL);
+			struct dp_resp *p;
 
-			p->u.error.request_id = r->request_id;
-			p->u.error.code = PROTO_E_INTERNAL;
-			memcpy(p->text, "engine step failed", 18);
-			p->text_len = 18;
-			resp_put(s);
+			if (!r->shadow) {
+				p = resp_get(s, r, DP_RESP_ERROR, DP_RESP_F_FINAL);
+				p->u.error.request_id = r->request_id;
+				p->u.error.code = PROTO_E_INTERNAL;
+				memcpy(p->text, "engine step failed", 18);
+				p->text_len = 18;
+				resp_put(s);
+			}
 			s->ctr[ENG_SCHED_CTR_done_error]++;
 			req_release_kv(sm, r);
 			queue_remove(sm->running, &sm->n_running, r->slot);
@@ -1111,7 +1206,7 @@ static void routes_changed(struct eng_sched *s)
 		const struct eng_sched_model *sm = s->models[i];
 
 		if (sm && sm->st.state == ENG_MODEL_READY &&
-		    sm->route != ENG_ROUTE_NONE)
+		    sm->route != ENG_ROUTE_NONE && sm->route != ENG_ROUTE_SHADOW)
 			routed++;
 	}
 	s->ctr[ENG_SCHED_CTR_models_ready] = routed;
@@ -1151,9 +1246,9 @@ void sched_cmd_exec(struct eng_sched *s, struct eng_sched_cmd *c)
 	switch (c->op) {
 	case SCHED_CMD_INSTALL:
 		sm = c->sm;
-		if (c->route == ENG_ROUTE_CANARY)
+		if (c->route == ENG_ROUTE_CANARY || c->route == ENG_ROUTE_SHADOW)
 			for (i = 0; i < s->n_models; i++)
-				if (s->models[i] && s->models[i]->route == ENG_ROUTE_CANARY &&
+				if (s->models[i] && s->models[i]->route == c->route &&
 				    !strcmp(s->models[i]->st.name, sm->st.name)) {
 					c->rc = -EEXIST;
 					return;
@@ -1211,7 +1306,7 @@ void sched_cmd_exec(struct eng_sched *s, struct eng_sched_cmd *c)
 
 		/* Request slots point into these arrays: swap them only while
 		 * none is in flight (the loader retries). */
-		for (i = 0; i < s->rings->n_slots; i++)
+		for (i = 0; i < s->n_reqs; i++)
 			if (s->reqs[i].state != REQ_FREE) {
 				c->rc = -EBUSY;
 				return;
@@ -1220,7 +1315,7 @@ void sched_cmd_exec(struct eng_sched *s, struct eng_sched_cmd *c)
 		s->blk_mem = c->blk_mem;
 		s->tok_cap = c->tok_cap;
 		s->blk_cap = c->blk_cap;
-		for (i = 0; i < s->rings->n_slots; i++) {
+		for (i = 0; i < s->n_reqs; i++) {
 			s->reqs[i].toks = s->tok_mem + (size_t)i * s->tok_cap;
 			eng_kvc_seq_init(&s->reqs[i].kseq,
 					 s->blk_mem + (size_t)i * s->blk_cap, s->blk_cap);

@@ -39,6 +39,9 @@
  * hot swap holds the serving slot, the warm rollback slot and, briefly, a
  * draining one of the same name). */
 #define ENG_SCHED_MODELS_MAX 8
+/* Shadow copies in flight at most (request states beyond the ring's slots;
+ * a copy that finds none free is dropped and counted). */
+#define ENG_SCHED_SHADOW_MAX 16
 /* Device indices a model config may name ("device"; CUDA ordinals). */
 #define ENG_SCHED_DEVICES_MAX 8
 #define ENG_SCHED_NAME_LEN 64
@@ -95,7 +98,10 @@
 	X(kv_blocks_cached, "gauge: free KV blocks kept for prefix hits")   \
 	X(models_ready, "gauge: model slots routed (production or canary)") \
 	X(route_changes, "route flips done between two polls (swap, rollback)") \
-	X(slot_cmds, "model slot commands from the loader (install, route, detach)")
+	X(slot_cmds, "model slot commands from the loader (install, route, detach)") \
+	X(shadow_admitted, "shadow copies of admitted requests queued")     \
+	X(shadow_done, "shadow copies finished (answer discarded)")          \
+	X(shadow_dropped, "shadow copies not made (no free state, queue full, prompt does not fit)")
 
 /*
  * Counters of the "model" block: runtime model management, written by the
@@ -188,6 +194,10 @@ enum eng_route {
 	ENG_ROUTE_NONE = 0,
 	ENG_ROUTE_PRODUCTION,
 	ENG_ROUTE_CANARY,
+	ENG_ROUTE_SHADOW,	/* gets a copy of every request the name admits
+				 * (as far as ENG_SCHED_SHADOW_MAX states and its
+				 * queue allow); its answers are discarded and
+				 * counted, never sent */
 };
 
 enum eng_model_state {
@@ -226,11 +236,13 @@ struct eng_sched_model_status {
 struct eng_sched {
 	struct eng_sched_config cfg;
 	struct dp_rings *rings;		/* not owned */
-	struct eng_sched_req *reqs;	/* (rings->n_slots) */
-	uint8_t *sampler_mem;		/* (n_slots) samplers */
-	uint32_t *tok_mem;		/* (n_slots, tok_cap) token arrays */
+	struct eng_sched_req *reqs;	/* (n_reqs): the ring's slots, then
+					 * ENG_SCHED_SHADOW_MAX shadow copies */
+	unsigned n_reqs;
+	uint8_t *sampler_mem;		/* (n_reqs) samplers */
+	uint32_t *tok_mem;		/* (n_reqs, tok_cap) token arrays */
 	uint32_t tok_cap;		/* largest model context */
-	uint32_t *blk_mem;		/* (n_slots, blk_cap) block tables */
+	uint32_t *blk_mem;		/* (n_reqs, blk_cap) block tables */
 	uint32_t blk_cap;
 	uint64_t order;			/* admissions so far */
 	unsigned sent;			/* responses this poll */
@@ -262,6 +274,7 @@ struct eng_sched {
 	uint64_t ctr[ENG_SCHED_CTR__COUNT];
 	uint64_t mctr[ENG_MODEL_CTR__COUNT];	/* loader thread's */
 	struct eng_sched_hist hist[ENG_SCHED_HIST__COUNT];
+	struct dp_resp scratch;		/* shadow copies' discarded chunks */
 	bool registered;
 };
 
@@ -328,7 +341,8 @@ int eng_sched_slot_load(struct eng_sched *s,
  * production slot becomes NONE (warm, finishing its requests).
  * @share: a canary's percent of admissions (1..99).
  * @index: the table index it got (its catalogue id - 1).
- * Return: 0, -ENOSPC (table full), -EEXIST (a canary of that name exists).
+ * Return: 0, -ENOSPC (table full), -EEXIST (a canary, or a shadow, of that
+ * name exists already).
  */
 int eng_sched_slot_install(struct eng_sched *s, struct eng_sched_model *sm,
 			   enum eng_route route, uint32_t share, unsigned *index);

@@ -616,7 +616,8 @@ bool sched_ready(const struct eng_sched *s, char *why, size_t whylen)
 		if (!sm)
 			continue;
 		if (sm->st.state == ENG_MODEL_READY) {
-			if (sm->route != ENG_ROUTE_NONE)
+			if (sm->route != ENG_ROUTE_NONE &&
+			    sm->route != ENG_ROUTE_SHADOW)
 				ready++;
 		} else {
 			if (why)

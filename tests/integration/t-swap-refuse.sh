@@ -6,7 +6,8 @@
 # loaded name, a swap to an unloaded version without its image, rollback and
 # confirm with no swap pending, an unknown name.  Then a canary (label
 # canary share 30) takes about its share of the admissions, deterministically
-# by request id, and is unloaded again.  Zero failed or lost requests
+# by request id, and is unloaded again; a shadow (label shadow) runs copies
+# of the requests whose answers are discarded and counted.  Zero failed or lost requests
 # throughout; model.load_failures counts the refused images.
 . "$(dirname "$0")/lib.sh"
 
@@ -29,7 +30,7 @@ start_velod --set model_defaults.threads=1
 ctl "model load m $A" >/dev/null || fail "load A"
 
 "$BIN/velo-bench" --server "$SERVER" --key "$KEY" --mode infer --closed 6 \
-	--sessions 3 --max-tokens 8 --prompt "The" --duration 6 --timeout-ms 5000 \
+	--sessions 3 --max-tokens 8 --prompt "The" --duration 8 --timeout-ms 5000 \
 	--json "$T/bench.json" >"$T/bench.out" 2>&1 &
 BPID=$!
 sleep 0.3
@@ -82,6 +83,18 @@ note "with the canary: $d1 served by 1, $d2 by 2"
 	[ $((d2 * 100)) -le $(((d1 + d2) * 45)) ] || fail "canary share off: $d1 / $d2"
 expect_rc 0 ctl "model unload m 2"
 grep -q '^ok m unloaded (2)' "$T/out" || fail "unload canary: $(cat "$T/out")"
+serving_v1
+
+# A shadow: copies of the requests run on 2, their answers discarded.
+expect_rc 0 ctl "model load m $B label shadow"
+grep -q '^ok m 2 loaded, self-test passed (shadow of 1' "$T/out" || fail "shadow: $(cat "$T/out")"
+s0=$(counter sched.shadow_done) c1=$(served 1) c2=$(served 2)
+sleep 1.5
+s1=$(counter sched.shadow_done) d1=$(($(served 1) - c1))
+note "with the shadow: $d1 served by 1, $((s1 - s0)) shadow copies done on 2 (answers discarded)"
+[ "$((s1 - s0))" -gt 0 ] || fail "no shadow copy ran"
+[ "$(served 2)" = "$c2" ] || fail "the shadow sent DONEs: $(ctl 'model served'), $c2 before"
+expect_rc 0 ctl "model unload m 2"
 serving_v1
 
 wait "$BPID" || { cat "$T/bench.out"; fail "velo-bench"; }

@@ -20,7 +20,7 @@
 #   SWAP_IMAGE_B      the other version                   [A re-converted as version 2]
 #   SWAP_DEVICE_A/_B  device index of each version        [0 / 1]
 #   SWAP_COUNT        swaps at least                      [100]
-#   SWAP_DURATION     seconds of load while swapping      [16]
+#   SWAP_DURATION     seconds of load while swapping      [20]
 #   SWAP_PACE         1: swaps spread evenly over the run (about 1.3 x
 #                     SWAP_COUNT); 0: back to back         [0]
 #   SWAP_STEADY       seconds of the steady phase         [5]
@@ -39,7 +39,7 @@ B=${SWAP_IMAGE_B:-}
 DEV_A=${SWAP_DEVICE_A:-0}
 DEV_B=${SWAP_DEVICE_B:-1}
 COUNT=${SWAP_COUNT:-100}
-DURATION=${SWAP_DURATION:-16}
+DURATION=${SWAP_DURATION:-20}
 STEADY=${SWAP_STEADY:-5}
 CLOSED=${SWAP_CLOSED:-8}
 SESSIONS=${SWAP_SESSIONS:-4}
@@ -85,44 +85,76 @@ bench --duration "$STEADY" --json "$T/steady.json" >"$T/steady.out" 2>&1 ||
 bench --duration "$DURATION" --json "$T/swap.json" >"$T/swap.out" 2>&1 &
 BPID=$!
 sleep 0.3
-swaps=0 rollbacks=0 cur=A swap_fail=0 t0=$(date +%s%N)
-: >"$T/swaps.log"
-swap_to() {	# swap_to A|B: swap, answer kept in swaps.log
-	local img=$A dev=$DEV_A
-	[ "$1" = B ] && img=$B dev=$DEV_B
-	ctl "model swap m $img device $dev" >>"$T/swaps.log" 2>&1
-}
-while kill -0 "$BPID" 2>/dev/null; do
-	if [ "$PACE" = 1 ]; then	# the next swap's start time
-		due=$((t0 + swaps * GAP_MS * 1000000))
-		now=$(date +%s%N)
-		[ "$now" -lt "$due" ] && sleep "$(printf '0.%06d' $(((due - now) / 1000)))"
-		kill -0 "$BPID" 2>/dev/null || break
-	fi
-	nxt=B; [ "$cur" = B ] && nxt=A
-	swap_to $nxt || { swap_fail=$((swap_fail + 1)); break; }
-	swaps=$((swaps + 1))
-	if [ $((swaps % 10)) = 5 ]; then
-		ctl "model rollback m" >>"$T/swaps.log" 2>&1 || { swap_fail=$((swap_fail + 1)); break; }
-		rollbacks=$((rollbacks + 1))
-		swap_to $nxt || { swap_fail=$((swap_fail + 1)); break; }
-		swaps=$((swaps + 1))
-	fi
-	ctl "model confirm m" >>"$T/swaps.log" 2>&1 || { swap_fail=$((swap_fail + 1)); break; }
-	cur=$nxt
-	# a wire-level sample: the DONE names the version
-	if [ $((swaps % 20)) = 1 ]; then
-		client gen --max-tokens 4 "The" >>"$T/sample.out" 2>&1 || swap_fail=$((swap_fail + 1))
-	fi
-done
-swap_ms=$((($(date +%s%N) - t0) / 1000000))
+# The swap loop talks to the control socket itself (one connection per
+# command, as velod -q does, without a process per command).
+/usr/bin/python3 - "$T/ctl.sock" "$BPID" "$A" "$DEV_A" "$B" "$DEV_B" "$PACE" \
+	"$GAP_MS" "$BIN/velo-client" "$SERVER" "$KEY" "$T" >"$T/loop.out" 2>&1 <<'PY'
+import os, socket, subprocess, sys, time
+sock, bpid, a, da, b, db, pace, gap_ms, client, server, key, t = sys.argv[1:13]
+bpid, pace, gap = int(bpid), pace == "1", int(gap_ms) / 1000.0
+log = open(t + "/swaps.log", "w")
+def ctl(cmd):
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect(sock)
+    c.sendall(cmd.encode() + b"\n")
+    c.shutdown(socket.SHUT_WR)
+    out = b""
+    while True:
+        d = c.recv(4096)
+        if not d:
+            break
+        out += d
+    c.close()
+    out = out.decode()
+    log.write("%s -> %s" % (cmd, out))
+    if not out.startswith("ok"):
+        raise SystemExit("swap loop: '%s' answered: %s" % (cmd, out.strip()))
+def alive():	# the bench (the shell's child, maybe a zombie) still runs
+    try:
+        st = open("/proc/%d/stat" % bpid).read()
+    except OSError:
+        return False
+    return st[st.rindex(")") + 2] not in "ZX"
+img = {"A": (a, da), "B": (b, db)}
+swaps = rollbacks = samples = 0
+cur, t0 = "A", time.monotonic()
+while alive():
+    if pace:
+        due = t0 + swaps * gap
+        if time.monotonic() < due:
+            time.sleep(due - time.monotonic())
+        if not alive():
+            break
+    nxt = "B" if cur == "A" else "A"
+    ctl("model swap m %s device %s" % img[nxt])
+    swaps += 1
+    if swaps % 10 == 5:
+        ctl("model rollback m")
+        rollbacks += 1
+        ctl("model swap m %s device %s" % img[nxt])
+        swaps += 1
+    ctl("model confirm m")
+    cur = nxt
+    if swaps % 20 == 1:
+        # a wire-level sample: the DONE names the version
+        r = subprocess.run([client, "--server", server, "--key", key, "gen",
+                            "--max-tokens", "4", "The"], capture_output=True,
+                           text=True, timeout=10)
+        open(t + "/sample.out", "a").write(r.stdout + r.stderr)
+        if r.returncode:
+            raise SystemExit("velo-client gen failed: " + r.stderr)
+        samples += 1
+print("%d %d %d %d" % (swaps, rollbacks, samples, (time.monotonic() - t0) * 1000))
+PY
+loop_rc=$?
+read -r swaps rollbacks _ swap_ms < <(tail -1 "$T/loop.out")
 wait "$BPID"
 brc=$?
 cat "$T/swap.out"
 # 3. steady again (the spread between 1 and 3 is this machine's noise)
 bench --duration "$STEADY" --json "$T/steady2.json" >"$T/steady2.out" 2>&1 ||
 	{ cat "$T/steady2.out"; fail "second steady phase"; }
-[ "$swap_fail" = 0 ] || { tail -5 "$T/swaps.log"; fail "a swap command failed"; }
+[ "$loop_rc" = 0 ] || { cat "$T/loop.out"; tail -3 "$T/swaps.log"; fail "the swap loop failed"; }
 [ "$brc" = 0 ] || fail "velo-bench exit $brc during the swaps"
 note "swaps: $swaps ($rollbacks rolled back and swapped again) in $swap_ms ms of load"
 [ "$swaps" -ge "$COUNT" ] || fail "only $swaps swaps in ${DURATION} s (SWAP_COUNT $COUNT): raise SWAP_DURATION"
@@ -133,7 +165,7 @@ for _ in $(seq 50); do
 done
 ctl models
 ctl "model served" | tee "$T/served"
-samples=$(grep -c 'model m ' "$T/sample.out")
+samples=$(grep -c 'model m ' "$T/sample.out" 2>/dev/null)
 ctl counters | grep -E '^(model|sched\.(route_changes|slot_cmds|done_|reject|accepted))'
 
 /usr/bin/python3 - "$T" "$VA" "$VB" "$swaps" "$samples" "${SWAP_P99_MAX:-}" \

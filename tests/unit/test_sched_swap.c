@@ -12,7 +12,8 @@
  * finish on the old version, after it on the new one), the outputs are the
  * same bits on both versions, a routed or busy slot cannot be detached,
  * a corrupt image is refused and routes nothing, and every KV block is
- * free at the end.
+ * free at the end.  A shadow slot runs copies whose answers never reach
+ * the ring.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -305,11 +306,57 @@ static void test_unroute(void **state)
 	eng_sched_stop(&S);
 }
 
+/* A shadow slot gets a copy of every request the name admits: the client
+ * sees only version 1's records (one DONE each, naming 1), the copies run
+ * on version 2 and are counted, and nothing of theirs reaches the ring. */
+static void test_shadow(void **state)
+{
+	struct eng_sched_model_config mc = mconf(V2);
+	struct eng_sched_model *v2, *x;
+	unsigned i2;
+	char err[200];
+
+	(void)state;
+	assert_int_equal(eng_sched_start(&S), 0);
+	mc.device = 1;
+	assert_int_equal(eng_sched_slot_load(&S, &mc, &v2, err, sizeof(err)), 0);
+	assert_int_equal(eng_sched_slot_install(&S, v2, ENG_ROUTE_SHADOW, 0, &i2), 0);
+	assert_int_equal(eng_sched_slot_route_get(&S, 0), ENG_ROUTE_PRODUCTION);
+	for (uint32_t i = 0; i < PHASE; i++)
+		submit(i, i);
+	wait_for(0, PHASE, true);
+	/* the copies finish on their own (not cancelled with the originals) */
+	for (int guard = 0; guard < 20000 &&
+	     __atomic_load_n(&S.ctr[ENG_SCHED_CTR_shadow_done], __ATOMIC_RELAXED) +
+	     __atomic_load_n(&S.ctr[ENG_SCHED_CTR_shadow_dropped], __ATOMIC_RELAXED) < PHASE;
+	     guard++)
+		usleep(500);
+	assert_int_equal(eng_sched_slot_route(&S, i2, ENG_ROUTE_NONE, 0), 0);
+	while (eng_sched_slot_detach(&S, i2, &x) == -EBUSY)
+		usleep(200);
+	eng_sched_stop(&S);
+	drain();
+	for (uint32_t i = 0; i < PHASE; i++) {
+		assert_int_equal(OUT[i].dones, 1);
+		assert_string_equal(OUT[i].ver, "1");
+	}
+	/* ENG_SCHED_SHADOW_MAX (16) states: all 16 copies fit */
+	assert_int_equal(S.ctr[ENG_SCHED_CTR_shadow_admitted], PHASE);
+	assert_int_equal(S.ctr[ENG_SCHED_CTR_shadow_done], PHASE);
+	assert_int_equal(S.ctr[ENG_SCHED_CTR_shadow_dropped], 0);
+	assert_int_equal(eng_sched_slot_status(x)->served, 0);	/* no DONE sent */
+	assert_true(eng_kvc_idle_ok(x->kv));
+	eng_sched_slot_free(&S, x);
+	assert_int_equal(S.models[0]->served, PHASE);
+	assert_int_equal(S.ctr[ENG_SCHED_CTR_accepted], PHASE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_swap_in_flight, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unroute, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shadow, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

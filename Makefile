@@ -329,3 +329,11 @@ help:
 	@echo '  <name>_defconfig  configuration from images/<name>_defconfig'
 	@echo '  menuconfig olddefconfig savedefconfig'
 	@echo '  clean distclean   V=1 shows full commands; O=dir builds elsewhere'
+
+# bench-dpdk: the DPDK transports (net_af_packet, net_af_xdp) beside the
+# kernel socket on one veth pair, and velo-bench-dp (packets/s per
+# dataplane lcore); root only; docs/perf.md quotes it.
+.PHONY: bench-dpdk
+bench-dpdk: all
+	$(Q)BENCH_REQUESTS=$${BENCH_REQUESTS:-10000} BENCH_DP_SECONDS=$${BENCH_DP_SECONDS:-0.5} \
+		O=$(abspath $(O)) SRC=$(srctree) bash $(srctree)/tests/integration/t-dpdk-bench.sh

@@ -368,10 +368,28 @@ static void cmd_show_models(struct mgmtd *d, struct out *o)
 					"to", d->swaps[i].to, "rollback_in_ms",
 					(json_int_t)(d->swaps[i].deadline_ms > now
 						? d->swaps[i].deadline_ms - now : 0)));
-		say_json(o, json_pack("{s:o, s:s, s:o}", "models", arr, "loaded",
-				      d->loaded, "swaps_unconfirmed", sw));
-	} else
+		json_t *slots = NULL;
+
+		/* velod's model slots (route, hold, device, in flight) */
+		if (d->super.v.ready &&
+		    mgmt_velod_query(d->super.cfg.ctl_path, "models json", vbuf,
+				     sizeof(vbuf), VELOD_QUERY_MS) > 0)
+			slots = json_loads(vbuf, 0, NULL);
+		if (!json_is_array(slots)) {
+			json_decref(slots);
+			slots = json_array();
+		}
+		say_json(o, json_pack("{s:o, s:s, s:o, s:o}", "models", arr, "loaded",
+				      d->loaded, "swaps_unconfirmed", sw,
+				      "velod_slots", slots));
+	} else {
 		say(o, "loaded in velod: %s\n", d->loaded[0] ? d->loaded : "none");
+		if (d->super.v.ready &&
+		    mgmt_velod_query(d->super.cfg.ctl_path, "models", vbuf,
+				     sizeof(vbuf), VELOD_QUERY_MS) > 0 &&
+		    strncmp(vbuf, "error:", 6))
+			say(o, "velod slots:\n%s", vbuf);
+	}
 }
 
 static void cmd_velod_passthru(struct mgmtd *d, struct out *o, const char *cmd)

@@ -2,7 +2,7 @@
 # Commit confirmed for a hot swap, end to end: velo-mgmtd supervises the
 # real velod (runtime model slots, boot/velod.c), loads fortune 1, swaps to
 # fortune 2 under velo-bench load and does not confirm: after the window
-# (system.swap_confirm_minutes 2, a "minute" is 500 ms here) mgmtd rolls
+# (system.swap_confirm_minutes 4, a "minute" is 500 ms here) mgmtd rolls
 # the swap back by itself and velod serves 1 again, its route flipped back
 # to the warm slot.  A second swap is confirmed and stays.  Every DONE
 # names the version that served it (velo-client), and the load sees zero
@@ -28,11 +28,11 @@ SERVER=$(velod_field listen)
 [ "$(served_by)" = 1 ] || fail "DONE does not name fortune 1"
 
 expect_rc 0 vctl configure
-expect_rc 0 vctl set system.swap_confirm_minutes 2
+expect_rc 0 vctl set system.swap_confirm_minutes 4
 expect_rc 0 vctl commit
 
 "$BIN/velo-bench" --server "$SERVER" --key "$KEY" --mode infer --closed 4 \
-	--sessions 2 --max-tokens 8 --prompt "The" --duration 4 --timeout-ms 5000 \
+	--sessions 2 --max-tokens 8 --prompt "The" --duration 7 --timeout-ms 5000 \
 	--json "$T/bench.json" >"$T/bench.out" 2>&1 &
 BPID=$!
 sleep 0.3
@@ -41,9 +41,17 @@ sleep 0.3
 expect_rc 0 vctl model swap fortune 2
 cat "$T/out"
 grep -q 'velod: ok fortune now 2, 1 kept warm' "$T/out" || fail "swap: $(cat "$T/out")"
-grep -q 'rolls back by itself in 1 s' "$T/out" || fail "no confirm window: $(cat "$T/out")"
+grep -q 'rolls back by itself in 2 s' "$T/out" || fail "no confirm window: $(cat "$T/out")"
 [ "$(served_by)" = 2 ] || fail "after the swap, DONE does not name fortune 2"
 vctl show status | grep -q '^swap: *fortune 1 -> 2' || fail "status: no pending swap"
+# show models lists velod's slots: 2 serving, 1 warm for the rollback
+expect_rc 0 vctl show models
+grep -Eq '^[0-9]+ +fortune +2 +production +ready +- ' "$T/out" || fail "show models: $(cat "$T/out")"
+grep -Eq '^[0-9]+ +fortune +1 +standby +ready +rollback ' "$T/out" || fail "show models: $(cat "$T/out")"
+vctl --json show models >"$T/out"
+/usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); s=d["velod_slots"]
+assert sorted((x["version"], x["label"], x["hold"]) for x in s) == [("1", "standby", "rollback"), ("2", "production", "")], s' \
+	"$T/out" || fail "show models --json velod_slots: $(cat "$T/out")"
 rolled() { grep -q 'swap of fortune to 2 not confirmed: rolled back to 1' "$T/mgmtd.err"; }
 wait_until 5 rolled || fail "swap not rolled back by itself: $(tail -5 "$T/mgmtd.err")"
 [ "$(served_by)" = 1 ] || fail "after the rollback, DONE does not name fortune 1"
@@ -54,7 +62,7 @@ note "swap to 2 not confirmed: velod serves 1 again"
 expect_rc 0 vctl model swap fortune 2
 expect_rc 0 vctl model confirm fortune
 grep -q 'velod: ok fortune stays 2' "$T/out" || fail "confirm: $(cat "$T/out")"
-sleep 1.5
+sleep 2.5
 [ "$(served_by)" = 2 ] || fail "a confirmed swap did not stay"
 vctl show status | grep -q '^swap:' && fail "swap still pending after confirm"
 

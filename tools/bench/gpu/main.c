@@ -247,7 +247,10 @@ static int load_model(struct bench *b)
 	b->per_stream = eng_kv_blocks_for(stream_pos, o->block);
 	b->bud = (struct eng_model_budget){
 		.seqs_max = b->seqs_max,
-		.step_tokens_max = MAX(MAX(max_ttft, o->in_tok), MAX(b->seqs_max, (uint32_t)COLD_PROMPT)),
+		/* the largest single step: a TTFT prompt, the batch-1
+		 * prompt, one stream's prompt, a decode of every stream */
+		.step_tokens_max = MAX(MAX(max_ttft, MAX(o->in_tok, o->ctx)),
+				       MAX(b->seqs_max, (uint32_t)COLD_PROMPT)),
 		.kv_blocks = b->seqs_max * b->per_stream + b->per_long,
 		.kv_block_tokens = o->block,
 		.seq_blocks_max = MAX(b->per_long, b->per_stream),

@@ -173,11 +173,20 @@ void cuda_api_unload(struct cuda_api *api);
 /*
  * cuda_check() - 0 for CUDA_SUCCESS; otherwise log @what at @file:@line,
  * mark @be down (health -EIO, the first fault's text kept) and return
- * -EIO.  Also the fault-injection point (VELO_CUDA_FAIL_NTH).
+ * -EIO.
  */
 int cuda_check(struct cuda_backend *be, CUresult r, const char *what,
 	       const char *file, int line);
-#define CU_CHECK(be, call) cuda_check((be), (call), #call, __FILE__, __LINE__)
+
+/* Fault injection (VELO_CUDA_FAIL_NTH=N): the N-th checked call is not
+ * made and fails as a launch failure would.  Off: one predicted branch. */
+static inline bool cuda_inject(struct cuda_backend *be)
+{
+	return __builtin_expect(be->fail_nth != 0, 0) &&
+	       __atomic_add_fetch(&be->calls, 1, __ATOMIC_RELAXED) == be->fail_nth;
+}
+
+#define CU_CHECK(be, call)                                                    	cuda_check((be), cuda_inject(be) ? CUDA_ERROR_LAUNCH_FAILED : (call),  		   #call, __FILE__, __LINE__)
 
 /* The embedded fatbin (kernels_fatbin.S). */
 extern const unsigned char eng_cuda_fatbin[];

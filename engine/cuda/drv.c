@@ -62,9 +62,6 @@ int cuda_check(struct cuda_backend *be, CUresult r, const char *what,
 {
 	const char *name = NULL;
 
-	if (unlikely(be->fail_nth) &&
-	    __atomic_add_fetch(&be->calls, 1, __ATOMIC_RELAXED) == be->fail_nth)
-		r = CUDA_ERROR_LAUNCH_FAILED;	/* injected */
 	if (likely(r == CUDA_SUCCESS))
 		return 0;
 	if (be->api.cuGetErrorName)

@@ -1,0 +1,298 @@
+// SPDX-License-Identifier: MIT
+/*
+ * cuda_fake.c — libcuda-fake.so, a stand-in for the CUDA driver that
+ * test_cuda_fake points the CUDA backend at (VELO_CUDA_DRIVER), so that the
+ * backend's host side runs on machines without a GPU: one "device" of
+ * compute capability 9.0 whose memory is the host heap, copies done at
+ * once, kernels not run (cuLaunchKernel only counts).  What it checks is
+ * the host logic — validation, budgets, cleanup ladders under injected
+ * faults — not numbers.  Every object it hands out is counted, so the test
+ * can prove that a backend torn down after any fault leaks nothing
+ * (fake_cuda_outstanding).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda.h>
+
+#define FAKE_API __attribute__((visibility("default")))
+
+static long outstanding;	/* device/host allocations and handles alive */
+static long launches;
+static int inited;
+
+FAKE_API long fake_cuda_outstanding(void);
+FAKE_API long fake_cuda_launches(void);
+
+long fake_cuda_outstanding(void)
+{
+	return __atomic_load_n(&outstanding, __ATOMIC_SEQ_CST);
+}
+
+long fake_cuda_launches(void)
+{
+	return __atomic_load_n(&launches, __ATOMIC_SEQ_CST);
+}
+
+static void *obj_new(size_t n)
+{
+	void *p = calloc(1, n ? n : 1);
+
+	if (p)
+		__atomic_add_fetch(&outstanding, 1, __ATOMIC_SEQ_CST);
+	return p;
+}
+
+static void obj_free(void *p)
+{
+	if (!p)
+		return;
+	__atomic_sub_fetch(&outstanding, 1, __ATOMIC_SEQ_CST);
+	free(p);
+}
+
+CUresult CUDAAPI cuInit(unsigned int flags)
+{
+	(void)flags;
+	inited = 1;
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuDriverGetVersion(int *v)
+{
+	*v = 13000;
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuDeviceGetCount(int *n)
+{
+	*n = inited ? 1 : 0;
+	return inited ? CUDA_SUCCESS : CUDA_ERROR_NOT_INITIALIZED;
+}
+
+CUresult CUDAAPI cuDeviceGet(CUdevice *d, int ordinal)
+{
+	if (ordinal != 0)
+		return CUDA_ERROR_INVALID_DEVICE;
+	*d = 0;
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuDeviceGetName(char *name, int len, CUdevice d)
+{
+	(void)d;
+	strncpy(name, "fake sm_90", (size_t)len);
+	name[len - 1] = 0;
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuDeviceGetAttribute(int *v, CUdevice_attribute a, CUdevice d)
+{
+	(void)d;
+	switch (a) {
+	case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT:
+		*v = 132;
+		break;
+	case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR:
+		*v = 9;
+		break;
+	default:
+		*v = 0;
+	}
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuDeviceTotalMem(size_t *b, CUdevice d)
+{
+	(void)d;
+	*b = (size_t)1 << 34;
+	return CUDA_SUCCESS;
+}
+
+static int ctx_refs;
+
+CUresult CUDAAPI cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d)
+{
+	(void)d;
+	*c = (CUcontext)(uintptr_t)0x1000;
+	ctx_refs++;
+	__atomic_add_fetch(&outstanding, 1, __ATOMIC_SEQ_CST);
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuDevicePrimaryCtxRelease(CUdevice d)
+{
+	(void)d;
+	if (!ctx_refs)
+		return CUDA_ERROR_INVALID_CONTEXT;
+	ctx_refs--;
+	__atomic_sub_fetch(&outstanding, 1, __ATOMIC_SEQ_CST);
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuCtxSetCurrent(CUcontext c)
+{
+	(void)c;
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuModuleLoadData(CUmodule *m, const void *image)
+{
+	/* the real driver parses the fatbin: check its magic at least */
+	if (!image || memcmp(image, "\x50\xed\x55\xba", 4))
+		return CUDA_ERROR_INVALID_IMAGE;
+	*m = obj_new(8);
+	return *m ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+CUresult CUDAAPI cuModuleUnload(CUmodule m)
+{
+	obj_free(m);
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuModuleGetFunction(CUfunction *f, CUmodule m, const char *name)
+{
+	(void)m;
+	(void)name;
+	*f = (CUfunction)(uintptr_t)0x2000;
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuMemAlloc(CUdeviceptr *p, size_t n)
+{
+	void *h = obj_new(n);
+
+	if (!h)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	*p = (CUdeviceptr)(uintptr_t)h;
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuMemFree(CUdeviceptr p)
+{
+	obj_free((void *)(uintptr_t)p);
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuMemAllocHost(void **p, size_t n)
+{
+	*p = obj_new(n);
+	return *p ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+CUresult CUDAAPI cuMemFreeHost(void *p)
+{
+	obj_free(p);
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuMemGetInfo(size_t *f, size_t *t)
+{
+	*f = (size_t)1 << 33;
+	*t = (size_t)1 << 34;
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuMemcpyHtoDAsync(CUdeviceptr d, const void *s, size_t n, CUstream st)
+{
+	(void)st;
+	memcpy((void *)(uintptr_t)d, s, n);
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuMemcpyDtoHAsync(void *d, CUdeviceptr s, size_t n, CUstream st)
+{
+	(void)st;
+	memcpy(d, (const void *)(uintptr_t)s, n);
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuMemcpyDtoDAsync(CUdeviceptr d, CUdeviceptr s, size_t n, CUstream st)
+{
+	(void)st;
+	memmove((void *)(uintptr_t)d, (const void *)(uintptr_t)s, n);
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUstream st)
+{
+	uint32_t *p = (uint32_t *)(uintptr_t)d;
+
+	(void)st;
+	for (size_t i = 0; i < n; i++)
+		p[i] = v;
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuStreamCreate(CUstream *s, unsigned int flags)
+{
+	(void)flags;
+	*s = obj_new(8);
+	return *s ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+CUresult CUDAAPI cuStreamDestroy(CUstream s)
+{
+	obj_free(s);
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuStreamSynchronize(CUstream s)
+{
+	(void)s;
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuEventCreate(CUevent *e, unsigned int flags)
+{
+	(void)flags;
+	*e = obj_new(8);
+	return *e ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+CUresult CUDAAPI cuEventDestroy(CUevent e)
+{
+	obj_free(e);
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuEventRecord(CUevent e, CUstream s)
+{
+	(void)e;
+	(void)s;
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuEventSynchronize(CUevent e)
+{
+	(void)e;
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuEventElapsedTime(float *ms, CUevent a, CUevent b)
+{
+	(void)a;
+	(void)b;
+	*ms = 0.0f;
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy,
+				unsigned int gz, unsigned int bx, unsigned int by,
+				unsigned int bz, unsigned int smem, CUstream s,
+				void **params, void **extra)
+{
+	(void)f, (void)s, (void)params, (void)extra, (void)smem;
+	if (!gx || !gy || !gz || !bx || !by || !bz || bx * by * bz > 1024)
+		return CUDA_ERROR_INVALID_VALUE;
+	__atomic_add_fetch(&launches, 1, __ATOMIC_SEQ_CST);
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuGetErrorName(CUresult r, const char **s)
+{
+	*s = r == CUDA_ERROR_LAUNCH_FAILED ? "CUDA_ERROR_LAUNCH_FAILED" : "CUDA_ERROR_FAKE";
+	return CUDA_SUCCESS;
+}

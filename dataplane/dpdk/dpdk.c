@@ -2,9 +2,10 @@
 /*
  * dpdk.c — the DPDK transport (see dpdk.h).
  *
- * One port, one rx/tx queue pair, polled by the dataplane thread (which is
- * not an EAL lcore: the mempool is used without a per-lcore cache, which
- * costs one ring operation per burst).  The EAL pins the calling thread to
+ * One port with dpdk.queues rx/tx queue pairs (RSS on the UDP 5-tuple when
+ * more than one), each polled by one dataplane thread (dp.c), none of which
+ * is an EAL lcore: the mempool is used without a per-lcore cache, which
+ * costs one ring operation per burst.  The EAL pins the calling thread to
  * its first lcore; the caller's CPU affinity is restored afterwards so the
  * threads velod starts later keep the cores velod gives them.
  *

@@ -180,6 +180,10 @@ static void priv_rings_fini(struct dp_rings *p)
  * Cost: one 32-byte copy per request, two 512-byte copies per response
  * record (~30 ns); nothing when the rings are empty but one load per ring.
  */
+static const struct ctr_desc dp_mux_ctr_desc[DP_MUX_CTR__COUNT] = {
+	foreach_dp_mux_counter(CTR_DESC)
+};
+
 static unsigned dp_mux(struct dp *dp)
 {
 	struct dp_multi *m = dp->multi;
@@ -192,16 +196,25 @@ static unsigned dp_mux(struct dp *dp)
 		struct dp_rings *p = &m->priv[i];
 		struct dp_req_msg r;
 
-		while (dp_req_dequeue(p, &r)) {
-			VERIFY(dp_req_enqueue(g, &r));
+		/* Room first: a record taken from a loop's ring cannot be
+		 * put back.  (The scheduler's ring holds 2 x slots entries and
+		 * the loops at most that many in flight: never full; counted
+		 * if it ever is.) */
+		while (ck_ring_size(&g->req) + 1 < ck_ring_capacity(&g->req)) {
+			if (!dp_req_dequeue(p, &r))
+				break;
+			dp_req_enqueue(g, &r);
 			fwd++;
 		}
+		if (unlikely(dp_req_pending(p) &&
+			     ck_ring_size(&g->req) + 1 >= ck_ring_capacity(&g->req)))
+			m->ctr[DP_MUX_CTR_req_ring_full]++;
 		n_free += __atomic_load_n(&p->n_free, __ATOMIC_RELAXED);
 		if (dp_rings_engine_state(p) != state)
 			dp_rings_engine_state_set(p, state);
 	}
 	if (fwd) {
-		m->ctr_fwd_req += fwd;
+		m->ctr[DP_MUX_CTR_fwd_requests] += fwd;
 		dp_wake_kick(&g->wake_sched);
 		work += fwd;
 	}
@@ -221,11 +234,11 @@ static unsigned dp_mux(struct dp *dp)
 		 * layer rejects and counts it. */
 		o = slot < g->n_slots ? m->slot_owner[slot] : 0;
 		if (!dp_resp_enqueue(&m->priv[o], &m->pending)) {
-			m->ctr_resp_full++;
+			m->ctr[DP_MUX_CTR_resp_ring_full]++;
 			break;
 		}
 		m->has_pending = false;
-		m->ctr_fwd_resp++;
+		m->ctr[DP_MUX_CTR_fwd_responses]++;
 		kick[o] = true;
 		work++;
 	}
@@ -311,6 +324,8 @@ static void dp_multi_fini(struct dp *dp)
 	free(m->slot_owner);
 	if (m->nonce_lock_init)
 		pthread_spin_destroy(&m->nonce_lock);
+	if (m->ctr_registered)
+		ctr_block_unregister(m->ctr);
 	free(m);
 	dp->multi = NULL;
 }
@@ -370,6 +385,8 @@ static int dp_multi_init(struct dp *dp, const struct velo_psk *keys,
 			goto err;
 		}
 	}
+	m->ctr_registered = !ctr_block_register("mux", dp_mux_ctr_desc, m->ctr,
+						DP_MUX_CTR__COUNT);
 	LOG_I(dp, "dataplane: %u loops (one per DPDK queue), %u request slots "
 	      "each, queue 0's loop forwards to the scheduler", n,
 	      g->n_slots / n);

@@ -53,6 +53,20 @@ void dp_config_default(struct dp_config *c);
  * them and the scheduler's rings (dp_mux, dp.c).  Everything here is
  * allocated by dp_init.
  */
+/* Queue 0's forwarding, block "mux" (several loops only). */
+#define foreach_dp_mux_counter(X)                                             \
+	X(fwd_requests, "requests forwarded from the loops to the scheduler")  \
+	X(fwd_responses, "response records forwarded to their loop")          \
+	X(resp_ring_full, "forwarding paused: a loop's response ring was full") \
+	X(req_ring_full, "forwarding paused: the scheduler's request ring was full")
+
+enum dp_mux_ctr {
+#define X(name, help) DP_MUX_CTR_##name,
+	foreach_dp_mux_counter(X)
+#undef X
+	DP_MUX_CTR__COUNT
+};
+
 struct dp_multi {
 	unsigned n;			/* loops (queues) */
 	struct dp *loops[16];		/* [0] is the struct dp velod holds */
@@ -66,7 +80,8 @@ struct dp_multi {
 	char names[16][2][24];		/* counter block prefixes of loops 1.. */
 	pthread_spinlock_t nonce_lock;	/* the loops' shared LOGON nonce cache */
 	bool nonce_lock_init;
-	uint64_t ctr_fwd_req, ctr_fwd_resp, ctr_resp_full;
+	uint64_t ctr[DP_MUX_CTR__COUNT];
+	bool ctr_registered;
 };
 
 struct dp {

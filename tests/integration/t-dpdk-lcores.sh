@@ -76,6 +76,10 @@ l0=$(counter sess.infer_to_engine); l1=$(counter sess.q1.infer_to_engine)
 loss=$(counter_sum '^dp\.(q[0-9]+\.)?.*loss')
 note "velo-itest: 200 requests + 50 pings answered exactly once (loop 0: $l0, loop 1: $l1), $loss datagrams dropped by the injectors"
 [ "$loss" -gt 0 ] || fail "the loss injectors dropped nothing"
+fq=$(counter mux.fwd_requests); fr=$(counter mux.fwd_responses)
+note "loop 0 forwarded $fq request records and $fr response records; rings full: $(counter mux.resp_ring_full) / $(counter mux.req_ring_full)"
+[ "$fq" -ge 200 ] && [ "$fr" -ge 400 ] || fail "forwarding counters too low: $fq / $fr"
+[ "$(counter mux.req_ring_full)" = 0 ] || fail "the scheduler's request ring was full"
 slots() { ctl "stats json" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["request_slots_in_use"])'; }
 for _ in $(seq 50); do
 	[ "$(slots)" = 0 ] && break

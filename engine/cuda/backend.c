@@ -695,6 +695,70 @@ static uint64_t tensor_read_bytes(const struct cuda_tensor *t)
 	return n;
 }
 
+/* ---- decode graphs ------------------------------------------------------ */
+
+static const uint32_t graph_splits[CUDA_GRAPH_BUCKETS] = { 1, 4, 16, 64 };
+
+/* The bucket for a step needing @need splits (need <= 64). */
+static uint32_t graph_bucket(uint32_t need)
+{
+	uint32_t k = 0;
+
+	while (k + 1 < CUDA_GRAPH_BUCKETS && graph_splits[k] < need)
+		k++;
+	return k;
+}
+
+/*
+ * Capture the decode step of T = 1 .. graph_t_max sequences for every
+ * split bucket: the same launches as cuda_forward, recorded on the model's
+ * stream (thread-local capture mode, so a scheduler thread stepping
+ * another model meanwhile is not affected), then instantiated.  The step
+ * inputs live at fixed device addresses, so a replay reads the new step's.
+ * Cost: CUDA_GRAPH_T_MAX x 4 graphs of ~10 nodes per layer, host memory
+ * in the driver.
+ */
+static int graphs_build(struct cuda_model *cm)
+{
+	struct cuda_backend *be = cm->be;
+	struct cuda_api *a = &be->api;
+	int rc = 0;
+
+	for (uint32_t t = 1; t <= cm->graph_t_max && !rc; t++)
+		for (uint32_t k = 0; k < CUDA_GRAPH_BUCKETS && !rc; k++) {
+			CUgraph g = NULL;
+			int rc2;
+
+			cm->T = t;
+			cm->n_logits = t;
+			cm->nsplit_force = graph_splits[k];
+			rc = CU_CHECK(be, a->cuStreamBeginCapture(cm->st,
+						CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
+			if (rc)
+				break;
+			rc = cuda_forward(cm, 0);
+			/* the capture ends whatever happened inside it (a failed
+			 * end is retried unchecked: the stream must leave capture
+			 * mode before it is destroyed) */
+			rc2 = CU_CHECK(be, a->cuStreamEndCapture(cm->st, &g));
+			if (rc2) {
+				CUgraph g2 = NULL;
+
+				a->cuStreamEndCapture(cm->st, &g2);
+				if (g2)
+					a->cuGraphDestroy(g2);
+			}
+			rc = rc ?: rc2;
+			if (!rc)
+				rc = CU_CHECK(be, a->cuGraphInstantiate(&cm->graphs[t - 1][k], g, 0));
+			if (g)
+				a->cuGraphDestroy(g);
+		}
+	cm->nsplit_force = 0;
+	cm->T = cm->n_logits = 0;
+	return rc;
+}
+
 /* ---- load / unload ------------------------------------------------------ */
 
 static void free_model(struct cuda_model *cm)
@@ -703,6 +767,10 @@ static void free_model(struct cuda_model *cm)
 
 	if (cm->st)
 		a->cuStreamSynchronize(cm->st);
+	for (uint32_t t = 0; t < CUDA_GRAPH_T_MAX; t++)
+		for (uint32_t k = 0; k < CUDA_GRAPH_BUCKETS; k++)
+			if (cm->graphs[t][k])
+				a->cuGraphExecDestroy(cm->graphs[t][k]);
 	if (cm->amem)
 		a->cuMemFree(cm->amem);
 	if (cm->wmem)
@@ -839,6 +907,15 @@ static int cuda_model_load(struct eng_backend *ebe, const struct eng_model *m,
 	     upload(cm);
 	if (rc)
 		goto err_unbudget;
+	{
+		const char *g = getenv("VELO_CUDA_GRAPHS");
+
+		if (g && atoi(g) > 0)
+			cm->graph_t_max = MIN(b->seqs_max, (uint32_t)CUDA_GRAPH_T_MAX);
+	}
+	rc = graphs_build(cm);
+	if (rc)
+		goto err_unbudget;
 	memset(cm->h_in, 0, 4 * cm->in.words);
 
 	cm->weight_read_bytes = tensor_read_bytes(&cm->lm_head);
@@ -854,11 +931,12 @@ static int cuda_model_load(struct eng_backend *ebe, const struct eng_model *m,
 	cm->load_ms = now_ms() - t0;
 	__atomic_add_fetch(&be->n_models, 1, __ATOMIC_ACQ_REL);
 	ctr_add(be, CTR_models_loaded, 1);
-	LOG_I(eng, "cuda: loaded %s: %u layers, hidden %u, weights %llu MiB, KV %s %u blocks of %u, ctx %u, device memory %llu MiB, load %.0f ms (%.2f GB/s)",
+	LOG_I(eng, "cuda: loaded %s: %u layers, hidden %u, weights %llu MiB, KV %s %u blocks of %u, ctx %u, device memory %llu MiB, load %.0f ms (%.2f GB/s), decode graphs %s",
 	      m->name[0] ? m->name : "model", cm->n_layers, cm->hidden,
 	      (unsigned long long)(cm->wbytes >> 20), cm->kv_bf16 ? "bf16" : "f32",
 	      b->kv_blocks, cm->B, cm->ctx_max, (unsigned long long)(need >> 20),
-	      cm->load_ms, (double)cm->wbytes / (cm->load_ms * 1e6));
+	      cm->load_ms, (double)cm->wbytes / (cm->load_ms * 1e6),
+	      cm->graph_t_max ? "on" : "off");
 	*out = &cm->base;
 	return 0;
 
@@ -1020,7 +1098,16 @@ static int cuda_step(struct eng_be_model *bm, const struct eng_batch *batch)
 	if (rc)
 		return -EIO;
 	cm->in_pending = true;
-	rc = cuda_forward(cm, max_len);
+	if (cm->graph_t_max && cm->T == batch->n_seqs && nl == cm->T &&
+	    cm->T <= cm->graph_t_max) {
+		/* decode of T sequences: replay the captured step */
+		uint32_t k = graph_bucket(cuda_att_splits(cm, max_len));
+
+		rc = CU_CHECK(be, a->cuGraphLaunch(cm->graphs[cm->T - 1][k], cm->st));
+		cm->graph_steps++;
+	} else {
+		rc = cuda_forward(cm, max_len);
+	}
 	if (!rc && nl)
 		rc = CU_CHECK(be, a->cuMemcpyDtoHAsync(cm->h_tok, cm->d_tok, 4 * (size_t)nl,
 						       cm->st));

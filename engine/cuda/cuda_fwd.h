@@ -16,6 +16,9 @@
  */
 int cuda_forward(struct cuda_model *cm, uint32_t max_len);
 
+/* Attention position splits a step of @max_len positions uses. */
+uint32_t cuda_att_splits(const struct cuda_model *cm, uint32_t max_len);
+
 /*
  * cuda_mv_launch() - y = W x for up to three matrices of one dtype
  * (a->w/.., n_parts, nt, mode filled by the caller; row and tile bases

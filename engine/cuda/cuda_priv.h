@@ -42,7 +42,9 @@
 	X(cuStreamCreate) X(cuStreamDestroy) X(cuStreamSynchronize)           \
 	X(cuEventCreate) X(cuEventDestroy) X(cuEventRecord)                   \
 	X(cuEventSynchronize) X(cuEventElapsedTime) X(cuLaunchKernel)         \
-	X(cuGetErrorName)
+	X(cuGetErrorName) X(cuStreamBeginCapture) X(cuStreamEndCapture)       \
+	X(cuGraphInstantiate) X(cuGraphLaunch) X(cuGraphExecDestroy)          \
+	X(cuGraphDestroy)
 
 #define CUDA_API_MEMBER(f) __typeof__(f) *f;
 struct cuda_api {
@@ -109,6 +111,17 @@ struct cuda_layer {
 	CUdeviceptr bq, bk, bv, bo;		/* f32 or 0 */
 };
 
+/*
+ * CUDA graphs of decode steps (VELO_CUDA_GRAPHS=1 at model load; off by
+ * default until measured): one per (T sequences of one token each, all
+ * wanting logits, T <= CUDA_GRAPH_T_MAX and <= seqs_max) and attention
+ * split bucket (1, 4, 16, 64 splits: the smallest at least what the step
+ * needs), captured at load, replayed with the step's inputs copied to the
+ * same device addresses.
+ */
+#define CUDA_GRAPH_T_MAX 16
+#define CUDA_GRAPH_BUCKETS 4
+
 /* Offsets (in 32-bit words) of the step inputs, host and device alike. */
 struct cuda_in_layout {
 	size_t tok_id, tok_pos, tok_seq, tok_blk, tok_slot, logit_tok, tables;
@@ -161,6 +174,11 @@ struct cuda_model {
 	uint8_t *row_on_host;		/* [S] */
 	uint32_t T, n_logits, last_n_seqs;
 	bool have_step, tok_ready;
+
+	CUgraphExec graphs[CUDA_GRAPH_T_MAX][CUDA_GRAPH_BUCKETS];
+	uint32_t graph_t_max;		/* 0: graphs off */
+	uint32_t nsplit_force;		/* capture: this many splits; 0: computed */
+	uint64_t graph_steps;
 
 	struct eng_sampler_scratch samp;
 	double load_ms;

@@ -240,9 +240,9 @@ static int layer(struct cuda_model *cm, uint32_t l, uint32_t nsplit)
  * at most 64 splits, and no more than the partials workspace holds for
  * this many tokens.  A prompt's tokens already give n_heads x T blocks.
  */
-static uint32_t att_splits(const struct cuda_model *cm, uint32_t max_len)
+uint32_t cuda_att_splits(const struct cuda_model *cm, uint32_t max_len)
 {
-	uint32_t n = (max_len + 63) / 64;
+	uint32_t n = cm->nsplit_force ? cm->nsplit_force : (max_len + 63) / 64;
 	size_t cap = cm->part_slots / ((size_t)cm->T * cm->n_heads);
 
 	n = MIN(n, 64u);
@@ -254,7 +254,7 @@ int cuda_forward(struct cuda_model *cm, uint32_t max_len)
 {
 	struct cuda_backend *be = cm->be;
 	const struct cuda_in_layout *in = &cm->in;
-	uint32_t nsplit = att_splits(cm, max_len), nl = cm->n_logits;
+	uint32_t nsplit = cuda_att_splits(cm, max_len), nl = cm->n_logits;
 	void *pe = DP(cm->embed.data), *ps = DP(cm->embed.scales);
 	int dt = cm->embed.dt;
 	uint32_t cols = cm->hidden;

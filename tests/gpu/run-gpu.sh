@@ -10,6 +10,8 @@
 #   3. benchmarks of synthetic images of real shapes (velo-convert
 #      --random): VELO_GPU_BENCH_SHAPES (default llama3-1b; "" for none)
 #      x VELO_GPU_BENCH_DTYPES (default "fp8 int4 bf16")
+#   with VELO_GPU_GRAPHS=1, velo-test-cuda once more and every benchmark
+#      with the decode graphs on (VELO_CUDA_GRAPHS=1)
 #   4. the scheduler's unit tests (test_sched, test_sched_swap) relinked to
 #      load their models on the CUDA backend (tests/gpu/sched_backend.c)
 # Logs go to LOGDIR (default $OUT, else O/results); prints a short table.
@@ -41,6 +43,18 @@ set -o pipefail
 test_rc=$?
 set +o pipefail
 
+# The decode graphs (VELO_CUDA_GRAPHS, off by default): the same parity
+# checks with every decode step of <= 16 sequences replayed from a graph.
+graphs_res=""
+if [ "${VELO_GPU_GRAPHS:-0}" = 1 ]; then
+	set -o pipefail
+	VELO_CUDA_GRAPHS=1 "$BIN/velo-test-cuda" 2>&1 | tee "$LOG/velo-test-cuda-graphs.log"
+	r=$?
+	set +o pipefail
+	[ $r = 0 ] || test_rc=1
+	graphs_res=$(printf '%-28s %s' "velo-test-cuda (graphs)" "$(grep -c '^ok' "$LOG/velo-test-cuda-graphs.log") ok, $(grep -c '^FAIL' "$LOG/velo-test-cuda-graphs.log") failed (rc $r)")
+fi
+
 # The scheduler's own tests with their models on the CUDA backend.
 sched_res=""
 for t in test_sched_cuda test_sched_swap_cuda; do
@@ -59,9 +73,12 @@ for shape in ${VELO_GPU_BENCH_SHAPES-llama3-1b}; do
 		img=/tmp/velo-gpu-$shape-$dt.velo
 		[ -f "$img" ] || "$BIN/velo-convert" -q --no-sync --no-known-answer \
 			--random "$shape" --dtype "$dt" -o "$img" >>"$LOG/bench.log" 2>&1
-		echo "## $shape $dt" | tee -a "$LOG/bench.log"
-		"$BIN/velo-test-cuda" --only-bench --bench "$img" 2>&1 |
-			grep -v '^velo-test-cuda:' | tee -a "$LOG/bench.log"
+		for g in 0 ${VELO_GPU_GRAPHS:+1}; do
+			[ "$g" = 1 ] && [ "${VELO_GPU_GRAPHS}" != 1 ] && continue
+			echo "## $shape $dt$([ "$g" = 1 ] && echo ' graphs')" | tee -a "$LOG/bench.log"
+			VELO_CUDA_GRAPHS=$g "$BIN/velo-test-cuda" --only-bench --bench "$img" 2>&1 |
+				grep -v '^velo-test-cuda:' | tee -a "$LOG/bench.log"
+		done
 	done
 done
 
@@ -70,6 +87,7 @@ echo "== CUDA backend on $(head -3 "$LOG/gpu.txt" | tail -1 | cut -d, -f1) =="
 printf '%-28s %s\n' "test_cuda_host" "$([ "$host_rc" = 0 ] && echo pass || echo "FAIL ($host_rc)")"
 printf '%-28s %s\n' "velo-test-cuda" "$(grep -c '^ok' "$LOG/velo-test-cuda.log") ok, $(grep -c '^FAIL' "$LOG/velo-test-cuda.log") failed (rc $test_rc)"
 grep '^FAIL' "$LOG/velo-test-cuda.log" | head -20
+[ -n "$graphs_res" ] && echo "$graphs_res" && grep '^FAIL' "$LOG/velo-test-cuda-graphs.log" | head -10
 printf "$sched_res"
 grep -E '^## |decode batch 1:|prefill  512' "$LOG/bench.log"
 [ "$host_rc" = 0 ] && [ "$test_rc" = 0 ] || rc=1

@@ -1084,8 +1084,11 @@ int main(int argc, char **argv)
 		return 77;
 	}
 	gbe = (struct cuda_backend *)be;
-	printf("# device %s, sm_%d%d, %d SMs, %llu MiB\n", gbe->name, gbe->cc_major,
-	       gbe->cc_minor, gbe->sm_count, (unsigned long long)(gbe->total_mem >> 20));
+	printf("# device %s, sm_%d%d, %d SMs, %llu MiB; decode graphs %s\n", gbe->name,
+	       gbe->cc_major, gbe->cc_minor, gbe->sm_count,
+	       (unsigned long long)(gbe->total_mem >> 20),
+	       getenv("VELO_CUDA_GRAPHS") && atoi(getenv("VELO_CUDA_GRAPHS")) > 0 ?
+	       "on (VELO_CUDA_GRAPHS)" : "off");
 	CK(gbe->api.cuCtxSetCurrent(gbe->ctx));
 	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	if (n > 0) {

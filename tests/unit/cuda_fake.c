@@ -8,7 +8,8 @@
  * the host logic — validation, budgets, cleanup ladders under injected
  * faults — not numbers.  Every object it hands out is counted, so the test
  * can prove that a backend torn down after any fault leaks nothing
- * (fake_cuda_outstanding).
+ * (fake_cuda_outstanding).  A capture left open (a stream never ended)
+ * makes the next capture fail, as the real driver's would.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -24,6 +25,14 @@ static int inited;
 
 FAKE_API long fake_cuda_outstanding(void);
 FAKE_API long fake_cuda_launches(void);
+FAKE_API int fake_cuda_capturing(void);
+
+static int capturing;
+
+int fake_cuda_capturing(void)
+{
+	return capturing;
+}
 
 long fake_cuda_outstanding(void)
 {
@@ -294,5 +303,58 @@ CUresult CUDAAPI cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy,
 CUresult CUDAAPI cuGetErrorName(CUresult r, const char **s)
 {
 	*s = r == CUDA_ERROR_LAUNCH_FAILED ? "CUDA_ERROR_LAUNCH_FAILED" : "CUDA_ERROR_FAKE";
+	return CUDA_SUCCESS;
+}
+
+/* Stream capture: launches while capturing are recorded (counted) only;
+ * a graph and its executable are counted objects. */
+
+CUresult CUDAAPI cuStreamBeginCapture(CUstream s, CUstreamCaptureMode mode)
+{
+	(void)s;
+	(void)mode;
+	if (capturing)
+		return CUDA_ERROR_ILLEGAL_STATE;
+	capturing = 1;
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuStreamEndCapture(CUstream s, CUgraph *g)
+{
+	(void)s;
+	if (!capturing)
+		return CUDA_ERROR_ILLEGAL_STATE;
+	capturing = 0;
+	*g = obj_new(8);
+	return *g ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+CUresult CUDAAPI cuGraphInstantiate(CUgraphExec *e, CUgraph g, unsigned long long flags)
+{
+	(void)flags;
+	if (!g)
+		return CUDA_ERROR_INVALID_VALUE;
+	*e = obj_new(8);
+	return *e ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+CUresult CUDAAPI cuGraphLaunch(CUgraphExec e, CUstream s)
+{
+	(void)s;
+	if (!e)
+		return CUDA_ERROR_INVALID_VALUE;
+	__atomic_add_fetch(&launches, 1, __ATOMIC_SEQ_CST);
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuGraphExecDestroy(CUgraphExec e)
+{
+	obj_free(e);
+	return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuGraphDestroy(CUgraph g)
+{
+	obj_free(g);
 	return CUDA_SUCCESS;
 }

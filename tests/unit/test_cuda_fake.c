@@ -13,12 +13,15 @@
  *   - the fault ladder (RELIABILITY.md): the N-th checked driver call fails,
  *     for every N over init, load, steps, sampling, KV copy: no crash,
  *     the failing op returns -EIO (init -ENODEV), every later op -ENODEV,
- *     health reports -EIO, and after unload + fini nothing is left.
+ *     health reports -EIO, and after unload + fini nothing is left; the
+ *     same with the decode graphs on (VELO_CUDA_GRAPHS=1: captured at
+ *     load, replayed by decode steps), no capture ever left open.
  */
 #include <errno.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -232,12 +235,33 @@ static void test_load_rejects(void **st)
 	assert_int_equal(fake_outstanding(), base);
 }
 
-static void test_fault_ladder(void **st)
+static int (*fake_capturing)(void);
+
+static void test_graphs_up_down(void **st)
+{
+	int rc[OP_N], h;
+	long base = fake_outstanding(), l0 = fake_launches();
+
+	(void)st;
+	setenv("VELO_CUDA_GRAPHS", "1", 1);
+	round_trip(rc, &h);
+	unsetenv("VELO_CUDA_GRAPHS");
+	for (int i = 0; i < OP_N; i++)
+		assert_int_equal(rc[i], 0);
+	assert_int_equal(h, 0);
+	/* captures record >= 4 x 4 graphs' launches; the decode step is one */
+	assert_true(fake_launches() - l0 > 16 * 20);
+	assert_int_equal(fake_capturing(), 0);
+	assert_int_equal(fake_outstanding(), base);
+}
+
+static void ladder(bool graphs)
 {
 	long base = fake_outstanding();
 	int rc[OP_N], h, n_fail_runs = 0;
 
-	(void)st;
+	if (graphs)
+		setenv("VELO_CUDA_GRAPHS", "1", 1);
 	for (int n = 1; n < 100000; n++) {
 		char buf[16];
 		int first = -1;
@@ -267,10 +291,26 @@ static void test_fault_ladder(void **st)
 		if (fake_outstanding() != base)
 			fail_msg("fault at call %d (op %d): %ld driver objects leaked", n, first,
 				 fake_outstanding() - base);
+		if (fake_capturing())
+			fail_msg("fault at call %d (op %d): stream capture left open", n, first);
 	}
 	unsetenv("VELO_CUDA_FAIL_NTH");
-	printf("# fault ladder: %d injection points, every one handled\n", n_fail_runs);
+	unsetenv("VELO_CUDA_GRAPHS");
+	printf("# fault ladder%s: %d injection points, every one handled\n",
+	       graphs ? " (decode graphs)" : "", n_fail_runs);
 	assert_true(n_fail_runs > 50);
+}
+
+static void test_fault_ladder(void **st)
+{
+	(void)st;
+	ladder(false);
+}
+
+static void test_fault_ladder_graphs(void **st)
+{
+	(void)st;
+	ladder(true);
 }
 
 static int setup(void **st)
@@ -296,7 +336,8 @@ static int setup(void **st)
 	}
 	fake_outstanding = (long (*)(void))dlsym(h, "fake_cuda_outstanding");
 	fake_launches = (long (*)(void))dlsym(h, "fake_cuda_launches");
-	if (!fake_outstanding || !fake_launches)
+	fake_capturing = (int (*)(void))dlsym(h, "fake_cuda_capturing");
+	if (!fake_outstanding || !fake_launches || !fake_capturing)
 		return -1;
 	memset(&S, 0, sizeof(S));
 	return eng_synth_build(&S, &c, ENG_DT_BF16, 11);
@@ -316,6 +357,8 @@ int main(void)
 		cmocka_unit_test(test_bad_batches),
 		cmocka_unit_test(test_load_rejects),
 		cmocka_unit_test(test_fault_ladder),
+		cmocka_unit_test(test_graphs_up_down),
+		cmocka_unit_test(test_fault_ladder_graphs),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -1025,10 +1025,11 @@ static int validate(struct cuda_model *cm, const struct eng_batch *b)
 			cm->blk_stamp[blk] = cm->stamp;
 		}
 	}
+	/* Blocks read (positions before pos): in range, written by nobody.
+	 * The device reads a table no further than its last position. */
 	for (uint32_t s = 0; s < b->n_seqs; s++) {
 		const struct eng_seq_in *q = &b->seqs[s];
 		uint32_t first = q->pos >> cm->b_shift;
-		uint32_t nb = eng_kv_blocks_for(q->pos + q->n_tokens, cm->B);
 
 		for (uint32_t i = 0; i < first; i++) {
 			uint32_t blk = q->blocks[i];
@@ -1036,8 +1037,6 @@ static int validate(struct cuda_model *cm, const struct eng_batch *b)
 			if (blk >= bud->kv_blocks || cm->blk_stamp[blk] == cm->stamp)
 				return -EINVAL;
 		}
-		/* the device reads the table up to the last position only */
-		(void)nb;
 	}
 	cm->T = (uint32_t)T;
 	return 0;

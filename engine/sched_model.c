@@ -180,14 +180,6 @@ static void model_free(struct eng_sched *s, struct eng_sched_model *sm)
 	sm->running = NULL;
 }
 
-void sched_model_destroy(struct eng_sched_model *sm)
-{
-	if (!sm)
-		return;
-	model_free(NULL, sm);
-	free(sm);
-}
-
 void eng_sched_slot_free(struct eng_sched *s, struct eng_sched_model *sm)
 {
 	if (!sm)
@@ -469,7 +461,7 @@ int eng_sched_model_load(struct eng_sched *s,
 	sched_cmd_exec(s, &c);
 	if (c.rc) {
 		snprintf(err, errlen, "%s", strerror(-c.rc));
-		sched_model_destroy(sm);
+		eng_sched_slot_free(s, sm);
 		return c.rc;
 	}
 	if (!rc)

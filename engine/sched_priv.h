@@ -86,7 +86,6 @@ void sched_cmd_exec(struct eng_sched *s, struct eng_sched_cmd *c);
 /* Post @c and wait until the scheduler executed it. */
 int sched_cmd_run(struct eng_sched *s, struct eng_sched_cmd *c);
 
-void sched_model_destroy(struct eng_sched_model *sm);
 bool sched_ready(const struct eng_sched *s, char *why, size_t whylen);
 int sched_tok_cap_ensure(struct eng_sched *s, uint32_t cap, uint32_t blocks);
 int sched_model_selftest(struct eng_sched_model *sm, char *err, size_t errlen);

@@ -171,6 +171,10 @@ static json_t *cfg_defaults(void)
 	 * device that does not serve the name (two CPU instances stand in
 	 * for two GPUs in CI) */
 	set(o, "devices", json_integer(2));
+	/* memory all slots of one device may hold (MiB; 0: no budget): a
+	 * new version goes to the standby device, else beside the serving
+	 * one, else waits briefly for a draining slot to free its share */
+	set(o, "device_mem_mb", json_integer(0));
 	set(root, "model_defaults", o);
 	return root;
 }
@@ -316,6 +320,7 @@ struct velod_cfg {
 	unsigned n_models;
 	struct eng_sched_model_config model_defaults;
 	unsigned devices;
+	uint64_t device_mem_bytes;	/* per device, all slots; 0: no budget */
 	struct dp_config dp;
 	struct eng_sched_config sched;
 	struct dp_rings_config rings;
@@ -399,6 +404,8 @@ static int models_extract(json_t *root, struct velod_cfg *c, char *err,
 		GET_U("model_defaults.threads", 0, 4096, d->threads);
 		GET_U("model_defaults.queue_max", 0, 1 << 24, d->queue_max);
 		GET_U("model_defaults.devices", 1, ENG_SCHED_DEVICES_MAX, c->devices);
+		GET_U("model_defaults.device_mem_mb", 0, 1 << 30, c->device_mem_bytes);
+		c->device_mem_bytes <<= 20;
 	}
 	return 0;
 }
@@ -1014,6 +1021,89 @@ static int rollback_slot(struct velod *v, const char *name)
 	return -1;
 }
 
+/* Bytes the slots on device @d hold (serving, warm, draining); *@draining
+ * when one of them is draining (its share will come back). */
+static uint64_t dev_used(struct velod *v, unsigned d, bool *draining)
+{
+	uint64_t used = 0;
+
+	for (unsigned i = 0; i < ENG_SCHED_MODELS_MAX; i++) {
+		struct eng_sched_model *sm = slot_get(v, (int)i);
+
+		if (!sm || ST(sm)->device != d)
+			continue;
+		used += ST(sm)->mem_bytes;
+		if (v->ld.hold[i] == HOLD_DRAIN)
+			*draining = true;
+	}
+	return used;
+}
+
+/* How long a load waits for a draining slot to free room on a device. */
+#define DEVICE_WAIT_MS 5000
+
+/*
+ * The device of a new slot of about @need bytes (the size of the name's
+ * current slot @c; 0 when unknown): @want if given, else the standby
+ * device (the one not serving the name), else beside the serving one.
+ * Under model_defaults.device_mem_mb, a device without room is skipped;
+ * when none has room but one has a draining slot, the load waits for it
+ * (bounded by DEVICE_WAIT_MS) and @note says so.  Return: the device, or
+ * -1 with the reason written to @f.
+ */
+static int pick_device(struct velod *v, int want, struct eng_sched_model *c,
+		       char *note, size_t notelen, FILE *f)
+{
+	uint64_t budget = v->cfg.device_mem_bytes, need = c ? ST(c)->mem_bytes : 0;
+	uint64_t t0 = clock_mono_ns();
+	unsigned cand[ENG_SCHED_DEVICES_MAX] = { 0 }, n = 0;
+
+	note[0] = 0;
+	if (want >= 0) {
+		cand[n++] = (unsigned)want;
+	} else if (c) {
+		cand[n++] = (ST(c)->device + 1) % v->cfg.devices;
+		if (cand[0] != ST(c)->device)
+			cand[n++] = ST(c)->device;	/* beside it */
+	} else {
+		for (unsigned d = 0; d < v->cfg.devices; d++)
+			cand[n++] = d;
+	}
+	if (!budget)
+		return (int)cand[0];
+	for (;;) {
+		const struct timespec nap = { 0, 2000000 };
+		bool draining = false;
+
+		for (unsigned k = 0; k < n; k++)
+			if (dev_used(v, cand[k], &draining) + need <= budget) {
+				if (clock_mono_ns() - t0 > 1000000)
+					snprintf(note, notelen, "; queued %llu ms for "
+						 "room on device %u",
+						 (unsigned long long)((clock_mono_ns() - t0) /
+								      1000000), cand[k]);
+				return (int)cand[k];
+			}
+		if (!draining) {
+			fprintf(f, "error: no room for %s (%llu MiB) on device %u%s "
+				"(device_mem_mb %llu): confirm, roll back or unload "
+				"first (serving untouched)\n", c ? ST(c)->name : "the model",
+				(unsigned long long)(need >> 20), cand[0],
+				n > 1 ? " or beside the serving slot" : "",
+				(unsigned long long)(budget >> 20));
+			return -1;
+		}
+		if (clock_mono_ns() - t0 > DEVICE_WAIT_MS * 1000000ull) {
+			fprintf(f, "error: no room on device %u after %d ms: its "
+				"draining slots still have requests (serving "
+				"untouched)\n", cand[0], DEVICE_WAIT_MS);
+			return -1;
+		}
+		drain_tick(v);
+		nanosleep(&nap, NULL);
+	}
+}
+
 /* The budget of a runtime load: the "models" entry of that name, else
  * model_defaults. */
 static void mc_fill(struct velod *v, struct eng_sched_model_config *mc,
@@ -1169,7 +1259,9 @@ static void job_load(struct velod *v, const struct job_args *a, FILE *f)
 	bool canary = a->label && !strcmp(a->label, "canary");
 	bool shadow = a->label && !strcmp(a->label, "shadow");
 	struct eng_sched_model *sm, *c = slot_get(v, cur);
-	unsigned idx, dev;
+	char note[80];
+	unsigned idx;
+	int dev;
 
 	if (!a->image) {
 		fprintf(f, "error: model load NAME [VERSION] IMAGE [device N] "
@@ -1186,9 +1278,10 @@ static void job_load(struct velod *v, const struct job_args *a, FILE *f)
 			a->label, a->name);
 		return;
 	}
-	dev = a->device >= 0 ? (unsigned)a->device :
-	      c ? (ST(c)->device + 1) % v->cfg.devices : 0;
-	sm = job_load_slot(v, a, dev, f);
+	dev = pick_device(v, a->device, c, note, sizeof(note), f);
+	if (dev < 0)
+		return;
+	sm = job_load_slot(v, a, (unsigned)dev, f);
 	if (!sm)
 		return;
 	if (job_install(v, sm, canary ? ENG_ROUTE_CANARY : shadow ? ENG_ROUTE_SHADOW :
@@ -1197,19 +1290,20 @@ static void job_load(struct velod *v, const struct job_args *a, FILE *f)
 	if (shadow)
 		fprintf(f, "ok %s %s loaded, self-test passed (shadow of %s: copies "
 			"of its requests, answers discarded; device %u, slot %u, "
-			"load %.3f s, self-test %.3f s)\n", ST(sm)->name,
+			"load %.3f s, self-test %.3f s%s)\n", ST(sm)->name,
 			ST(sm)->version, ST(c)->version, ST(sm)->device, idx + 1,
-			ST(sm)->load_s, ST(sm)->selftest_s);
+			ST(sm)->load_s, ST(sm)->selftest_s, note);
 	else if (canary)
 		fprintf(f, "ok %s %s loaded, self-test passed (canary, %u %% of %s, "
-			"device %u, slot %u, load %.3f s, self-test %.3f s)\n",
+			"device %u, slot %u, load %.3f s, self-test %.3f s%s)\n",
 			ST(sm)->name, ST(sm)->version, a->share, ST(c)->version,
-			ST(sm)->device, idx + 1, ST(sm)->load_s, ST(sm)->selftest_s);
+			ST(sm)->device, idx + 1, ST(sm)->load_s, ST(sm)->selftest_s,
+			note);
 	else
 		fprintf(f, "ok %s %s loaded, self-test passed (production, device %u, "
-			"slot %u, load %.3f s, self-test %.3f s)\n", ST(sm)->name,
+			"slot %u, load %.3f s, self-test %.3f s%s)\n", ST(sm)->name,
 			ST(sm)->version, ST(sm)->device, idx + 1, ST(sm)->load_s,
-			ST(sm)->selftest_s);
+			ST(sm)->selftest_s, note);
 }
 
 static void job_swap(struct velod *v, const struct job_args *a, FILE *f)
@@ -1217,8 +1311,9 @@ static void job_swap(struct velod *v, const struct job_args *a, FILE *f)
 	int cur = eng_sched_slot_find(&v->sched, a->name, NULL, ENG_ROUTE_PRODUCTION);
 	struct eng_sched_model *c = slot_get(v, cur), *sm;
 	char curver[ENG_SCHED_VERSION_LEN], rbver[ENG_SCHED_VERSION_LEN];
-	int warm = -1, rb;
-	unsigned idx, dev;
+	char note[80] = "";
+	int warm = -1, rb, dev;
+	unsigned idx;
 	bool loaded = false;
 
 	if (!c) {
@@ -1247,10 +1342,12 @@ static void job_swap(struct velod *v, const struct job_args *a, FILE *f)
 				a->name, a->version ? a->version : "?");
 			return;
 		}
-		/* The standby device: the one that does not serve the name. */
-		dev = a->device >= 0 ? (unsigned)a->device :
-		      (ST(c)->device + 1) % v->cfg.devices;
-		sm = job_load_slot(v, a, dev, f);
+		/* The standby device: the one that does not serve the name
+		 * (or beside it, under a memory budget). */
+		dev = pick_device(v, a->device, c, note, sizeof(note), f);
+		if (dev < 0)
+			return;
+		sm = job_load_slot(v, a, (unsigned)dev, f);
 		if (!sm)
 			return;
 		if (!strcmp(ST(sm)->version, curver)) {
@@ -1285,8 +1382,9 @@ static void job_swap(struct velod *v, const struct job_args *a, FILE *f)
 	v->ld.hold[idx] = HOLD_NONE;
 	if (loaded)
 		fprintf(f, "ok %s now %s, %s kept warm (device %u, slot %u, load "
-			"%.3f s, self-test %.3f s)\n", a->name, ST(sm)->version, rbver,
-			ST(sm)->device, idx + 1, ST(sm)->load_s, ST(sm)->selftest_s);
+			"%.3f s, self-test %.3f s%s)\n", a->name, ST(sm)->version, rbver,
+			ST(sm)->device, idx + 1, ST(sm)->load_s, ST(sm)->selftest_s,
+			note);
 	else
 		fprintf(f, "ok %s now %s, %s kept warm (slot %u was warm)\n",
 			a->name, ST(sm)->version, rbver, idx + 1);

@@ -19,7 +19,9 @@ SRC=$(cd "$(dirname "$0")/../.." && pwd)
 export O SRC
 BACKEND=${E2E_BACKEND:-cuda}
 [ "$BACKEND" = cuda ] && E2E_8B=${E2E_8B:-1} || E2E_8B=${E2E_8B:-0}
-[ -d "$O/lib" ] && export LD_LIBRARY_PATH=$O/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+for d in "$O/lib" "$O/syslib"; do	# pack.sh's lib/, the CUDA carry's syslib/
+	[ -d "$d" ] && export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+done
 . "$SRC/tests/integration/lib.sh"
 IMG5=$SRC/images/models/fortune-5m-fp8.velo
 [ -f "$IMG5" ] || fail "bundled model image missing: $IMG5"

@@ -7,6 +7,9 @@
 # the ratios (report.py).  Results (JSON, logs, the table) in RESULTS_DIR
 # (default BUILD_DIR/results/bench-gpu).
 #
+# Takes about 190 s on an H200 (2026-11-27: images 8 + 6 s, velo FP8 63 s,
+# HF baseline 35 s, velo INT4 65 s); BENCH_GPU_DEADLINE bounds it.
+#
 # BUILD_DIR is a configured build (CONFIG_ENGINE_CUDA=y) or a directory
 # made from one by tools/bench/gpu/pack.sh (bin/ and the shared libraries
 # the GPU machine may lack, in lib/).  Nothing is built here.
@@ -45,7 +48,11 @@ PY=${PYTHON:-python3}
 START=$(date +%s)
 
 mkdir -p "$R" "$IMGDIR" || exit 1
-[ -d "$O/lib" ] && export LD_LIBRARY_PATH=$O/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# shared libraries a slim carried build brings (pack.sh: lib/; the CUDA
+# backend's carry: syslib/)
+for d in "$O/lib" "$O/syslib"; do
+	[ -d "$d" ] && export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+done
 if [ -z "${VELO_COMMIT:-}" ]; then
 	VELO_COMMIT=$(git -C "$SRC" rev-parse HEAD 2>/dev/null || echo unknown)
 fi

@@ -14,14 +14,20 @@ T=$(mktemp -d /tmp/velo-image-test.XXXXXX)
 RES=$O/results/image
 qpid=
 TEST=$(basename "$0" .sh)
+alive() { local p; for p; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
 boot_cleanup() {
-	if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then
-		kill "$qpid" 2>/dev/null
-		for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$qpid" 2>/dev/null || break; sleep 0.5; done
-		kill -9 "$qpid" 2>/dev/null
+	if [ -n "$qpid" ]; then
+		# $qpid is timeout(1); QEMU is its child (boot-qemu.sh execs it).
+		local kids
+		kids=$(pgrep -P "$qpid" 2>/dev/null | tr '\n' ' ')
+		kill "$qpid" 2>/dev/null	# timeout passes SIGTERM on to QEMU
+		for _ in 1 2 3 4 5 6 7 8 9 10; do
+			alive "$qpid" $kids || break
+			sleep 0.5
+		done
+		# shellcheck disable=SC2086
+		kill -9 "$qpid" $kids 2>/dev/null
 	fi
-	# Whatever QEMU the timeout wrapper started goes with its process group.
-	[ -n "$qpid" ] && pkill -9 -P "$qpid" 2>/dev/null
 	cp "$T/console.log" "$RES/$TEST.console.log" 2>/dev/null
 	rm -rf "$T"
 	return 0

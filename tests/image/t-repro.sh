@@ -9,6 +9,10 @@ name=$(sed -n 's/^CONFIG_IMAGE_NAME="\(.*\)"$/\1/p' "$O/.config")
 img=$O/images/$name
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
+# The epoch is an input: fixed once for both builds (mkimage takes the last
+# commit's time, and a commit landing between the two builds in a shared
+# tree is a different input, not a reproducibility bug).
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$SRC" log -1 --format=%ct 2>/dev/null || echo 0)}
 "$SRC/images/mkimage.sh" "$O" >/dev/null || { echo "FAIL mkimage (1)"; exit 1; }
 cp "$img/vmlinuz" "$img/initramfs.cpio.gz" "$img/manifest" "$T/"
 sleep 1	# a leaked mtime would differ
@@ -21,6 +25,8 @@ for f in vmlinuz initramfs.cpio.gz manifest; do
 		echo "FAIL $f differs between two builds"; rc=1
 	fi
 done
+# Name what differs: the manifest lists every file's hash.
+[ "$rc" = 0 ] || diff "$T/manifest" "$img/manifest" | head -n 20 | sed "s/^/    /"
 # The manifest lists every file of the initramfs.
 n_cpio=$(zcat "$img/initramfs.cpio.gz" | cpio -it --quiet 2>/dev/null | wc -l)
 n_files=$(grep -c '  \./' "$img/manifest")

@@ -580,6 +580,28 @@ static void models_tick(struct mgmtd *d)
 		/* The slots died with the old process. */
 		if (sscanf(d->loaded, "%63s %31s", name, ver) != 2)
 			return;
+		/* An unconfirmed swap died with them too: as commit confirmed
+		 * does, the new velod gets the confirmed version back. */
+		pthread_mutex_lock(&d->lock);
+		for (unsigned i = 0; i < SWAPS_MAX; i++) {
+			struct swap_pending *sp = &d->swaps[i];
+			const struct mgmt_model *m;
+
+			if (!sp->deadline_ms || strcmp(sp->name, name) || !sp->from[0])
+				continue;
+			mgmt_repo_scan(d->repo);
+			m = mgmt_repo_find(d->repo, sp->name, sp->from);
+			if (m && !m->bad) {
+				LOG_W(mgmt, "velod restarted during the unconfirmed swap "
+				      "of %s to %s: loading the confirmed %s", sp->name,
+				      sp->to, sp->from);
+				loaded_set(d, sp->name, sp->from, m->file);
+				snprintf(ver, sizeof(ver), "%s", sp->from);
+				mgmt_ctr_inc(MGMT_CTR_model_auto_rollbacks);
+			}
+			sp->deadline_ms = 0;
+		}
+		pthread_mutex_unlock(&d->lock);
 		snprintf(q, sizeof(q), "model load %s %s %s", name, ver,
 			 d->loaded_file);
 		rc = mgmt_velod_query(d->super.cfg.ctl_path, q, vbuf, sizeof(vbuf),

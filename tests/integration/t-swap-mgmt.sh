@@ -4,7 +4,8 @@
 # fortune 2 under velo-bench load and does not confirm: after the window
 # (system.swap_confirm_minutes 4, a "minute" is 500 ms here) mgmtd rolls
 # the swap back by itself and velod serves 1 again, its route flipped back
-# to the warm slot.  A second swap is confirmed and stays.  Every DONE
+# to the warm slot.  A second swap is confirmed and stays.  velod killed
+# during a third, unconfirmed swap comes back with the confirmed version.  Every DONE
 # names the version that served it (velo-client), and the load sees zero
 # failed or lost requests across the swap, the rollback and the confirm.
 . "$(dirname "$0")/lib.sh"
@@ -75,6 +76,19 @@ assert not r.get("rejects") and not r.get("errors") and not r.get("lost") \
     and not r.get("timeouts") and r["completed"] == r["started"] > 0, r
 print("# %d requests across swap, automatic rollback, swap, confirm: none failed or lost" % r["completed"])
 PY
+
+# velod dies during an unconfirmed swap (2 confirmed, swapped to 1): the
+# new velod gets the confirmed 2 back, and nothing is left pending.
+expect_rc 0 vctl model swap fortune 1
+pid0=$(velod_pid)
+kill -KILL "$pid0"
+back() { grep -q 'velod restarted during the unconfirmed swap of fortune to 1: loading the confirmed 2' "$T/mgmtd.err"; }
+wait_until 10 back || fail "no reload of the confirmed version: $(tail -5 "$T/mgmtd.err")"
+serves2() { SERVER=$(velod_field listen); [ "$(served_by)" = 2 ]; }
+wait_until 10 serves2 || fail "the restarted velod does not serve the confirmed 2"
+vctl show status | grep -q '^swap:' && fail "a swap still pending after the restart"
+vctl show status | grep -q '^loaded: *fortune 2' || fail "status: $(vctl show status)"
+note "velod killed during an unconfirmed swap: the confirmed version is back"
 vctl show counters | grep -E 'model\.|auto_rollbacks' || true
 stop_mgmtd
 exit 0

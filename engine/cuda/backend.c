@@ -21,12 +21,15 @@
 #include "../../tools/lib/log.h"
 #include "../core/image.h"
 #include "cuda_fwd.h"
+#include "cuda_lt.h"
 #include "cuda_priv.h"
 
 _Static_assert(sizeof(struct cuda_mv_args) == 3 * 8 * 4 + 3 * 4 * 2 + 4 * 4 * 2 + 8 + 4 * 6,
 	       "cuda_mv_args layout shared with kernels.cu");
 _Static_assert(sizeof(struct cuda_attn_args) == 8 * 8 + 8 + 4 * 10,
 	       "cuda_attn_args layout shared with kernels.cu");
+_Static_assert(sizeof(struct cuda_lt_epi_args) == 5 * 8 + 6 * 4,
+	       "cuda_lt_epi_args layout shared with kernels.cu");
 
 static const struct ctr_desc cuda_ctr_desc[] = { foreach_cuda_counter(CTR_DESC) };
 
@@ -88,7 +91,26 @@ static int get_functions(struct cuda_backend *be)
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_attn[1], be->mod, "k_attn_bf16")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_merge, be->mod, "k_attn_merge")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_argmax, be->mod, "k_argmax")) ?:
-	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_copy, be->mod, "k_copy16"));
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_copy, be->mod, "k_copy16")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_ltq_fp8, be->mod, "k_ltq_fp8")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_ltq_bf16, be->mod, "k_ltq_bf16")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_lt_deq4, be->mod, "k_lt_deq4")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_lt_epi, be->mod, "k_lt_epi")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_flash[0], be->mod, "k_flash_f32")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_flash[1], be->mod, "k_flash_bf16"));
+}
+
+/* A non-negative integer from the environment, @def when unset or bad. */
+static uint32_t env_uint(const char *name, uint32_t def)
+{
+	const char *v = getenv(name);
+	char *end;
+	unsigned long n;
+
+	if (!v || !*v)
+		return def;
+	n = strtoul(v, &end, 10);
+	return *end || n > UINT32_MAX ? def : (uint32_t)n;
 }
 
 static int cuda_init(const struct eng_backend_budget *b, struct eng_backend **out)
@@ -171,6 +193,10 @@ static int cuda_init(const struct eng_backend_budget *b, struct eng_backend **ou
 		rc = -ENODEV;
 		goto err_mod;
 	}
+	/* cuBLASLt only when asked for (the library is large to map); absent:
+	 * the CUDA-core products serve everything */
+	if (env_uint("VELO_CUDA_LT", 0))
+		cuda_lt_open(be);
 	if (ctr_block_register("eng_cuda", cuda_ctr_desc, be->ctr, CUDA_CTR__COUNT))
 		LOG_W(eng, "cuda: counter registry full");
 	LOG_I(eng, "cuda backend: %s (sm_%d%d, %d SMs, %llu MiB), driver %d.%d, fatbin %zu KiB",
@@ -200,6 +226,7 @@ static void cuda_fini(struct eng_backend *ebe)
 	be = to_be(ebe);
 	VERIFY(__atomic_load_n(&be->n_models, __ATOMIC_ACQUIRE) == 0);
 	ctr_block_unregister(be->ctr);
+	cuda_lt_close(be);
 	be->api.cuCtxSetCurrent(be->ctx);
 	be->api.cuModuleUnload(be->mod);
 	be->api.cuDevicePrimaryCtxRelease(be->dev);
@@ -447,6 +474,7 @@ static void in_layout(struct cuda_model *cm)
 	in->tok_blk = o, o += T;
 	in->tok_slot = o, o += T;
 	in->logit_tok = o, o += S;
+	in->tiles = o, o += 2 * (T + S);	/* flash query tiles: <= T/16 + S */
 	o = ALIGN_UP(o, (size_t)4);
 	in->tables = o, o += S * cm->table_ld;
 	in->words = o;
@@ -478,6 +506,70 @@ static void layout_act(struct cuda_model *cm, struct dev_arena *a)
 	cm->part = dcarve(a, f * cm->part_slots * (cm->hd + 2));
 	cm->d_in = dcarve(a, 4 * cm->in.words);
 	cm->d_tok = dcarve(a, 4 * S);
+	if (cm->lt) {
+		struct cuda_lt *lt = cm->lt;
+
+		lt->ws = dcarve(a, lt->ws_bytes);
+		lt->xq = dcarve(a, 2 * T * lt->k_max);
+		lt->tscale = dcarve(a, f * T);
+		lt->acc = dcarve(a, f * T * lt->n_acc);
+		lt->wdeq = lt->wdeq_elems ? dcarve(a, 2 * lt->wdeq_elems) : 0;
+	}
+}
+
+/*
+ * cuBLASLt buffers (VELO_CUDA_LT=1): a 32 MiB workspace, the quantised
+ * activations and per-token scales for step_tokens_max tokens, the
+ * residual-add scratch [T][hidden], and for INT4 one matrix as BF16 (the
+ * largest layer matrix: 117 MiB for Llama-3-8B's FFN; at most 256 MiB,
+ * larger matrices keep the CUDA-core kernel).
+ */
+#define CUDA_LT_WS_BYTES ((size_t)32 << 20)
+#define CUDA_LT_WDEQ_MAX ((size_t)128 << 20)	/* elements */
+
+static void lt_size(struct cuda_model *cm)
+{
+	struct cuda_lt *lt = &cm->lt_ctx;
+	size_t wd = 0;
+
+	memset(lt, 0, sizeof(*lt));
+	lt->min_nt = MAX(env_uint("VELO_CUDA_LT_MIN_TOKENS", 32), 2u * CUDA_MV_NT_MAX + 1);
+	lt->t_max = cm->bud.step_tokens_max;
+	lt->ws_bytes = CUDA_LT_WS_BYTES;
+	lt->k_max = MAX(MAX(cm->hidden, cm->q_dim), cm->ffn);
+	lt->n_acc = cm->hidden;
+	for (uint32_t l = 0; l < cm->n_layers; l++) {
+		const struct eng_layer_weights *w = &cm->m->layers[l];
+		const struct eng_tensor *t[7] = { &w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate,
+						  &w->w_up, &w->w_down };
+
+		for (int i = 0; i < 7; i++) {
+			size_t n = (size_t)t[i]->rows * t[i]->cols;
+
+			if (t[i]->dtype == ENG_DT_INT4_G128 && n <= CUDA_LT_WDEQ_MAX)
+				wd = MAX(wd, n);
+		}
+	}
+	lt->wdeq_elems = wd;
+	cm->lt = lt;
+}
+
+/* Plans for every layer matrix's shape (the LM head keeps the CUDA-core
+ * route: its rows are the logits' S, below any bucket worth it). */
+static int lt_plans(struct cuda_model *cm)
+{
+	struct cuda_lt *lt = cm->lt;
+	int rc = cuda_lt_init(lt, cm->be);
+
+	for (uint32_t l = 0; l < cm->n_layers && !rc; l++) {
+		const struct cuda_layer *d = &cm->layers[l];
+		const struct cuda_tensor *t[7] = { &d->wq, &d->wk, &d->wv, &d->wo, &d->w_gate,
+						   &d->w_up, &d->w_down };
+
+		for (int i = 0; i < 7 && !rc; i++)
+			rc = cuda_lt_plan_add(lt, t[i]->dt, t[i]->rows, t[i]->cols, lt->t_max);
+	}
+	return rc;
 }
 
 /* ---- host-side tables --------------------------------------------------- */
@@ -767,6 +859,8 @@ static void free_model(struct cuda_model *cm)
 
 	if (cm->st)
 		a->cuStreamSynchronize(cm->st);
+	if (cm->lt)
+		cuda_lt_fini(cm->lt);
 	for (uint32_t t = 0; t < CUDA_GRAPH_T_MAX; t++)
 		for (uint32_t k = 0; k < CUDA_GRAPH_BUCKETS; k++)
 			if (cm->graphs[t][k])
@@ -863,6 +957,9 @@ static int cuda_model_load(struct eng_backend *ebe, const struct eng_model *m,
 	if (rc)
 		goto err_free;
 	in_layout(cm);
+	if (be->lt.lib && env_uint("VELO_CUDA_LT", 0))
+		lt_size(cm);
+	cm->flash_on = env_uint("VELO_CUDA_FLASH", 0) != 0;
 
 	/* Pass 1: sizes; then the budget; then pass 2 hands out addresses. */
 	layout_weights(cm, &wa);
@@ -914,6 +1011,8 @@ static int cuda_model_load(struct eng_backend *ebe, const struct eng_model *m,
 			cm->graph_t_max = MIN(b->seqs_max, (uint32_t)CUDA_GRAPH_T_MAX);
 	}
 	rc = graphs_build(cm);
+	if (!rc && cm->lt)
+		rc = lt_plans(cm);
 	if (rc)
 		goto err_unbudget;
 	memset(cm->h_in, 0, 4 * cm->in.words);
@@ -931,12 +1030,14 @@ static int cuda_model_load(struct eng_backend *ebe, const struct eng_model *m,
 	cm->load_ms = now_ms() - t0;
 	__atomic_add_fetch(&be->n_models, 1, __ATOMIC_ACQ_REL);
 	ctr_add(be, CTR_models_loaded, 1);
-	LOG_I(eng, "cuda: loaded %s: %u layers, hidden %u, weights %llu MiB, KV %s %u blocks of %u, ctx %u, device memory %llu MiB, load %.0f ms (%.2f GB/s), decode graphs %s",
+	LOG_I(eng, "cuda: loaded %s: %u layers, hidden %u, weights %llu MiB, KV %s %u blocks of %u, ctx %u, device memory %llu MiB, load %.0f ms (%.2f GB/s), decode graphs %s, cuBLASLt %s (%u plans, %u shapes refused, from %u tokens), flash prefill attention %s",
 	      m->name[0] ? m->name : "model", cm->n_layers, cm->hidden,
 	      (unsigned long long)(cm->wbytes >> 20), cm->kv_bf16 ? "bf16" : "f32",
 	      b->kv_blocks, cm->B, cm->ctx_max, (unsigned long long)(need >> 20),
 	      cm->load_ms, (double)cm->wbytes / (cm->load_ms * 1e6),
-	      cm->graph_t_max ? "on" : "off");
+	      cm->graph_t_max ? "on" : "off", cm->lt ? "on" : "off",
+	      cm->lt ? cm->lt->n_plans : 0, cm->lt ? cm->lt->unsupported : 0,
+	      cm->lt ? cm->lt->min_nt : 0, cm->flash_on ? "on" : "off");
 	*out = &cm->base;
 	return 0;
 
@@ -1091,6 +1192,26 @@ static int cuda_step(struct eng_be_model *bm, const struct eng_batch *batch)
 		}
 	}
 	cm->n_logits = nl;
+	/* Tiled prefill attention when the step carries at least 16 prompt
+	 * tokens beyond one per sequence: query tiles of up to 16 consecutive
+	 * tokens of one sequence. */
+	cm->flash_step = cm->flash_on && cm->T >= batch->n_seqs + CUDA_FLASH_QT;
+	cm->n_tiles = 0;
+	if (cm->flash_step) {
+		uint32_t t0 = 0;
+
+		for (uint32_t s = 0; s < batch->n_seqs; s++) {
+			uint32_t n = batch->seqs[s].n_tokens;
+
+			for (uint32_t i = 0; i < n; i += CUDA_FLASH_QT) {
+				h[in->tiles + 2 * cm->n_tiles] = t0 + i;
+				h[in->tiles + 2 * cm->n_tiles + 1] = MIN(n - i, (uint32_t)CUDA_FLASH_QT);
+				cm->n_tiles++;
+			}
+			t0 += n;
+		}
+		ctr_add(be, CTR_flash_steps, 1);
+	}
 	words = in->tables + (size_t)batch->n_seqs * cm->table_ld;
 	rc = CU_CHECK(be, a->cuMemcpyHtoDAsync(cm->d_in, h, 4 * words, cm->st)) ?:
 	     CU_CHECK(be, a->cuEventRecord(cm->ev_in, cm->st));

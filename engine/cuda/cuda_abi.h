@@ -82,6 +82,28 @@ struct cuda_attn_args {
 	uint32_t pad_;
 };
 
+/*
+ * The epilogue of a cuBLASLt product (lt.c): y[t][r] (+)= src[t][r] *
+ * wscale[r] * tscale[t] + bias[r] for t < nt, r < rows; src may be y
+ * itself (in place, ld_src == ldy).  NULL scales and bias are 1 and 0.
+ */
+struct cuda_lt_epi_args {
+	float *y;
+	const float *src;
+	const float *wscale;		/* FP8 per-row weight scales */
+	const float *tscale;		/* per-token activation scales */
+	const float *bias;
+	uint32_t ldy, ld_src, rows, nt;
+	uint32_t mode;			/* CUDA_MV_STORE or CUDA_MV_ADD */
+	uint32_t pad_;
+};
+
+/* Tiled prefill attention: a query tile is up to CUDA_FLASH_QT consecutive
+ * tokens of one sequence (the host lists them: (first token, count) pairs),
+ * keys taken CUDA_FLASH_KT at a time through shared memory. */
+#define CUDA_FLASH_QT 16
+#define CUDA_FLASH_KT 16
+
 /* Bias-free RoPE and the KV store of the step's new tokens. */
 struct cuda_rope_args {
 	float *q;			/* [T][q_dim], rotated in place */

@@ -30,4 +30,14 @@ uint32_t cuda_att_splits(const struct cuda_model *cm, uint32_t max_len);
 int cuda_mv_launch(struct cuda_backend *be, CUstream st, int dt,
 		   struct cuda_mv_args *a);
 
+/*
+ * cuda_mv_launch_lt() - the same, through cuBLASLt (cuda_lt.h) when @lt
+ * is not NULL, the product is beyond the GEMV range and @lt has plans for
+ * every part (@a->y[p] must then hold the plan's token bucket of rows);
+ * otherwise as cuda_mv_launch.
+ */
+struct cuda_lt;
+int cuda_mv_launch_lt(struct cuda_backend *be, struct cuda_lt *lt, CUstream st,
+		      int dt, struct cuda_mv_args *a);
+
 #endif

@@ -23,6 +23,11 @@
 #include <stdint.h>
 
 #include <cuda.h>
+/* cublasLt.h has one declaration without a prototype */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
+#include <cublasLt.h>
+#pragma GCC diagnostic pop
 
 #include "../../tools/lib/counters.h"
 #include "../backend.h"
@@ -52,6 +57,22 @@ struct cuda_api {
 	CUDA_API_FUNCS(CUDA_API_MEMBER)
 };
 
+/* cuBLASLt entry points (lt.c), resolved from libcublasLt.so.13 (or .12,
+ * or $VELO_CUDA_CUBLASLT) with dlopen like the driver's. */
+#define CUDA_LT_FUNCS(X)                                                      \
+	X(cublasLtCreate) X(cublasLtDestroy) X(cublasLtGetVersion)             \
+	X(cublasLtGetStatusName) X(cublasLtMatmulDescCreate)                   \
+	X(cublasLtMatmulDescDestroy) X(cublasLtMatmulDescSetAttribute)         \
+	X(cublasLtMatrixLayoutCreate) X(cublasLtMatrixLayoutDestroy)           \
+	X(cublasLtMatmulPreferenceCreate) X(cublasLtMatmulPreferenceDestroy)   \
+	X(cublasLtMatmulPreferenceSetAttribute)                                \
+	X(cublasLtMatmulAlgoGetHeuristic) X(cublasLtMatmul)
+
+struct cuda_lt_api {
+	void *lib;
+	CUDA_LT_FUNCS(CUDA_API_MEMBER)
+};
+
 #define foreach_cuda_counter(X)                                               \
 	X(steps, "forward steps launched")                                    \
 	X(step_tokens, "tokens run through the forward pass")                 \
@@ -64,7 +85,9 @@ struct cuda_api {
 	X(sample_errors, "sample calls failed")                               \
 	X(models_loaded, "models loaded")                                     \
 	X(load_errors, "model loads refused")                                 \
-	X(faults, "driver calls that failed (backend marked down)")
+	X(faults, "driver calls that failed (backend marked down)")           \
+	X(lt_gemms, "matrix products run by cuBLASLt")                       \
+	X(flash_steps, "steps whose attention ran the tiled prefill kernel")
 
 enum {
 	foreach_cuda_counter(CTR_ENUM) CUDA_CTR__COUNT
@@ -84,6 +107,8 @@ struct cuda_backend {
 	CUfunction f_mm[CUDA_N_DT];
 	CUfunction f_embed, f_rmsnorm, f_swiglu, f_rope, f_attn[2], f_merge;
 	CUfunction f_argmax, f_copy;
+	CUfunction f_ltq_fp8, f_ltq_bf16, f_lt_deq4, f_lt_epi, f_flash[2];
+	struct cuda_lt_api lt;		/* lt.lib NULL: cuBLASLt not in use */
 	int sm_count, cc_major, cc_minor;
 	char name[96];
 	uint64_t total_mem;
@@ -124,8 +149,44 @@ struct cuda_layer {
 
 /* Offsets (in 32-bit words) of the step inputs, host and device alike. */
 struct cuda_in_layout {
-	size_t tok_id, tok_pos, tok_seq, tok_blk, tok_slot, logit_tok, tables;
+	size_t tok_id, tok_pos, tok_seq, tok_blk, tok_slot, logit_tok, tables, tiles;
 	size_t words;
+};
+
+/*
+ * cuBLASLt matrix products (lt.c) for steps of at least min_nt tokens: the
+ * plans (one per weight dtype, output rows n, input columns k and token
+ * bucket) are chosen at load with cublasLtMatmulAlgoGetHeuristic and the
+ * buffers carved from the model's activation block then; a step only
+ * launches.  A GEMM runs on exactly its plan's bucket of tokens (the rows
+ * past the step's tokens are scratch), so every call has the shape its
+ * algorithm was chosen for.
+ */
+#define CUDA_LT_BUCKETS 16
+
+struct cuda_lt_plan {
+	uint32_t dt, n, k, nt;			/* nt: the bucket */
+	cublasLtMatrixLayout_t la, lb, ld;
+	cublasLtMatmulAlgo_t algo;
+	size_t ws_need;
+};
+
+struct cuda_lt {
+	struct cuda_backend *be;
+	cublasLtHandle_t h;
+	cublasLtMatmulDesc_t desc_fp8, desc_bf16;
+	struct cuda_lt_plan *plans;
+	uint32_t n_plans, cap_plans;
+	uint32_t min_nt;			/* smallest step that uses it */
+	uint32_t t_max;				/* tokens the buffers hold */
+	uint32_t unsupported;			/* shapes the heuristic refused */
+	CUdeviceptr ws;				/* cuBLASLt workspace */
+	size_t ws_bytes;
+	CUdeviceptr xq;				/* [t_max][k_max] fp8 or bf16 */
+	CUdeviceptr tscale;			/* [t_max] f32 per-token scales */
+	CUdeviceptr acc;			/* [t_max][n_acc] f32 (residual adds) */
+	CUdeviceptr wdeq;			/* INT4 weights as bf16 */
+	size_t k_max, n_acc, wdeq_elems;
 };
 
 struct cuda_model {
@@ -180,9 +241,17 @@ struct cuda_model {
 	uint32_t nsplit_force;		/* capture: this many splits; 0: computed */
 	uint64_t graph_steps;
 
+	struct cuda_lt lt_ctx;
+	struct cuda_lt *lt;		/* &lt_ctx when cuBLASLt is on, else NULL */
+	bool flash_on;			/* VELO_CUDA_FLASH at load */
+	bool flash_step;		/* this step: tiled prefill attention */
+	uint32_t n_tiles;		/* query tiles of this step */
+
 	struct eng_sampler_scratch samp;
 	double load_ms;
 };
+
+/* lt.c — see cuda_lt.h */
 
 /* drv.c */
 int cuda_api_load(struct cuda_api *api, char *why, size_t whylen);

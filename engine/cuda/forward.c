@@ -15,6 +15,7 @@
 #include <velo/compiler.h>
 
 #include "cuda_fwd.h"
+#include "cuda_lt.h"
 
 #define DP(p) ((void *)(uintptr_t)(p))
 
@@ -25,8 +26,8 @@ static int launch(struct cuda_backend *be, CUstream st, CUfunction f,
 						   args, NULL));
 }
 
-int cuda_mv_launch(struct cuda_backend *be, CUstream st, int dt,
-		   struct cuda_mv_args *a)
+int cuda_mv_launch_lt(struct cuda_backend *be, struct cuda_lt *lt, CUstream st,
+		      int dt, struct cuda_mv_args *a)
 {
 	bool gemv = a->nt <= 2 * CUDA_MV_NT_MAX;
 	/* rows per unit: GEMM tile, or the GEMV's rows per block (kernels.cu
@@ -35,6 +36,12 @@ int cuda_mv_launch(struct cuda_backend *be, CUstream st, int dt,
 	uint32_t tiles;
 	void *args[] = { a };
 
+	if (lt && !gemv) {
+		int rc = cuda_lt_mv(lt, st, dt, a);
+
+		if (rc <= 0)
+			return rc;	/* done, or the backend is down */
+	}
 	a->row_base[0] = a->tile_base[0] = 0;
 	for (uint32_t p = 0; p < CUDA_MV_PARTS; p++) {
 		uint32_t rows = p < a->n_parts ? a->rows[p] : 0;
@@ -67,6 +74,12 @@ int cuda_mv_launch(struct cuda_backend *be, CUstream st, int dt,
 		      (a->nt + CUDA_MM_TILE - 1) / CUDA_MM_TILE, 1, 256, args);
 }
 
+int cuda_mv_launch(struct cuda_backend *be, CUstream st, int dt,
+		   struct cuda_mv_args *a)
+{
+	return cuda_mv_launch_lt(be, NULL, st, dt, a);
+}
+
 static void mv_part(struct cuda_mv_args *a, const struct cuda_tensor *w,
 		    CUdeviceptr bias, CUdeviceptr y, uint32_t ldy)
 {
@@ -92,7 +105,7 @@ static void mv_init(struct cuda_mv_args *a, CUdeviceptr x, uint32_t ldx,
 }
 
 /* One matrix, or parts of one dtype in one launch, else one by one. */
-static int mv_parts(struct cuda_model *cm, struct cuda_mv_args *a,
+static int mv_parts(struct cuda_model *cm, struct cuda_lt *lt, struct cuda_mv_args *a,
 		    const struct cuda_tensor *const *w)
 {
 	struct cuda_backend *be = cm->be;
@@ -101,7 +114,7 @@ static int mv_parts(struct cuda_model *cm, struct cuda_mv_args *a,
 	for (uint32_t p = 1; p < a->n_parts; p++)
 		same &= w[p]->dt == w[0]->dt;
 	if (same)
-		return cuda_mv_launch(be, cm->st, w[0]->dt, a);
+		return cuda_mv_launch_lt(be, lt, cm->st, w[0]->dt, a);
 	for (uint32_t p = 0; p < a->n_parts; p++) {
 		struct cuda_mv_args one = *a;
 
@@ -112,7 +125,7 @@ static int mv_parts(struct cuda_model *cm, struct cuda_mv_args *a,
 		one.y[0] = a->y[p];
 		one.rows[0] = a->rows[p];
 		one.ldy[0] = a->ldy[p];
-		if (cuda_mv_launch(be, cm->st, w[p]->dt, &one))
+		if (cuda_mv_launch_lt(be, lt, cm->st, w[p]->dt, &one))
 			return -EIO;
 	}
 	return 0;
@@ -151,7 +164,7 @@ static int layer(struct cuda_model *cm, uint32_t l, uint32_t nsplit)
 	mv_part(&a, &d->wk, d->bk, cm->k, cm->kv_dim);
 	mv_part(&a, &d->wv, d->bv, cm->v, cm->kv_dim);
 	w3[0] = &d->wq, w3[1] = &d->wk, w3[2] = &d->wv;
-	rc = mv_parts(cm, &a, w3);
+	rc = mv_parts(cm, cm->lt, &a, w3);
 	if (rc)
 		return rc;
 
@@ -195,7 +208,17 @@ static int layer(struct cuda_model *cm, uint32_t l, uint32_t nsplit)
 	aa.window = cm->window;
 	aa.nsplit = nsplit;
 	aa.scale = cm->att_scale;
-	rc = launch(be, cm->st, be->f_attn[cm->kv_bf16], cm->n_heads, T, nsplit, 128, aargs);
+	if (cm->flash_step) {
+		void *pt = DP(cm->d_in + 4 * in->tiles);
+		void *fargs[] = { &aa, &pt };
+
+		rc = launch(be, cm->st, be->f_flash[cm->kv_bf16], cm->n_tiles, cm->n_heads, 1,
+			    128, fargs);
+		nsplit = 1;	/* no merge */
+	} else {
+		rc = launch(be, cm->st, be->f_attn[cm->kv_bf16], cm->n_heads, T, nsplit, 128,
+			    aargs);
+	}
 	if (!rc && nsplit > 1)
 		rc = launch(be, cm->st, be->f_merge, cm->n_heads, T, 1,
 			    MIN(ALIGN_UP(cm->hd, 32u), 256u), aargs);
@@ -205,7 +228,7 @@ static int layer(struct cuda_model *cm, uint32_t l, uint32_t nsplit)
 	mv_init(&a, cm->att, cm->q_dim, cm->q_dim, T, CUDA_MV_ADD);
 	mv_part(&a, &d->wo, d->bo, cm->x, cm->hidden);
 	w3[0] = &d->wo;
-	rc = mv_parts(cm, &a, w3) ?: rmsnorm(cm, cm->x, 0, d->ffn_norm, cm->xb, T);
+	rc = mv_parts(cm, cm->lt, &a, w3) ?: rmsnorm(cm, cm->x, 0, d->ffn_norm, cm->xb, T);
 	if (rc)
 		return rc;
 
@@ -213,7 +236,7 @@ static int layer(struct cuda_model *cm, uint32_t l, uint32_t nsplit)
 		mv_init(&a, cm->xb, cm->hidden, cm->hidden, T, CUDA_MV_SWIGLU);
 		mv_part(&a, &d->w_gate, 0, cm->hb, cm->ffn);
 		mv_part(&a, &d->w_up, 0, cm->hb2, cm->ffn);
-		rc = cuda_mv_launch(be, cm->st, d->w_gate.dt, &a);
+		rc = cuda_mv_launch_lt(be, cm->lt, cm->st, d->w_gate.dt, &a);
 	} else {
 		uint32_t n = T * cm->ffn;
 		void *phb = DP(cm->hb), *phb2 = DP(cm->hb2);
@@ -223,7 +246,7 @@ static int layer(struct cuda_model *cm, uint32_t l, uint32_t nsplit)
 		mv_part(&a, &d->w_gate, 0, cm->hb, cm->ffn);
 		mv_part(&a, &d->w_up, 0, cm->hb2, cm->ffn);
 		w3[0] = &d->w_gate, w3[1] = &d->w_up;
-		rc = mv_parts(cm, &a, w3) ?:
+		rc = mv_parts(cm, cm->lt, &a, w3) ?:
 		     launch(be, cm->st, be->f_swiglu, (n + 255) / 256, 1, 1, 256, sa);
 	}
 	if (rc)
@@ -232,7 +255,7 @@ static int layer(struct cuda_model *cm, uint32_t l, uint32_t nsplit)
 	mv_init(&a, cm->hb, cm->ffn, cm->ffn, T, CUDA_MV_ADD);
 	mv_part(&a, &d->w_down, 0, cm->x, cm->hidden);
 	w3[0] = &d->w_down;
-	return mv_parts(cm, &a, w3);
+	return mv_parts(cm, cm->lt, &a, w3);
 }
 
 /*
@@ -278,7 +301,9 @@ int cuda_forward(struct cuda_model *cm, uint32_t max_len)
 			     cm->xl, nl);
 		mv_init(&a, cm->xl, cm->hidden, cm->hidden, nl, CUDA_MV_STORE);
 		mv_part(&a, &cm->lm_head, 0, cm->logits, cm->vocab);
-		rc = rc ?: mv_parts(cm, &a, w1) ?:
+		/* the LM head's output holds seqs_max rows only: never padded
+		 * to a cuBLASLt bucket */
+		rc = rc ?: mv_parts(cm, NULL, &a, w1) ?:
 		     launch(be, cm->st, be->f_argmax, nl, 1, 1, 1024, gargs);
 	}
 	return rc;

@@ -14,6 +14,7 @@
  * differs from the CPU, so parity is checked within tolerances.
  */
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <stdint.h>
 
 #include "cuda_abi.h"
@@ -542,6 +543,119 @@ MM_ENTRY(f16, CUDA_DT_F16)
 MM_ENTRY(fp8, CUDA_DT_FP8)
 MM_ENTRY(int4, CUDA_DT_INT4)
 
+
+/* ---- cuBLASLt companions (lt.c) ------------------------------------------- */
+
+/*
+ * Token row blockIdx.x of x (K columns) to E4M3 with a power-of-two scale:
+ * e = the exponent of the row's largest magnitude (clamped to +-100), the
+ * row multiplied by 2^(7 - e) (exact) so that it lies within +-256, then
+ * rounded to nearest even (saturating; nothing reaches 448); ts[t] =
+ * 2^(e - 7) undoes it in the epilogue.  256 threads.
+ */
+extern "C" __global__ void __launch_bounds__(256)
+k_ltq_fp8(const float *x, uint32_t ldx, uint32_t K, uint8_t *q, float *ts)
+{
+	__shared__ float red[8];
+	uint32_t t = blockIdx.x;
+	const float *xr = x + (size_t)t * ldx;
+	uint8_t *qr = q + (size_t)t * K;
+	float m = 0.0f, mul;
+	int e;
+
+	for (uint32_t i = threadIdx.x; i < K; i += 256)
+		m = fmaxf(m, fabsf(xr[i]));
+#pragma unroll
+	for (int o = 16; o; o >>= 1)
+		m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+	if ((threadIdx.x & 31) == 0)
+		red[threadIdx.x >> 5] = m;
+	__syncthreads();
+	m = 0.0f;
+#pragma unroll
+	for (int k = 0; k < 8; k++)
+		m = fmaxf(m, red[k]);
+	e = (int)((__float_as_uint(m) >> 23) & 0xff) - 127;
+	e = max(-100, min(100, e));
+	mul = __uint_as_float((uint32_t)(127 + 7 - e) << 23);
+	if (threadIdx.x == 0)
+		ts[t] = __uint_as_float((uint32_t)(127 + e - 7) << 23);
+	for (uint32_t i = threadIdx.x; i < K; i += 256)
+		qr[i] = (uint8_t)__nv_cvt_float_to_fp8(xr[i] * mul, __NV_SATFINITE, __NV_E4M3);
+}
+
+DEV uint16_t bf16_rne(float f)
+{
+	uint32_t b = __float_as_uint(f);
+
+	return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1)) >> 16);
+}
+
+/* Token row blockIdx.x of x to BF16 (nearest even); ts unused. */
+extern "C" __global__ void __launch_bounds__(256)
+k_ltq_bf16(const float *x, uint32_t ldx, uint32_t K, uint16_t *q, float *ts)
+{
+	uint32_t t = blockIdx.x;
+	const float *xr = x + (size_t)t * ldx;
+	uint16_t *qr = q + (size_t)t * K;
+
+	(void)ts;
+	for (uint32_t i = threadIdx.x; i < K; i += 256)
+		qr[i] = bf16_rne(xr[i]);
+}
+
+/*
+ * INT4 g128 [rows][K] to BF16 [rows][K]: each thread one 32-bit word (8
+ * weights): (q - 8) * the group's f16 scale (exact in float32), rounded to
+ * BF16.
+ */
+extern "C" __global__ void __launch_bounds__(256)
+k_lt_deq4(const uint32_t *w, const __half *sc, uint32_t rows, uint32_t K, uint4 *out)
+{
+	size_t i = blockIdx.x * (size_t)256 + threadIdx.x;
+	uint32_t wpr = K / 8, r, k0, v, o[4];
+	float s;
+
+	if (i >= (size_t)rows * wpr)
+		return;
+	r = (uint32_t)(i / wpr);
+	k0 = (uint32_t)(i % wpr) * 8;
+	s = __half2float(sc[(size_t)r * (K / 128) + k0 / 128]);
+	v = w[i];
+#pragma unroll
+	for (int j = 0; j < 4; j++) {
+		uint32_t lo = bf16_rne(i4f((v >> (8 * j)) & 15) * s);
+		uint32_t hi = bf16_rne(i4f((v >> (8 * j + 4)) & 15) * s);
+
+		o[j] = lo | (hi << 16);
+	}
+	out[i] = make_uint4(o[0], o[1], o[2], o[3]);
+}
+
+/* The product's epilogue (cuda_lt_epi_args). */
+extern "C" __global__ void __launch_bounds__(256) k_lt_epi(cuda_lt_epi_args e)
+{
+	size_t i = blockIdx.x * (size_t)256 + threadIdx.x;
+	uint32_t t, r;
+	float v;
+
+	if (i >= (size_t)e.nt * e.rows)
+		return;
+	t = (uint32_t)(i / e.rows);
+	r = (uint32_t)(i % e.rows);
+	v = e.src[(size_t)t * e.ld_src + r];
+	if (e.wscale)
+		v *= e.wscale[r];
+	if (e.tscale)
+		v *= e.tscale[t];
+	if (e.bias)
+		v += e.bias[r];
+	if (e.mode == CUDA_MV_ADD)
+		e.y[(size_t)t * e.ldy + r] += v;
+	else
+		e.y[(size_t)t * e.ldy + r] = v;
+}
+
 /* ---- small ops ------------------------------------------------------------ */
 
 /* x[t] = embed[tok[t]], one block per token. */
@@ -818,6 +932,145 @@ extern "C" __global__ void k_attn_merge(cuda_attn_args a)
 		}
 		a.out[(size_t)t * a.q_ld + h * hd + i] = O / L;
 	}
+}
+
+
+/*
+ * Tiled (flash-style) prefill attention.  Block (tile, head): the tile's
+ * up to 16 queries (consecutive tokens of one sequence, tiles[2 * tile] =
+ * first token, tiles[2 * tile + 1] = count) against the keys 0 .. the
+ * last query's position (a sliding window from the first query's), 8 keys
+ * at a time through shared memory, so each key and value row is read once
+ * per tile instead of once per query.  Warp w owns queries 4w .. 4w + 3;
+ * for the scores lane (k = lane & 7, part = lane >> 3) takes key k's
+ * dimensions part, part + 4, ...; a causal mask per query; online softmax
+ * as k_attn; lane holds output elements lane + 32 e.  K rows are padded by
+ * 4 floats so that the 32 lanes' reads fall in 32 banks.
+ */
+#define FL_KT 8
+#define FL_WQ (CUDA_FLASH_QT / ATT_WARPS)
+
+template <bool BF16>
+DEV void flash_body(const cuda_attn_args &a, const uint32_t *tiles)
+{
+	__shared__ float qs[CUDA_FLASH_QT][32 * ATT_E];
+	__shared__ float ks[FL_KT][32 * ATT_E + 4];
+	__shared__ float vs[FL_KT][32 * ATT_E];
+	uint32_t tile = blockIdx.x, h = blockIdx.y;
+	uint32_t t0 = tiles[2 * tile], nq = tiles[2 * tile + 1];
+	uint32_t lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+	uint32_t k = lane & 7, part = lane >> 3;
+	uint32_t hd = a.hd, kvh = h / a.group, B = 1u << a.b_shift;
+	uint32_t p_first = a.tok_pos[t0], p_last = a.tok_pos[t0 + nq - 1];
+	uint32_t j_lo = a.window && p_first + 1 > a.window ? p_first + 1 - a.window : 0;
+	const uint32_t *tab = a.tables + (size_t)a.tok_seq[t0] * a.table_ld;
+	float m[FL_WQ], l[FL_WQ], o[FL_WQ][ATT_E];
+	uint32_t pos[FL_WQ], lo[FL_WQ];
+
+	for (uint32_t i = threadIdx.x; i < CUDA_FLASH_QT * hd; i += blockDim.x) {
+		uint32_t qi = i / hd, d = i % hd;
+
+		qs[qi][d] = qi < nq ? a.q[(size_t)(t0 + qi) * a.q_ld + h * hd + d] : 0.0f;
+	}
+#pragma unroll
+	for (int u = 0; u < FL_WQ; u++) {
+		uint32_t qi = w * FL_WQ + u;
+
+		pos[u] = qi < nq ? a.tok_pos[t0 + qi] : 0;
+		lo[u] = a.window && pos[u] + 1 > a.window ? pos[u] + 1 - a.window : 0;
+		m[u] = -INFINITY;
+		l[u] = 0.0f;
+#pragma unroll
+		for (int e = 0; e < ATT_E; e++)
+			o[u][e] = 0.0f;
+	}
+	for (uint32_t jc = j_lo; jc <= p_last; jc += FL_KT) {
+		__syncthreads();	/* the previous chunk is consumed (and qs written) */
+		for (uint32_t i = threadIdx.x; i < FL_KT * hd; i += blockDim.x) {
+			uint32_t kk = i / hd, d = i % hd, j = jc + kk;
+			float kv = 0.0f, vv = 0.0f;
+
+			if (j <= p_last) {
+				size_t base = (size_t)tab[j >> a.b_shift] * a.blk_stride +
+					      ((size_t)kvh * B + (j & (B - 1))) * hd;
+
+				kv = kv_at<BF16>(a.kc, base + d);
+				vv = kv_at<BF16>(a.vc, base + d);
+			}
+			ks[kk][d] = kv;
+			vs[kk][d] = vv;
+		}
+		__syncthreads();
+#pragma unroll
+		for (int u = 0; u < FL_WQ; u++) {
+			uint32_t qi = w * FL_WQ + u, j = jc + k;
+			float s = 0.0f, cmax, mn, corr, p, ps;
+
+			if (qi >= nq)
+				break;	/* warp-uniform */
+			for (uint32_t d = part; d < hd; d += 4)
+				s = fmaf(qs[qi][d], ks[k][d], s);
+			s += __shfl_xor_sync(0xffffffffu, s, 8);
+			s += __shfl_xor_sync(0xffffffffu, s, 16);
+			s *= a.scale;
+			if (j > pos[u] || j < lo[u])
+				s = -INFINITY;
+			cmax = s;
+			cmax = fmaxf(cmax, __shfl_xor_sync(0xffffffffu, cmax, 1));
+			cmax = fmaxf(cmax, __shfl_xor_sync(0xffffffffu, cmax, 2));
+			cmax = fmaxf(cmax, __shfl_xor_sync(0xffffffffu, cmax, 4));
+			mn = fmaxf(m[u], cmax);
+			if (mn == -INFINITY)
+				continue;	/* no key of this query here yet (uniform) */
+			corr = expf(m[u] - mn);
+			p = expf(s - mn);
+			ps = p;
+			ps += __shfl_xor_sync(0xffffffffu, ps, 1);
+			ps += __shfl_xor_sync(0xffffffffu, ps, 2);
+			ps += __shfl_xor_sync(0xffffffffu, ps, 4);
+			l[u] = l[u] * corr + ps;
+#pragma unroll
+			for (int e = 0; e < ATT_E; e++)
+				o[u][e] *= corr;
+#pragma unroll
+			for (int kk = 0; kk < FL_KT; kk++) {
+				float pk = __shfl_sync(0xffffffffu, p, kk);
+
+#pragma unroll
+				for (int e = 0; e < ATT_E; e++)
+					if (lane + 32 * e < hd)
+						o[u][e] = fmaf(pk, vs[kk][lane + 32 * e], o[u][e]);
+			}
+			m[u] = mn;
+		}
+	}
+#pragma unroll
+	for (int u = 0; u < FL_WQ; u++) {
+		uint32_t qi = w * FL_WQ + u;
+		float inv;
+		float *out;
+
+		if (qi >= nq)
+			break;
+		inv = 1.0f / l[u];
+		out = a.out + (size_t)(t0 + qi) * a.q_ld + h * hd;
+#pragma unroll
+		for (int e = 0; e < ATT_E; e++)
+			if (lane + 32 * e < hd)
+				out[lane + 32 * e] = o[u][e] * inv;
+	}
+}
+
+extern "C" __global__ void __launch_bounds__(32 * ATT_WARPS)
+k_flash_f32(cuda_attn_args a, const uint32_t *tiles)
+{
+	flash_body<false>(a, tiles);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * ATT_WARPS)
+k_flash_bf16(cuda_attn_args a, const uint32_t *tiles)
+{
+	flash_body<true>(a, tiles);
 }
 
 /* ---- greedy --------------------------------------------------------------- */

@@ -358,3 +358,137 @@ CUresult CUDAAPI cuGraphDestroy(CUgraph g)
 	obj_free(g);
 	return CUDA_SUCCESS;
 }
+
+/*
+ * cuBLASLt: test_cuda_fake points VELO_CUDA_CUBLASLT at this same library.
+ * Handles, descriptors, layouts and preferences are counted objects; the
+ * heuristic offers one algorithm needing no workspace; a product only
+ * counts as a launch (its operands checked for presence).
+ */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
+#include <cublasLt.h>
+#pragma GCC diagnostic pop
+
+static long lt_matmuls;
+
+FAKE_API long fake_lt_matmuls(void);
+
+long fake_lt_matmuls(void)
+{
+	return __atomic_load_n(&lt_matmuls, __ATOMIC_SEQ_CST);
+}
+
+static cublasStatus_t lt_new(void **p)
+{
+	*p = obj_new(8);
+	return *p ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_ALLOC_FAILED;
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtCreate(cublasLtHandle_t *h)
+{
+	return lt_new((void **)h);
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtDestroy(cublasLtHandle_t h)
+{
+	obj_free(h);
+	return CUBLAS_STATUS_SUCCESS;
+}
+
+size_t CUBLASWINAPI cublasLtGetVersion(void)
+{
+	return 130000;
+}
+
+const char *CUBLASWINAPI cublasLtGetStatusName(cublasStatus_t s)
+{
+	return s == CUBLAS_STATUS_EXECUTION_FAILED ? "CUBLAS_STATUS_EXECUTION_FAILED" :
+						     "CUBLAS_STATUS_FAKE";
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d,
+						     cublasComputeType_t ct,
+						     cudaDataType_t st)
+{
+	(void)ct, (void)st;
+	return lt_new((void **)d);
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d)
+{
+	obj_free(d);
+	return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d,
+							   cublasLtMatmulDescAttributes_t a,
+							   const void *buf, size_t n)
+{
+	(void)a;
+	return d && buf && n ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l,
+						       cudaDataType type, uint64_t rows,
+						       uint64_t cols, int64_t ld)
+{
+	(void)type;
+	if (!rows || !cols || ld < (int64_t)rows)
+		return CUBLAS_STATUS_INVALID_VALUE;
+	return lt_new((void **)l);
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l)
+{
+	obj_free(l);
+	return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p)
+{
+	return lt_new((void **)p);
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p)
+{
+	obj_free(p);
+	return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p,
+								 cublasLtMatmulPreferenceAttributes_t a,
+								 const void *buf, size_t n)
+{
+	(void)a;
+	return p && buf && n ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h,
+		cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+		cublasLtMatrixLayout_t lc, cublasLtMatrixLayout_t ld,
+		cublasLtMatmulPreference_t pref, int req,
+		cublasLtMatmulHeuristicResult_t res[], int *got)
+{
+	if (!h || !d || !la || !lb || !lc || !ld || !pref || req < 1)
+		return CUBLAS_STATUS_INVALID_VALUE;
+	memset(&res[0], 0, sizeof(res[0]));
+	res[0].state = CUBLAS_STATUS_SUCCESS;
+	*got = 1;
+	return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d,
+		const void *alpha, const void *A, cublasLtMatrixLayout_t la, const void *B,
+		cublasLtMatrixLayout_t lb, const void *beta, const void *C,
+		cublasLtMatrixLayout_t lc, void *D, cublasLtMatrixLayout_t ld,
+		const cublasLtMatmulAlgo_t *algo, void *ws, size_t ws_bytes, cudaStream_t st)
+{
+	(void)ws, (void)ws_bytes, (void)st;
+	if (!h || !d || !alpha || !A || !la || !B || !lb || !beta || !C || !lc || !D ||
+	    !ld || !algo)
+		return CUBLAS_STATUS_INVALID_VALUE;
+	__atomic_add_fetch(&lt_matmuls, 1, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&launches, 1, __ATOMIC_SEQ_CST);
+	return CUBLAS_STATUS_SUCCESS;
+}

@@ -15,7 +15,11 @@
  *     the failing op returns -EIO (init -ENODEV), every later op -ENODEV,
  *     health reports -EIO, and after unload + fini nothing is left; the
  *     same with the decode graphs on (VELO_CUDA_GRAPHS=1: captured at
- *     load, replayed by decode steps), no capture ever left open.
+ *     load, replayed by decode steps), no capture ever left open; and the
+ *     same with cuBLASLt products (VELO_CUDA_LT=1, this library standing
+ *     in for libcublasLt too: handle, descriptors, per-shape heuristics at
+ *     load, cublasLtMatmul in the prefill step) and the tiled prefill
+ *     attention (VELO_CUDA_FLASH=1) on.
  */
 #include <errno.h>
 #include <limits.h>
@@ -40,6 +44,7 @@ static const struct eng_backend_ops *ops = &eng_cuda_ops;
 static char fake_path[PATH_MAX];
 static long (*fake_outstanding)(void);
 static long (*fake_launches)(void);
+static long (*fake_lt_matmuls)(void);
 static struct eng_synth S;
 
 static const struct eng_model_budget bud = {
@@ -255,13 +260,50 @@ static void test_graphs_up_down(void **st)
 	assert_int_equal(fake_outstanding(), base);
 }
 
-static void ladder(bool graphs)
+/* cuBLASLt from 17 tokens (the prefill step has 25) and tiled attention */
+static void lt_env(bool on)
+{
+	if (on) {
+		setenv("VELO_CUDA_LT", "1", 1);
+		setenv("VELO_CUDA_LT_MIN_TOKENS", "17", 1);
+		setenv("VELO_CUDA_FLASH", "1", 1);
+	} else {
+		unsetenv("VELO_CUDA_LT");
+		unsetenv("VELO_CUDA_LT_MIN_TOKENS");
+		unsetenv("VELO_CUDA_FLASH");
+	}
+}
+
+static void test_lt_up_down(void **st)
+{
+	int rc[OP_N], h;
+	long base = fake_outstanding(), m0 = fake_lt_matmuls();
+
+	(void)st;
+	lt_env(true);
+	round_trip(rc, &h);
+	lt_env(false);
+	for (int i = 0; i < OP_N; i++)
+		assert_int_equal(rc[i], 0);
+	assert_int_equal(h, 0);
+	/* the prefill step: 2 layers x (q, k, v, o, gate, up, down) */
+	assert_int_equal(fake_lt_matmuls() - m0, 2 * 7);
+	assert_int_equal(fake_outstanding(), base);
+	/* off: no product through cuBLASLt */
+	m0 = fake_lt_matmuls();
+	round_trip(rc, &h);
+	assert_int_equal(fake_lt_matmuls(), m0);
+	assert_int_equal(fake_outstanding(), base);
+}
+
+static void ladder(bool graphs, bool lt)
 {
 	long base = fake_outstanding();
 	int rc[OP_N], h, n_fail_runs = 0;
 
 	if (graphs)
 		setenv("VELO_CUDA_GRAPHS", "1", 1);
+	lt_env(lt);
 	for (int n = 1; n < 100000; n++) {
 		char buf[16];
 		int first = -1;
@@ -296,21 +338,28 @@ static void ladder(bool graphs)
 	}
 	unsetenv("VELO_CUDA_FAIL_NTH");
 	unsetenv("VELO_CUDA_GRAPHS");
-	printf("# fault ladder%s: %d injection points, every one handled\n",
-	       graphs ? " (decode graphs)" : "", n_fail_runs);
+	lt_env(false);
+	printf("# fault ladder%s%s: %d injection points, every one handled\n",
+	       graphs ? " (decode graphs)" : "", lt ? " (cuBLASLt, flash)" : "", n_fail_runs);
 	assert_true(n_fail_runs > 50);
 }
 
 static void test_fault_ladder(void **st)
 {
 	(void)st;
-	ladder(false);
+	ladder(false, false);
+}
+
+static void test_fault_ladder_lt(void **st)
+{
+	(void)st;
+	ladder(false, true);
 }
 
 static void test_fault_ladder_graphs(void **st)
 {
 	(void)st;
-	ladder(true);
+	ladder(true, false);
 }
 
 static int setup(void **st)
@@ -328,6 +377,7 @@ static int setup(void **st)
 	*strrchr(exe, '/') = 0;
 	snprintf(fake_path, sizeof(fake_path), "%s/libcuda-fake.so", exe);
 	setenv("VELO_CUDA_DRIVER", fake_path, 1);
+	setenv("VELO_CUDA_CUBLASLT", fake_path, 1);
 	/* the backend's dlopen gets this same instance (same path) */
 	h = dlopen(fake_path, RTLD_NOW | RTLD_LOCAL);
 	if (!h) {
@@ -337,7 +387,8 @@ static int setup(void **st)
 	fake_outstanding = (long (*)(void))dlsym(h, "fake_cuda_outstanding");
 	fake_launches = (long (*)(void))dlsym(h, "fake_cuda_launches");
 	fake_capturing = (int (*)(void))dlsym(h, "fake_cuda_capturing");
-	if (!fake_outstanding || !fake_launches || !fake_capturing)
+	fake_lt_matmuls = (long (*)(void))dlsym(h, "fake_lt_matmuls");
+	if (!fake_outstanding || !fake_launches || !fake_capturing || !fake_lt_matmuls)
 		return -1;
 	memset(&S, 0, sizeof(S));
 	return eng_synth_build(&S, &c, ENG_DT_BF16, 11);
@@ -359,6 +410,8 @@ int main(void)
 		cmocka_unit_test(test_fault_ladder),
 		cmocka_unit_test(test_graphs_up_down),
 		cmocka_unit_test(test_fault_ladder_graphs),
+		cmocka_unit_test(test_lt_up_down),
+		cmocka_unit_test(test_fault_ladder_lt),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -171,7 +171,7 @@ static int cuda_init(const struct eng_backend_budget *b, struct eng_backend **ou
 		be->total_mem = tm;
 	}
 	if (be->cc_major != 9 || be->cc_minor != 0) {
-		/* The fatbin holds sm_90a/sm_90 code only (Hopper). */
+		/* The fatbin holds sm_90a code only (Hopper). */
 		LOG_W(eng, "cuda: %s is sm_%d%d; this build has kernels for sm_90 only",
 		      be->name, be->cc_major, be->cc_minor);
 		rc = -ENODEV;

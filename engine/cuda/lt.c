@@ -54,7 +54,10 @@ static int lt_check(struct cuda_backend *be, cublasStatus_t s, const char *what,
 
 int cuda_lt_open(struct cuda_backend *be)
 {
-	static const char *const names[] = { "libcublasLt.so.13", "libcublasLt.so.12" };
+	static const char *const names[] = {
+		"libcublasLt.so.13", "/usr/local/cuda/lib64/libcublasLt.so.13",
+		"libcublasLt.so.12", "/usr/local/cuda/lib64/libcublasLt.so.12",
+	};
 	struct cuda_lt_api *api = &be->lt;
 	const char *env = getenv("VELO_CUDA_CUBLASLT"), *path = NULL;
 	const char *missing = NULL;
@@ -169,12 +172,15 @@ void cuda_lt_fini(struct cuda_lt *lt)
 }
 
 /* Token buckets: about 1.5x apart, so a step pays at most ~50 % padding;
- * the last bucket is the cap itself. */
+ * the last bucket is the cap rounded down to 16 (every bucket a multiple
+ * of 16 tokens, as FP8 layouts like; a step between that and the cap
+ * keeps the CUDA-core route). */
 static const uint32_t lt_buckets[] = { 32, 48, 64, 96, 128, 192, 256, 384, 512, 768,
 				       1024, 1536, 2048, 3072, 4096 };
 
 uint32_t cuda_lt_bucket(const struct cuda_lt *lt, uint32_t nt, uint32_t nt_max)
 {
+	nt_max &= ~15u;
 	if (nt < lt->min_nt || nt > nt_max)
 		return 0;
 	for (unsigned i = 0; i < ARRAY_SIZE(lt_buckets); i++)

@@ -7,9 +7,14 @@
 #   1. test_cuda_host (the host-side unit test, here with a driver present)
 #   2. velo-test-cuda: per-op parity, whole model vs the CPU backend, HF
 #      fixtures, faults
+#      (it runs the optional routes too, each against the default one and
+#      the references: cuBLASLt products (VELO_CUDA_LT) and tiled prefill
+#      attention (VELO_CUDA_FLASH); their lines carry [lt], [flash])
 #   3. benchmarks of synthetic images of real shapes (velo-convert
 #      --random): VELO_GPU_BENCH_SHAPES (default llama3-1b; "" for none)
-#      x VELO_GPU_BENCH_DTYPES (default "fp8 int4 bf16")
+#      x VELO_GPU_BENCH_DTYPES (default "fp8 int4 bf16"): the full bench
+#      (VELO_GPU_BENCH_FULL=0 skips it) and TTFT at 128/512/2048 tokens for
+#      each route (--bench-paths)
 #   with VELO_GPU_GRAPHS=1, velo-test-cuda once more and every benchmark
 #      with the decode graphs on (VELO_CUDA_GRAPHS=1)
 #   4. the scheduler's unit tests (test_sched, test_sched_swap) relinked to
@@ -25,10 +30,23 @@ rc=0
 # machine lacks: cmocka, utf8proc, ...).
 [ -d "$O/syslib" ] && export LD_LIBRARY_PATH=$O/syslib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
+# cuBLASLt for the VELO_CUDA_LT route: the loader's path, else a toolkit's
+# or a Python wheel's copy (the backend dlopens $VELO_CUDA_CUBLASLT).
+if [ -z "${VELO_CUDA_CUBLASLT:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libcublasLt.so.1[23] '; then
+	dirs="/usr/local/cuda/lib64 /usr/local/cuda-13*/lib64 /usr/local/cuda-12*/lib64 /usr/lib/x86_64-linux-gnu"
+	dirs="$dirs $(python3 -c 'import nvidia; print(" ".join(p + "/cublas/lib" for p in nvidia.__path__))' 2>/dev/null)"
+	for d in $dirs; do
+		for f in "$d"/libcublasLt.so.13 "$d"/libcublasLt.so.12; do
+			[ -f "$f" ] && { export VELO_CUDA_CUBLASLT=$f; break 2; }
+		done
+	done
+fi
+
 {
 	echo "date: $(date -u +%FT%TZ)"
 	echo "commit: ${VELO_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 	nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
+	echo "cuBLASLt: ${VELO_CUDA_CUBLASLT:-$(ldconfig -p 2>/dev/null | grep -o '/[^ ]*libcublasLt.so.1[23]$' | head -1)}"
 } | tee "$LOG/gpu.txt"
 
 if [ -x "$O/tests/unit/test_cuda_host" ]; then
@@ -75,10 +93,15 @@ for shape in ${VELO_GPU_BENCH_SHAPES-llama3-1b}; do
 			--random "$shape" --dtype "$dt" -o "$img" >>"$LOG/bench.log" 2>&1
 		for g in 0 ${VELO_GPU_GRAPHS:+1}; do
 			[ "$g" = 1 ] && [ "${VELO_GPU_GRAPHS}" != 1 ] && continue
+			[ "${VELO_GPU_BENCH_FULL:-1}" = 0 ] && continue
 			echo "## $shape $dt$([ "$g" = 1 ] && echo ' graphs')" | tee -a "$LOG/bench.log"
 			VELO_CUDA_GRAPHS=$g "$BIN/velo-test-cuda" --only-bench --bench "$img" 2>&1 |
 				grep -v '^velo-test-cuda:' | tee -a "$LOG/bench.log"
 		done
+		# time to first token with each route: CUDA-core, flash, lt, both
+		echo "## $shape $dt routes" | tee -a "$LOG/bench.log"
+		"$BIN/velo-test-cuda" --only-bench --bench-paths "$img" 2>&1 |
+			grep -v '^velo-test-cuda:' | tee -a "$LOG/bench.log"
 	done
 done
 
@@ -89,6 +112,13 @@ printf '%-28s %s\n' "velo-test-cuda" "$(grep -c '^ok' "$LOG/velo-test-cuda.log")
 grep '^FAIL' "$LOG/velo-test-cuda.log" | head -20
 [ -n "$graphs_res" ] && echo "$graphs_res" && grep '^FAIL' "$LOG/velo-test-cuda-graphs.log" | head -10
 printf "$sched_res"
-grep -E '^## |decode batch 1:|prefill  512' "$LOG/bench.log"
+# the optional routes' parity lines, one summary each (label:regex)
+for r in 'op flash (tiled attention):op flash' 'op lt (cuBLASLt products):op lt ' \
+	 'models/fixtures [flash]:\[flash\]' 'models/fixtures [lt]:\[lt\]' \
+	 'models/fixtures [lt+flash]:\[lt\+flash\]'; do
+	re=${r#*:}
+	printf '%-28s %s\n' "  ${r%%:*}" "$(grep -E "$re" "$LOG/velo-test-cuda.log" | grep -c '^ok') ok, $(grep -E "$re" "$LOG/velo-test-cuda.log" | grep -c '^FAIL') failed"
+done
+grep -E '^## |decode batch 1:|prefill  512|^# ttft' "$LOG/bench.log" | cut -c1-200
 [ "$host_rc" = 0 ] && [ "$test_rc" = 0 ] || rc=1
 exit $rc

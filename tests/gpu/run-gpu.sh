@@ -45,6 +45,7 @@ fi
 {
 	echo "date: $(date -u +%FT%TZ)"
 	echo "commit: ${VELO_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+	[ -f "$O/COMMIT" ] && echo "binaries built at: $(cat "$O/COMMIT") (tests/gpu/mkcarry.sh)"
 	nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
 	echo "cuBLASLt: ${VELO_CUDA_CUBLASLT:-$(ldconfig -p 2>/dev/null | grep -o '/[^ ]*libcublasLt.so.1[23]$' | head -1)}"
 } | tee "$LOG/gpu.txt"
@@ -60,6 +61,13 @@ set -o pipefail
 "$BIN/velo-test-cuda" 2>&1 | tee "$LOG/velo-test-cuda.log"
 test_rc=$?
 set +o pipefail
+# The optional routes (VELO_CUDA_LT, VELO_CUDA_FLASH) are off by default: a
+# failure of theirs is reported below but does not fail the default
+# configuration's check (velo-test-cuda's rc 1 with only route lines failed).
+route_re='\[(lt|flash|lt\+flash)\]|^FAIL op lt |^FAIL op flash'
+route_fail=$(grep '^FAIL' "$LOG/velo-test-cuda.log" | grep -cE "$route_re")
+base_fail=$(grep '^FAIL' "$LOG/velo-test-cuda.log" | grep -vcE "$route_re")
+[ "$test_rc" = 1 ] && [ "$base_fail" = 0 ] && grep -q '^velo-test-cuda: ' "$LOG/velo-test-cuda.log" && test_rc=0
 
 # The decode graphs (VELO_CUDA_GRAPHS, off by default): the same parity
 # checks with every decode step of <= 16 sequences replayed from a graph.
@@ -89,6 +97,10 @@ done
 for shape in ${VELO_GPU_BENCH_SHAPES-llama3-1b}; do
 	for dt in ${VELO_GPU_BENCH_DTYPES:-fp8 int4 bf16}; do
 		img=/tmp/velo-gpu-$shape-$dt.velo
+		# the same synthetic image made by tools/bench/gpu/run-bench-gpu.sh,
+		# if it ran first on this machine: no second 8 GB write
+		bimg=${BENCH_GPU_IMGDIR:-/var/tmp/velo-bench-gpu}/$shape-$dt.velo
+		[ -f "$img" ] || { [ -f "$bimg" ] && img=$bimg; }
 		[ -f "$img" ] || "$BIN/velo-convert" -q --no-sync --no-known-answer \
 			--random "$shape" --dtype "$dt" -o "$img" >>"$LOG/bench.log" 2>&1
 		for g in 0 ${VELO_GPU_GRAPHS:+1}; do
@@ -108,7 +120,7 @@ done
 echo
 echo "== CUDA backend on $(head -3 "$LOG/gpu.txt" | tail -1 | cut -d, -f1) =="
 printf '%-28s %s\n' "test_cuda_host" "$([ "$host_rc" = 0 ] && echo pass || echo "FAIL ($host_rc)")"
-printf '%-28s %s\n' "velo-test-cuda" "$(grep -c '^ok' "$LOG/velo-test-cuda.log") ok, $(grep -c '^FAIL' "$LOG/velo-test-cuda.log") failed (rc $test_rc)"
+printf '%-28s %s\n' "velo-test-cuda" "$(grep -c '^ok' "$LOG/velo-test-cuda.log") ok, $base_fail failed on the default route, $route_fail on the optional routes (rc $test_rc)"
 grep '^FAIL' "$LOG/velo-test-cuda.log" | head -20
 [ -n "$graphs_res" ] && echo "$graphs_res" && grep '^FAIL' "$LOG/velo-test-cuda-graphs.log" | head -10
 printf "$sched_res"
@@ -119,6 +131,7 @@ for r in 'op flash (tiled attention):op flash' 'op lt (cuBLASLt products):op lt 
 	re=${r#*:}
 	printf '%-28s %s\n' "  ${r%%:*}" "$(grep -E "$re" "$LOG/velo-test-cuda.log" | grep -c '^ok') ok, $(grep -E "$re" "$LOG/velo-test-cuda.log" | grep -c '^FAIL') failed"
 done
+[ "$route_fail" = 0 ] || echo "  OPTIONAL ROUTES FAILED: keep VELO_CUDA_LT / VELO_CUDA_FLASH off (see the FAIL lines above)"
 grep -E '^## |decode batch 1:|prefill  512|^# ttft' "$LOG/bench.log" | cut -c1-200
 [ "$host_rc" = 0 ] && [ "$test_rc" = 0 ] || rc=1
 exit $rc

@@ -531,6 +531,10 @@ static int cfg_extract(json_t *root, struct velod_cfg *c, char *err,
  * Control socket.
  */
 
+/* Model commands waiting for the loader at most (mgmtd's confirm timer may
+ * send a rollback while an operator's swap loads). */
+#define LOADER_QUEUE 4
+
 /* What the loader keeps on a slot beyond its route (indexed like the
  * scheduler's table). */
 enum { HOLD_NONE = 0, HOLD_ROLLBACK, HOLD_DRAIN };
@@ -542,10 +546,13 @@ struct velod_loader {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool stop;			/* under lock */
-	bool pending;			/* a job waits (under lock) */
-	bool busy;			/* a job is pending or running (main) */
-	int fd;				/* the control connection to answer */
-	char line[CTL_LINE_MAX];
+	/* jobs waiting, FIFO (under lock): the control connection to answer
+	 * and the command; more than LOADER_QUEUE: "error: busy" */
+	struct {
+		int fd;
+		char line[CTL_LINE_MAX];
+	} q[LOADER_QUEUE];
+	unsigned q_head, q_n;
 	char what[CTL_LINE_MAX];	/* the job running, for status */
 	/* loader-owned, read racily by status: HOLD_* per slot index */
 	uint8_t hold[ENG_SCHED_MODELS_MAX];
@@ -892,8 +899,8 @@ static void models_out(struct velod *v, FILE *f, const char *only, bool as_json)
  * The main thread hands a "model load|swap|unload|rollback|confirm" line
  * and its connection to the loader and goes on answering the control
  * socket (mgmtd's heartbeat keeps working during a load); the loader
- * answers on that connection when done.  One job at a time: a second one
- * is refused at once with "error: busy".  Loading (image FULL verify,
+ * answers on that connection when done.  One job at a time, up to
+ * LOADER_QUEUE more wait in order; beyond that "error: busy".  Loading (image FULL verify,
  * tokenizer, backend, self-test) runs here; the scheduler only takes the
  * ready slot or flips a route between two polls (engine/sched.h).  Slots
  * to free ("draining": unrouted, finishing their requests) are retried
@@ -1521,7 +1528,7 @@ static void *loader_thread(void *arg)
 		int fd;
 		FILE *f;
 
-		if (!ld->pending) {
+		if (!ld->q_n) {
 			if (draining) {
 				struct timespec ts;
 
@@ -1538,15 +1545,16 @@ static void *loader_thread(void *arg)
 		}
 		if (ld->stop)
 			break;
-		if (!ld->pending) {
+		if (!ld->q_n) {
 			pthread_mutex_unlock(&ld->lock);
 			draining = drain_tick(v) > 0;
 			pthread_mutex_lock(&ld->lock);
 			continue;
 		}
-		memcpy(line, ld->line, sizeof(line));
-		fd = ld->fd;
-		ld->pending = false;
+		memcpy(line, ld->q[ld->q_head].line, sizeof(line));
+		fd = ld->q[ld->q_head].fd;
+		ld->q_head = (ld->q_head + 1) % LOADER_QUEUE;
+		ld->q_n--;
 		pthread_mutex_unlock(&ld->lock);
 
 		f = open_memstream(&out, &outlen);
@@ -1554,9 +1562,6 @@ static void *loader_thread(void *arg)
 			job_run(v, line, f);
 			fclose(f);
 		}
-		/* free for the next command before the answer goes out: a
-		 * client that sends the next one on this answer is not busy */
-		__atomic_store_n(&ld->busy, false, __ATOMIC_RELEASE);
 		if (out)
 			answer_fd(fd, out, outlen);
 		free(out);
@@ -1578,16 +1583,20 @@ static bool loader_submit(struct velod *v, int fd, const char *line, FILE *f)
 		fprintf(f, "error: no loader thread\n");
 		return false;
 	}
-	if (__atomic_load_n(&ld->busy, __ATOMIC_ACQUIRE)) {
-		fprintf(f, "error: busy: %s (one model command at a time; try again)\n",
-			ld->what[0] ? ld->what : "a model command is running");
+	pthread_mutex_lock(&ld->lock);
+	if (ld->q_n == LOADER_QUEUE) {
+		pthread_mutex_unlock(&ld->lock);
+		fprintf(f, "error: busy: %d model commands wait already (%s); try "
+			"again\n", LOADER_QUEUE, ld->what[0] ? ld->what : "one runs");
 		return false;
 	}
-	pthread_mutex_lock(&ld->lock);
-	snprintf(ld->line, sizeof(ld->line), "%s", line);
-	ld->fd = fd;
-	ld->pending = true;
-	ld->busy = true;
+	{
+		unsigned t = (ld->q_head + ld->q_n) % LOADER_QUEUE;
+
+		snprintf(ld->q[t].line, sizeof(ld->q[t].line), "%s", line);
+		ld->q[t].fd = fd;
+		ld->q_n++;
+	}
 	pthread_cond_signal(&ld->cond);
 	pthread_mutex_unlock(&ld->lock);
 	return true;
@@ -1623,8 +1632,8 @@ static void loader_stop(struct velod *v)
 	pthread_cond_signal(&ld->cond);
 	pthread_mutex_unlock(&ld->lock);
 	pthread_join(ld->thread, NULL);
-	if (ld->pending)
-		close(ld->fd);
+	for (; ld->q_n; ld->q_n--, ld->q_head = (ld->q_head + 1) % LOADER_QUEUE)
+		close(ld->q[ld->q_head].fd);	/* unanswered: shutting down */
 	pthread_cond_destroy(&ld->cond);
 	pthread_mutex_destroy(&ld->lock);
 	ld->started = false;

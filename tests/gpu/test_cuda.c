@@ -1305,7 +1305,7 @@ static void bench(const char *path, const char *kv)
 			blocks[s][i] = s * 160 + i;
 	}
 	for (uint32_t i = 0; i < 4096; i++)
-		ids[i] = 1000 + i % 5000;
+		ids[i] = (1000 + i % 5000) % m->cfg.vocab_size;
 	/* TTFT-like: one prompt of n tokens in one step + the first token */
 	for (uint32_t pl = 128; pl <= 2048; pl *= 4) {
 		double best = 1e9;
@@ -1395,7 +1395,7 @@ static void bench_paths(const char *path)
 	for (uint32_t i = 0; i < 130; i++)
 		blocks[i] = (i * 7) % 130;
 	for (uint32_t i = 0; i < 2048; i++)
-		ids[i] = 1000 + (i * 7919) % 5000;
+		ids[i] = (1000 + (i * 7919) % 5000) % V;
 	for (unsigned pi = 0; pi < 4; pi++) {
 		unsigned paths = pl_list[pi];
 		struct rig g;

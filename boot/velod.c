@@ -912,7 +912,7 @@ static void models_out(struct velod *v, FILE *f, const char *only, bool as_json)
 #define UNLOAD_WAIT_MS 30000
 /* The loader's nice value (threads it creates inherit it: CPU worker
  * pools of runtime loads, see docs/velod.md). */
-#define LOADER_NICE 10
+#define LOADER_NICE 5
 
 
 #define ST(sm) eng_sched_slot_status(sm)

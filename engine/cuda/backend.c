@@ -95,6 +95,7 @@ static int get_functions(struct cuda_backend *be)
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_ltq_fp8, be->mod, "k_ltq_fp8")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_ltq_bf16, be->mod, "k_ltq_bf16")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_lt_deq4, be->mod, "k_lt_deq4")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_lt_deq8, be->mod, "k_lt_deq8")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_lt_epi, be->mod, "k_lt_epi")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_flash[0], be->mod, "k_flash_f32")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_flash[1], be->mod, "k_flash_bf16"));
@@ -546,11 +547,15 @@ static void lt_size(struct cuda_model *cm)
 		for (int i = 0; i < 7; i++) {
 			size_t n = (size_t)t[i]->rows * t[i]->cols;
 
-			if (t[i]->dtype == ENG_DT_INT4_G128 && n <= CUDA_LT_WDEQ_MAX)
+			/* INT4 always, FP8 for its BF16 route (VELO_CUDA_LT=2,
+			 * or the E4M3 GEMM refused by the library) */
+			if ((t[i]->dtype == ENG_DT_INT4_G128 ||
+			     t[i]->dtype == ENG_DT_FP8_E4M3) && n <= CUDA_LT_WDEQ_MAX)
 				wd = MAX(wd, n);
 		}
 	}
 	lt->wdeq_elems = wd;
+	lt->fp8_bf16 = env_uint("VELO_CUDA_LT", 0) == 2;
 	cm->lt = lt;
 }
 

@@ -107,7 +107,7 @@ struct cuda_backend {
 	CUfunction f_mm[CUDA_N_DT];
 	CUfunction f_embed, f_rmsnorm, f_swiglu, f_rope, f_attn[2], f_merge;
 	CUfunction f_argmax, f_copy;
-	CUfunction f_ltq_fp8, f_ltq_bf16, f_lt_deq4, f_lt_epi, f_flash[2];
+	CUfunction f_ltq_fp8, f_ltq_bf16, f_lt_deq4, f_lt_deq8, f_lt_epi, f_flash[2];
 	struct cuda_lt_api lt;		/* lt.lib NULL: cuBLASLt not in use */
 	int sm_count, cc_major, cc_minor;
 	char name[96];
@@ -180,6 +180,7 @@ struct cuda_lt {
 	uint32_t min_nt;			/* smallest step that uses it */
 	uint32_t t_max;				/* tokens the buffers hold */
 	uint32_t unsupported;			/* shapes the heuristic refused */
+	bool fp8_bf16;				/* FP8 weights as BF16 (VELO_CUDA_LT=2) */
 	CUdeviceptr ws;				/* cuBLASLt workspace */
 	size_t ws_bytes;
 	CUdeviceptr xq;				/* [t_max][k_max] fp8 or bf16 */

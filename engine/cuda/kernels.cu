@@ -632,6 +632,24 @@ k_lt_deq4(const uint32_t *w, const __half *sc, uint32_t rows, uint32_t K, uint4 
 	out[i] = make_uint4(o[0], o[1], o[2], o[3]);
 }
 
+/* FP8 E4M3 weights to BF16, exactly (3 mantissa bits fit in 7), unscaled
+ * (the epilogue applies the row scale): each thread 4 weights. */
+extern "C" __global__ void __launch_bounds__(256)
+k_lt_deq8(const uint32_t *w, uint32_t words, uint2 *out)
+{
+	size_t i = blockIdx.x * (size_t)256 + threadIdx.x;
+	uint32_t v;
+	float2 a, b;
+
+	if (i >= words)
+		return;
+	v = w[i];
+	a = fp8x2f(v & 0xffff);
+	b = fp8x2f(v >> 16);
+	out[i] = make_uint2((uint32_t)bf16_rne(a.x) | ((uint32_t)bf16_rne(a.y) << 16),
+			    (uint32_t)bf16_rne(b.x) | ((uint32_t)bf16_rne(b.y) << 16));
+}
+
 /* The product's epilogue (cuda_lt_epi_args). */
 extern "C" __global__ void __launch_bounds__(256) k_lt_epi(cuda_lt_epi_args e)
 {

@@ -189,19 +189,18 @@ uint32_t cuda_lt_bucket(const struct cuda_lt *lt, uint32_t nt, uint32_t nt_max)
 	return nt_max;
 }
 
-/* The GEMM's element type for weights of @dt; 0 when cuBLASLt does not
- * serve it. */
-static cudaDataType lt_type(int dt)
+/* Weights cuBLASLt serves: FP8 (E4M3 GEMM, or exactly as BF16), BF16, INT4. */
+static bool lt_dtype_ok(int dt)
 {
-	return dt == CUDA_DT_FP8 ? CUDA_R_8F_E4M3 :
-	       dt == CUDA_DT_BF16 || dt == CUDA_DT_INT4 ? CUDA_R_16BF : (cudaDataType)0;
+	return dt == CUDA_DT_FP8 || dt == CUDA_DT_BF16 || dt == CUDA_DT_INT4;
 }
 
-static int plan_one(struct cuda_lt *lt, int dt, uint32_t n, uint32_t k, uint32_t nt)
+/* @gt: the GEMM's element type, CUDA_DT_FP8 (E4M3 x E4M3) or CUDA_DT_BF16. */
+static int plan_one(struct cuda_lt *lt, int gt, uint32_t n, uint32_t k, uint32_t nt)
 {
 	struct cuda_backend *be = lt->be;
 	struct cuda_lt_api *L = &be->lt;
-	cudaDataType ty = lt_type(dt);
+	cudaDataType ty = gt == CUDA_DT_FP8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
 	cublasLtMatmulPreference_t pref = NULL;
 	cublasLtMatmulHeuristicResult_t res;
 	struct cuda_lt_plan p;
@@ -209,7 +208,7 @@ static int plan_one(struct cuda_lt *lt, int dt, uint32_t n, uint32_t k, uint32_t
 	int got = 0, rc;
 
 	memset(&p, 0, sizeof(p));
-	p.dt = (uint32_t)(dt == CUDA_DT_FP8 ? CUDA_DT_FP8 : CUDA_DT_BF16);
+	p.dt = (uint32_t)gt;
 	p.n = n, p.k = k, p.nt = nt;
 	memset(&res, 0, sizeof(res));
 	rc = LT_CHECK(be, L->cublasLtMatrixLayoutCreate(&p.la, ty, k, n, k));
@@ -272,29 +271,24 @@ err_a:
 	return rc;
 }
 
-static const struct cuda_lt_plan *plan_find(const struct cuda_lt *lt, int dt,
+static const struct cuda_lt_plan *plan_find(const struct cuda_lt *lt, int gt,
 					    uint32_t n, uint32_t k, uint32_t nt)
 {
-	uint32_t gdt = dt == CUDA_DT_FP8 ? CUDA_DT_FP8 : CUDA_DT_BF16;
-
 	for (uint32_t i = 0; i < lt->n_plans; i++) {
 		const struct cuda_lt_plan *p = &lt->plans[i];
 
-		if (p->dt == gdt && p->n == n && p->k == k && p->nt == nt)
+		if (p->dt == (uint32_t)gt && p->n == n && p->k == k && p->nt == nt)
 			return p;
 	}
 	return NULL;
 }
 
-int cuda_lt_plan_add(struct cuda_lt *lt, int dt, uint32_t n, uint32_t k, uint32_t nt_max)
+/* Plans of GEMM type @gt for every bucket; the number refused. */
+static int plans_for(struct cuda_lt *lt, int gt, uint32_t n, uint32_t k, uint32_t nt_max,
+		     uint32_t *refused)
 {
-	uint32_t last = 0;
+	uint32_t last = 0, u0 = lt->unsupported;
 
-	if (!lt->h || !lt_type(dt) || n % 16 || k % 16 || k > lt->k_max)
-		return 0;
-	if (dt == CUDA_DT_INT4 && (size_t)n * k > lt->wdeq_elems)
-		return 0;
-	nt_max = MIN(nt_max, lt->t_max);
 	for (uint32_t nt = lt->min_nt; nt && nt <= nt_max; nt = last + 1) {
 		uint32_t b = cuda_lt_bucket(lt, nt, nt_max);
 		int rc;
@@ -302,13 +296,40 @@ int cuda_lt_plan_add(struct cuda_lt *lt, int dt, uint32_t n, uint32_t k, uint32_
 		if (!b || b == last)
 			break;
 		last = b;
-		if (plan_find(lt, dt, n, k, b))
+		if (plan_find(lt, gt, n, k, b))
 			continue;	/* the same shape as another matrix's */
-		rc = plan_one(lt, dt, n, k, b);
+		rc = plan_one(lt, gt, n, k, b);
 		if (rc)
 			return rc;
 	}
+	*refused = lt->unsupported - u0;
 	return 0;
+}
+
+/*
+ * FP8 weights: E4M3 GEMMs, unless fp8_bf16 (VELO_CUDA_LT=2) or the
+ * heuristic refuses them; then BF16 GEMMs of the weights converted to BF16
+ * (exact: E4M3 fits in BF16) and BF16-rounded activations — more precise,
+ * twice the tensor-core time of FP8.  INT4 and FP8-as-BF16 need the matrix
+ * to fit the dequantisation workspace.
+ */
+int cuda_lt_plan_add(struct cuda_lt *lt, int dt, uint32_t n, uint32_t k, uint32_t nt_max)
+{
+	bool fits = (size_t)n * k <= lt->wdeq_elems;
+	uint32_t refused = 0;
+	int rc = 0;
+
+	if (!lt->h || !lt_dtype_ok(dt) || n % 16 || k % 16 || k > lt->k_max)
+		return 0;
+	nt_max = MIN(nt_max, lt->t_max);
+	if (dt == CUDA_DT_FP8 && !lt->fp8_bf16) {
+		rc = plans_for(lt, CUDA_DT_FP8, n, k, nt_max, &refused);
+		if (rc || !refused)
+			return rc;
+	}
+	if (dt == CUDA_DT_BF16 || fits)
+		rc = plans_for(lt, CUDA_DT_BF16, n, k, nt_max, &refused);
+	return rc;
 }
 
 static int lt_launch(struct cuda_backend *be, CUstream st, CUfunction f, unsigned gx,
@@ -323,20 +344,29 @@ int cuda_lt_mv(struct cuda_lt *lt, CUstream st, int dt, struct cuda_mv_args *a)
 	const struct cuda_lt_plan *pl[CUDA_MV_PARTS];
 	uint32_t nt = a->nt, K = a->cols, nb, np = a->n_parts;
 	float one = 1.0f, zero = 0.0f;
-	int rc;
+	int gt = CUDA_DT_BF16, rc;
+	bool deq = dt == CUDA_DT_INT4;
 
-	if (!lt || !lt->h || !lt_type(dt) || K % 16 || K > lt->k_max)
+	if (!lt || !lt->h || !lt_dtype_ok(dt) || K % 16 || K > lt->k_max)
 		return 1;
 	be = lt->be;
 	nb = cuda_lt_bucket(lt, nt, lt->t_max);
 	if (!nb)
 		return 1;
+	if (dt == CUDA_DT_FP8) {
+		/* E4M3 GEMMs if every part has its plan, else as BF16 */
+		gt = lt->fp8_bf16 ? CUDA_DT_BF16 : CUDA_DT_FP8;
+		for (uint32_t p = 0; p < np && gt == CUDA_DT_FP8; p++)
+			if (!plan_find(lt, CUDA_DT_FP8, a->rows[p], K, nb))
+				gt = CUDA_DT_BF16;
+		deq = gt == CUDA_DT_BF16;
+	}
 	for (uint32_t p = 0; p < np; p++) {
 		bool in_place = a->mode != CUDA_MV_ADD && a->ldy[p] == a->rows[p];
 
-		pl[p] = plan_find(lt, dt, a->rows[p], K, nb);
+		pl[p] = plan_find(lt, gt, a->rows[p], K, nb);
 		if (!pl[p] || (!in_place && a->rows[p] > lt->n_acc) ||
-		    (dt == CUDA_DT_INT4 && (size_t)a->rows[p] * K > lt->wdeq_elems))
+		    (deq && (size_t)a->rows[p] * K > lt->wdeq_elems))
 			return 1;
 	}
 	if (a->mode == CUDA_MV_SWIGLU && (np != 2 || a->ldy[0] != a->rows[0]))
@@ -348,18 +378,27 @@ int cuda_lt_mv(struct cuda_lt *lt, CUstream st, int dt, struct cuda_mv_args *a)
 		uint32_t ldx = a->ldx;
 		void *qa[] = { &px, &ldx, &K, &pq, &ps };
 
-		rc = lt_launch(be, st, dt == CUDA_DT_FP8 ? be->f_ltq_fp8 : be->f_ltq_bf16,
+		rc = lt_launch(be, st, gt == CUDA_DT_FP8 ? be->f_ltq_fp8 : be->f_ltq_bf16,
 			       nt, 1, 256, qa);
 		if (rc)
 			return rc;
 	}
 	for (uint32_t p = 0; p < np; p++) {
 		bool in_place = a->mode != CUDA_MV_ADD && a->ldy[p] == a->rows[p];
-		bool fp8 = dt == CUDA_DT_FP8;
+		bool fp8 = dt == CUDA_DT_FP8, gemm8 = gt == CUDA_DT_FP8;
 		CUdeviceptr d = in_place ? (CUdeviceptr)(uintptr_t)a->y[p] : lt->acc;
 		const void *w = a->w[p];
 
-		if (dt == CUDA_DT_INT4) {
+		if (deq && fp8) {
+			void *pw = DP(a->w[p]), *po = DP(lt->wdeq);
+			uint32_t words = a->rows[p] * (K / 4);
+			void *da[] = { &pw, &words, &po };
+
+			rc = lt_launch(be, st, be->f_lt_deq8, (words + 255) / 256, 1, 256, da);
+			if (rc)
+				return rc;
+			w = DP(lt->wdeq);
+		} else if (deq) {
 			void *pw = DP(a->w[p]), *psc = DP(a->scales[p]), *po = DP(lt->wdeq);
 			uint32_t rows = a->rows[p];
 			uint32_t words = rows * (K / 8);
@@ -370,7 +409,7 @@ int cuda_lt_mv(struct cuda_lt *lt, CUstream st, int dt, struct cuda_mv_args *a)
 				return rc;
 			w = DP(lt->wdeq);
 		}
-		rc = LT_CHECK(be, be->lt.cublasLtMatmul(lt->h, fp8 ? lt->desc_fp8 : lt->desc_bf16,
+		rc = LT_CHECK(be, be->lt.cublasLtMatmul(lt->h, gemm8 ? lt->desc_fp8 : lt->desc_bf16,
 				&one, w, pl[p]->la, DP(lt->xq), pl[p]->lb, &zero,
 				DP(d), pl[p]->ld, DP(d), pl[p]->ld, &pl[p]->algo,
 				DP(lt->ws), lt->ws_bytes, (cudaStream_t)st));
@@ -386,7 +425,7 @@ int cuda_lt_mv(struct cuda_lt *lt, CUstream st, int dt, struct cuda_mv_args *a)
 			e.y = a->y[p];
 			e.src = (const float *)DP(d);
 			e.wscale = fp8 ? (const float *)a->scales[p] : NULL;
-			e.tscale = fp8 ? (const float *)DP(lt->tscale) : NULL;
+			e.tscale = gemm8 ? (const float *)DP(lt->tscale) : NULL;
 			e.bias = a->mode == CUDA_MV_SWIGLU ? NULL : a->bias[p];
 			e.ldy = a->ldy[p];
 			e.ld_src = a->rows[p];

@@ -64,7 +64,7 @@ set +o pipefail
 # The optional routes (VELO_CUDA_LT, VELO_CUDA_FLASH) are off by default: a
 # failure of theirs is reported below but does not fail the default
 # configuration's check (velo-test-cuda's rc 1 with only route lines failed).
-route_re='\[(lt|flash|lt\+flash)\]|^FAIL op lt |^FAIL op flash'
+route_re='\[(lt|flash|lt\+flash|lt2|lt2\+flash)\]|^FAIL op lt |^FAIL op flash'
 route_fail=$(grep '^FAIL' "$LOG/velo-test-cuda.log" | grep -cE "$route_re")
 base_fail=$(grep '^FAIL' "$LOG/velo-test-cuda.log" | grep -vcE "$route_re")
 [ "$test_rc" = 1 ] && [ "$base_fail" = 0 ] && grep -q '^velo-test-cuda: ' "$LOG/velo-test-cuda.log" && test_rc=0
@@ -110,7 +110,7 @@ for shape in ${VELO_GPU_BENCH_SHAPES-llama3-1b}; do
 			VELO_CUDA_GRAPHS=$g "$BIN/velo-test-cuda" --only-bench --bench "$img" 2>&1 |
 				grep -v '^velo-test-cuda:' | tee -a "$LOG/bench.log"
 		done
-		# time to first token with each route: CUDA-core, flash, lt, both
+		# time to first token with each route: CUDA-core, flash, lt, both, lt2+flash
 		echo "## $shape $dt routes" | tee -a "$LOG/bench.log"
 		"$BIN/velo-test-cuda" --only-bench --bench-paths "$img" 2>&1 |
 			grep -v '^velo-test-cuda:' | tee -a "$LOG/bench.log"
@@ -127,7 +127,7 @@ printf "$sched_res"
 # the optional routes' parity lines, one summary each (label:regex)
 for r in 'op flash (tiled attention):op flash' 'op lt (cuBLASLt products):op lt ' \
 	 'models/fixtures [flash]:\[flash\]' 'models/fixtures [lt]:\[lt\]' \
-	 'models/fixtures [lt+flash]:\[lt\+flash\]'; do
+	 'models/fixtures [lt+flash]:\[lt\+flash\]' 'models [lt2] (FP8 as BF16):\[lt2'; do
 	re=${r#*:}
 	printf '%-28s %s\n' "  ${r%%:*}" "$(grep -E "$re" "$LOG/velo-test-cuda.log" | grep -c '^ok') ok, $(grep -E "$re" "$LOG/velo-test-cuda.log" | grep -c '^FAIL') failed"
 done

@@ -390,7 +390,7 @@ static double lt_weight(const struct eng_tensor *w, uint32_t r, uint32_t k)
 }
 
 static void op_mv_lt(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
-		     uint32_t cols, uint32_t nt, uint32_t mode, bool bias)
+		     uint32_t cols, uint32_t nt, uint32_t mode, bool bias, bool fp8_bf16)
 {
 	struct eng_synth s;
 	struct eng_tensor w[3];
@@ -400,7 +400,7 @@ static void op_mv_lt(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
 	double *xe, worst = 0.0, worst_exact = 0.0;
 	size_t yn[3];
 	uint64_t g0 = gbe->ctr[CTR_lt_gemms];
-	bool fp8 = dt == ENG_DT_FP8_E4M3;
+	bool fp8 = dt == ENG_DT_FP8_E4M3 && !fp8_bf16;	/* E4M3 activations */
 	const char *mname = mode == CUDA_MV_STORE ? "store" : mode == CUDA_MV_ADD ? "add" : "swiglu";
 
 	if (tlt_setup()) {
@@ -414,7 +414,8 @@ static void op_mv_lt(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
 	xe = malloc(sizeof(double) * nt * cols);
 	for (size_t i = 0; i < (size_t)nt * cols; i++)
 		x[i] = frand() * (1.0f + (float)(i % 7));	/* rows of different ranges */
-	lt_emulate_x(dt, x, nt, cols, xe);
+	tlt.fp8_bf16 = fp8_bf16;
+	lt_emulate_x(fp8 ? ENG_DT_FP8_E4M3 : ENG_DT_BF16, x, nt, cols, xe);
 	dx = dalloc(sizeof(float) * nt * cols);
 	dput(dx, x, sizeof(float) * nt * cols);
 	for (uint32_t p = 0; p < n_parts; p++) {
@@ -422,7 +423,8 @@ static void op_mv_lt(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
 			result(false, "op lt: synth %s %ux%u", dtn[dt], rows[p], cols);
 			return;
 		}
-		if (cuda_lt_plan_add(&tlt, (int)dt, rows[p], cols, tlt.t_max)) {
+		if (cuda_lt_plan_add(&tlt, fp8_bf16 ? CUDA_DT_BF16 : (int)dt, rows[p], cols,
+				     tlt.t_max)) {
 			result(false, "op lt: plan %s %ux%u", dtn[dt], rows[p], cols);
 			return;
 		}
@@ -461,6 +463,7 @@ static void op_mv_lt(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
 	a.mode = mode;
 	CK(cuda_mv_launch_lt(gbe, &tlt, NULL, (int)dt, &a) ? CUDA_ERROR_UNKNOWN : CUDA_SUCCESS);
 	dsync();
+	tlt.fp8_bf16 = false;
 	for (uint32_t p = 0; p < (mode == CUDA_MV_SWIGLU ? 1 : n_parts); p++) {
 		double *ref = malloc(sizeof(double) * yn[p]), *rex = malloc(sizeof(double) * yn[p]);
 
@@ -503,8 +506,8 @@ static void op_mv_lt(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
 		double bound = fp8 ? 5e-4 : 1e-4, bound_x = fp8 ? 0.1 : 1e-2;
 
 		result(gemms == n_parts && worst <= bound && worst_exact <= bound_x,
-		       "op lt %-4s %u part(s) rows %u cols %u nt %3u mode %s%s: rel L2 %.2e vs rounded inputs (bound %.0e), %.2e vs exact (bound %.0e), %llu cuBLASLt GEMMs (want %u)",
-		       dtn[dt], n_parts, rows[0], cols, nt, mname, bias ? "+bias" : "", worst, bound,
+		       "op lt %-4s%s %u part(s) rows %u cols %u nt %3u mode %s%s: rel L2 %.2e vs rounded inputs (bound %.0e), %.2e vs exact (bound %.0e), %llu cuBLASLt GEMMs (want %u)",
+		       dtn[dt], fp8_bf16 ? " as bf16" : "", n_parts, rows[0], cols, nt, mname, bias ? "+bias" : "", worst, bound,
 		       worst_exact, bound_x, (unsigned long long)gemms, n_parts);
 	}
 	for (uint32_t p = 0; p < n_parts; p++) {
@@ -528,13 +531,17 @@ static void test_ops_lt(void)
 	static const enum eng_dtype dts[] = { ENG_DT_FP8_E4M3, ENG_DT_BF16, ENG_DT_INT4_G128 };
 	uint32_t r1[1] = { 512 }, r3[3] = { 256, 64, 64 }, r2[2] = { 384, 384 };
 
-	for (unsigned d = 0; d < 3; d++) {
-		op_mv_lt(dts[d], r1, 1, 1024, 17, CUDA_MV_STORE, true);
-		op_mv_lt(dts[d], r1, 1, 1024, 100, CUDA_MV_STORE, false);
-		op_mv_lt(dts[d], r1, 1, 2048, 512, CUDA_MV_STORE, true);
-		op_mv_lt(dts[d], r3, 3, 256, 40, CUDA_MV_STORE, true);
-		op_mv_lt(dts[d], r1, 1, 512, 70, CUDA_MV_ADD, true);
-		op_mv_lt(dts[d], r2, 2, 512, 33, CUDA_MV_SWIGLU, false);
+	for (unsigned d = 0; d < 4; d++) {
+		/* the 4th: FP8 weights through the BF16 route (VELO_CUDA_LT=2) */
+		enum eng_dtype dt = d < 3 ? dts[d] : ENG_DT_FP8_E4M3;
+		bool as16 = d == 3;
+
+		op_mv_lt(dt, r1, 1, 1024, 17, CUDA_MV_STORE, true, as16);
+		op_mv_lt(dt, r1, 1, 1024, 100, CUDA_MV_STORE, false, as16);
+		op_mv_lt(dt, r1, 1, 2048, 512, CUDA_MV_STORE, true, as16);
+		op_mv_lt(dt, r3, 3, 256, 40, CUDA_MV_STORE, true, as16);
+		op_mv_lt(dt, r1, 1, 512, 70, CUDA_MV_ADD, true, as16);
+		op_mv_lt(dt, r2, 2, 512, 33, CUDA_MV_SWIGLU, false, as16);
 	}
 	if (tlt_ready)
 		printf("# cuBLASLt test context: %u plans, %u shapes refused by the heuristic\n",
@@ -787,10 +794,11 @@ static void test_ops_argmax(void)
  * and load): cuBLASLt products, tiled prefill attention. */
 #define P_LT 1u
 #define P_FLASH 2u
+#define P_LT16 4u	/* with P_LT: FP8 weights through BF16 GEMMs (VELO_CUDA_LT=2) */
 
 static void paths_env(unsigned paths)
 {
-	setenv("VELO_CUDA_LT", paths & P_LT ? "1" : "0", 1);
+	setenv("VELO_CUDA_LT", paths & P_LT ? (paths & P_LT16 ? "2" : "1") : "0", 1);
 	setenv("VELO_CUDA_FLASH", paths & P_FLASH ? "1" : "0", 1);
 }
 
@@ -798,6 +806,8 @@ static const char *paths_name(unsigned paths)
 {
 	static const char *const n[4] = { "", " [flash]", " [lt]", " [lt+flash]" };
 
+	if (paths & P_LT16)
+		return paths & P_FLASH ? " [lt2+flash]" : " [lt2]";
 	return n[((paths & P_LT) ? 2 : 0) | ((paths & P_FLASH) ? 1 : 0)];
 }
 
@@ -1374,7 +1384,8 @@ out:
  */
 static void bench_paths(const char *path)
 {
-	static const unsigned pl_list[4] = { 0, P_FLASH, P_LT, P_LT | P_FLASH };
+	static const unsigned pl_list[5] = { 0, P_FLASH, P_LT, P_LT | P_FLASH,
+					     P_LT | P_LT16 | P_FLASH };
 	struct eng_image *im;
 	const struct eng_model *m;
 	char err[256];
@@ -1396,7 +1407,7 @@ static void bench_paths(const char *path)
 		blocks[i] = (i * 7) % 130;
 	for (uint32_t i = 0; i < 2048; i++)
 		ids[i] = (1000 + (i * 7919) % 5000) % V;
-	for (unsigned pi = 0; pi < 4; pi++) {
+	for (unsigned pi = 0; pi < 5; pi++) {
 		unsigned paths = pl_list[pi];
 		struct rig g;
 		struct eng_sampler_params pp;
@@ -1454,7 +1465,7 @@ static void bench_paths(const char *path)
 			}
 		}
 		paths_ran(g.be, paths, ran, sizeof(ran));
-		printf("# ttft%-12s prefill 128 %.1f ms, 512 %.1f ms, 2048 %.1f ms (+ first token, best of 3); 512-token logits vs CUDA-core route rel L2 %.2e, first token %s; %s\n",
+		printf("# ttft%-14s prefill 128 %.1f ms, 512 %.1f ms, 2048 %.1f ms (+ first token, best of 3); 512-token logits vs CUDA-core route rel L2 %.2e, first token %s; %s\n",
 		       paths ? paths_name(paths) : " [cuda-core]", ms[0], ms[1], ms[2], e512,
 		       tok512 == ref_tok ? "same" : "DIFFERENT", ran);
 next:
@@ -1548,6 +1559,7 @@ int main(int argc, char **argv)
 		model_vs_cpu(ENG_DT_FP8_E4M3, ENG_KV_F32, 0.2, P_LT);
 		model_vs_cpu(ENG_DT_BF16, ENG_KV_BF16, 3e-2, P_LT | P_FLASH);
 		model_vs_cpu(ENG_DT_FP8_E4M3, ENG_KV_BF16, 0.2, P_LT | P_FLASH);
+		model_vs_cpu(ENG_DT_FP8_E4M3, ENG_KV_F32, 2e-2, P_LT | P_LT16);
 		if (access(convert_bin, X_OK)) {
 			result(false, "%s missing (CONFIG_TOOLS_CONVERT)", convert_bin);
 		} else if (access("tests/fixtures/models/llama3/logits.json", R_OK)) {

@@ -45,7 +45,8 @@ static char fake_path[PATH_MAX];
 static long (*fake_outstanding)(void);
 static long (*fake_launches)(void);
 static long (*fake_lt_matmuls)(void);
-static struct eng_synth S;
+static struct eng_synth S, S8;
+static const struct eng_model *RM;	/* the model round_trip loads (S's) */
 
 static const struct eng_model_budget bud = {
 	.seqs_max = 4, .step_tokens_max = 64, .kv_blocks = 32,
@@ -89,7 +90,7 @@ static void round_trip(int *rc, int *health)
 	rc[OP_INIT] = ops->init(NULL, &be);
 	if (rc[OP_INIT])
 		return;
-	rc[OP_LOAD] = ops->model_load(be, &S.m, &bud, &bm);
+	rc[OP_LOAD] = ops->model_load(be, RM, &bud, &bm);
 	if (!rc[OP_LOAD]) {
 		in[0] = (struct eng_seq_in){ ids, 20, 0, b0, 8, ENG_SEQ_LOGITS };
 		in[1] = (struct eng_seq_in){ ids, 5, 0, b1, 3, 0 };
@@ -296,6 +297,30 @@ static void test_lt_up_down(void **st)
 	assert_int_equal(fake_outstanding(), base);
 }
 
+/* FP8 weights: E4M3 GEMMs (VELO_CUDA_LT=1), or as BF16 after an exact
+ * conversion (VELO_CUDA_LT=2); both 14 products in the prefill step. */
+static void test_lt_fp8_up_down(void **st)
+{
+	int rc[OP_N], h;
+	long base = fake_outstanding(), m0;
+
+	(void)st;
+	RM = &S8.m;
+	for (int mode = 1; mode <= 2; mode++) {
+		lt_env(true);
+		setenv("VELO_CUDA_LT", mode == 1 ? "1" : "2", 1);
+		m0 = fake_lt_matmuls();
+		round_trip(rc, &h);
+		lt_env(false);
+		for (int i = 0; i < OP_N; i++)
+			assert_int_equal(rc[i], 0);
+		assert_int_equal(h, 0);
+		assert_int_equal(fake_lt_matmuls() - m0, 2 * 7);
+		assert_int_equal(fake_outstanding(), base);
+	}
+	RM = &S.m;
+}
+
 static void ladder(bool graphs, bool lt)
 {
 	long base = fake_outstanding();
@@ -391,13 +416,17 @@ static int setup(void **st)
 	if (!fake_outstanding || !fake_launches || !fake_capturing || !fake_lt_matmuls)
 		return -1;
 	memset(&S, 0, sizeof(S));
-	return eng_synth_build(&S, &c, ENG_DT_BF16, 11);
+	memset(&S8, 0, sizeof(S8));
+	RM = &S.m;
+	return eng_synth_build(&S, &c, ENG_DT_BF16, 11) ?:
+	       eng_synth_build(&S8, &c, ENG_DT_FP8_E4M3, 12);
 }
 
 static int teardown(void **st)
 {
 	(void)st;
 	eng_synth_free(&S);
+	eng_synth_free(&S8);
 	return 0;
 }
 
@@ -411,6 +440,7 @@ int main(void)
 		cmocka_unit_test(test_graphs_up_down),
 		cmocka_unit_test(test_fault_ladder_graphs),
 		cmocka_unit_test(test_lt_up_down),
+		cmocka_unit_test(test_lt_fp8_up_down),
 		cmocka_unit_test(test_fault_ladder_lt),
 	};
 

@@ -519,11 +519,11 @@ static void layout_act(struct cuda_model *cm, struct dev_arena *a)
 }
 
 /*
- * cuBLASLt buffers (VELO_CUDA_LT=1): a 32 MiB workspace, the quantised
+ * cuBLASLt buffers (VELO_CUDA_LT=1 or 2): a 32 MiB workspace, the quantised
  * activations and per-token scales for step_tokens_max tokens, the
- * residual-add scratch [T][hidden], and for INT4 one matrix as BF16 (the
- * largest layer matrix: 117 MiB for Llama-3-8B's FFN; at most 256 MiB,
- * larger matrices keep the CUDA-core kernel).
+ * residual-add scratch [T][hidden], and for INT4 and FP8 weights one
+ * matrix as BF16 (the largest layer matrix: 117 MiB for Llama-3-8B's FFN;
+ * at most 256 MiB, larger matrices keep the CUDA-core kernel).
  */
 #define CUDA_LT_WS_BYTES ((size_t)32 << 20)
 #define CUDA_LT_WDEQ_MAX ((size_t)128 << 20)	/* elements */

@@ -466,20 +466,36 @@ static void op_mv_lt(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
 	tlt.fp8_bf16 = false;
 	for (uint32_t p = 0; p < (mode == CUDA_MV_SWIGLU ? 1 : n_parts); p++) {
 		double *ref = malloc(sizeof(double) * yn[p]), *rex = malloc(sizeof(double) * yn[p]);
+		uint32_t nw = mode == CUDA_MV_SWIGLU ? 2 : 1;
+		double *wq = malloc(sizeof(double) * nw * rows[p] * cols);
+		double *wx = malloc(sizeof(double) * nw * rows[p] * cols);
 
+		/* weights decoded once: as the GEMM sees them, and exactly */
+		for (uint32_t u = 0; u < nw; u++)
+			for (uint32_t r = 0; r < rows[p]; r++)
+				for (uint32_t k = 0; k < cols; k++) {
+					const struct eng_tensor *wt = &w[u ? 1 : p];
+					size_t i = ((size_t)u * rows[p] + r) * cols + k;
+
+					wq[i] = lt_weight(wt, r, k);
+					wx[i] = cpu_weight_at(wt, r, k);
+				}
 		dget(y[p], dy[p], sizeof(float) * yn[p]);
 		for (uint32_t t = 0; t < nt; t++)
 			for (uint32_t r = 0; r < rows[p]; r++) {
 				double acc = 0.0, acc2 = 0.0, ex = 0.0, ex2 = 0.0;
+				const double *q0 = wq + (size_t)r * cols, *x0 = wx + (size_t)r * cols;
+				const double *q1 = q0 + (size_t)rows[p] * cols;
+				const double *x1 = x0 + (size_t)rows[p] * cols;
 
 				for (uint32_t k = 0; k < cols; k++) {
 					double xq = xe[(size_t)t * cols + k], xx = x[(size_t)t * cols + k];
 
-					acc += lt_weight(&w[p], r, k) * xq;
-					ex += (double)cpu_weight_at(&w[p], r, k) * xx;
+					acc += q0[k] * xq;
+					ex += x0[k] * xx;
 					if (mode == CUDA_MV_SWIGLU) {
-						acc2 += lt_weight(&w[1], r, k) * xq;
-						ex2 += (double)cpu_weight_at(&w[1], r, k) * xx;
+						acc2 += q1[k] * xq;
+						ex2 += x1[k] * xx;
 					}
 				}
 				if (mode == CUDA_MV_SWIGLU) {
@@ -496,6 +512,8 @@ static void op_mv_lt(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
 				ref[t * rows[p] + r] = acc;
 				rex[t * rows[p] + r] = ex;
 			}
+		free(wq);
+		free(wx);
 		worst = fmax(worst, rel_l2(y[p], ref, yn[p]));
 		worst_exact = fmax(worst_exact, rel_l2(y[p], rex, yn[p]));
 		free(ref);

@@ -26,5 +26,5 @@ for l in libcmocka.so.0 libutf8proc.so.2 libjansson.so.4 libxxhash.so.0 libpcre2
 	p=$(ldconfig -p | awk -v l="$l" '$1 == l && /x86-64/ { print $NF; exit }')
 	[ -n "$p" ] && cp -L "$p" "$D/syslib/"
 done
-git -C "$(dirname "$0")/../.." rev-parse --short HEAD > "$D/COMMIT" 2>/dev/null || true
+{ git -C "$O/.." rev-parse --short HEAD 2>/dev/null || git -C "$(dirname "$0")/../.." rev-parse --short HEAD; } > "$D/COMMIT" 2>/dev/null || true
 du -sh "$D"

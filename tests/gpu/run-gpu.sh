@@ -45,8 +45,8 @@ fi
 {
 	echo "date: $(date -u +%FT%TZ)"
 	echo "commit: ${VELO_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
-	[ -f "$O/COMMIT" ] && echo "binaries built at: $(cat "$O/COMMIT") (tests/gpu/mkcarry.sh)"
 	nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
+	[ -f "$O/COMMIT" ] && echo "binaries built at: $(cat "$O/COMMIT") (tests/gpu/mkcarry.sh)"
 	echo "cuBLASLt: ${VELO_CUDA_CUBLASLT:-$(ldconfig -p 2>/dev/null | grep -o '/[^ ]*libcublasLt.so.1[23]$' | head -1)}"
 } | tee "$LOG/gpu.txt"
 

@@ -327,7 +327,7 @@ static void test_ops_mv(void)
  * rounding (reported; bounded at 0.1 for FP8, 1e-2 for BF16/INT4).
  */
 static struct cuda_lt tlt;
-static bool tlt_ready;
+static bool tlt_ready, tlt_broken;
 
 static int tlt_setup(void)
 {
@@ -403,9 +403,12 @@ static void op_mv_lt(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
 	bool fp8 = dt == ENG_DT_FP8_E4M3 && !fp8_bf16;	/* E4M3 activations */
 	const char *mname = mode == CUDA_MV_STORE ? "store" : mode == CUDA_MV_ADD ? "add" : "swiglu";
 
+	if (tlt_broken)
+		return;		/* a failed product marked gbe down: said once */
 	if (tlt_setup()) {
 		result(false, "op lt %s: cuBLASLt not available (lib %s)", dtn[dt],
 		       gbe->lt.lib ? "open, init failed" : "not found");
+		tlt_broken = true;
 		return;
 	}
 	memset(&s, 0, sizeof(s));
@@ -461,7 +464,13 @@ static void op_mv_lt(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
 	a.nt = nt;
 	a.n_parts = n_parts;
 	a.mode = mode;
-	CK(cuda_mv_launch_lt(gbe, &tlt, NULL, (int)dt, &a) ? CUDA_ERROR_UNKNOWN : CUDA_SUCCESS);
+	if (cuda_mv_launch_lt(gbe, &tlt, NULL, (int)dt, &a)) {
+		/* not fatal for the rest of the run (the default route's checks
+		 * follow on their own backends) */
+		result(false, "op lt %s: the product failed: %s", dtn[dt], gbe->why);
+		tlt_broken = true;
+		return;
+	}
 	dsync();
 	tlt.fp8_bf16 = false;
 	for (uint32_t p = 0; p < (mode == CUDA_MV_SWIGLU ? 1 : n_parts); p++) {
@@ -1493,13 +1502,26 @@ next:
 	eng_image_close(im);
 }
 
+static bool have_fixtures(void)
+{
+	if (access(convert_bin, X_OK)) {
+		result(false, "%s missing (CONFIG_TOOLS_CONVERT)", convert_bin);
+		return false;
+	}
+	if (access("tests/fixtures/models/llama3/logits.json", R_OK)) {
+		result(false, "tests/fixtures/models missing: run from the repository root");
+		return false;
+	}
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	struct eng_backend *be;
 	const char *bench_img = NULL, *bench_kv = NULL, *paths_img = NULL;
 	char exe[PATH_MAX - 64];
 	ssize_t n;
-	bool only_bench = false;
+	bool only_bench = false, base = true, routes = true;
 	int rc;
 
 	for (int i = 1; i < argc; i++) {
@@ -1511,6 +1533,13 @@ int main(int argc, char **argv)
 			bench_kv = argv[++i];
 		else if (!strcmp(argv[i], "--only-bench"))
 			only_bench = true;
+		else if (!strcmp(argv[i], "--routes") && i + 1 < argc) {
+			/* all (default), none (the default route only), only
+			 * (the optional routes only) */
+			i++;
+			base = strcmp(argv[i], "only") != 0;
+			routes = strcmp(argv[i], "none") != 0;
+		}
 	}
 	rng = argc > 1 && !strncmp(argv[argc - 1], "--seed=", 7) ?
 	      strtoull(argv[argc - 1] + 7, NULL, 0) : (uint64_t)time(NULL) * 2654435761u;
@@ -1544,7 +1573,7 @@ int main(int argc, char **argv)
 	if (!mkdtemp(tmpdir))
 		return 1;
 
-	if (!only_bench) {
+	if (!only_bench && base) {
 		test_ops_mv();
 		test_ops_rmsnorm();
 		op_attn(false, 0, 1, false);
@@ -1552,13 +1581,6 @@ int main(int argc, char **argv)
 		op_attn(true, 0, 1, false);
 		op_attn(true, 0, 7, false);
 		op_attn(false, 100, 3, false);
-		/* the tiled prefill kernel (VELO_CUDA_FLASH) on the same inputs */
-		op_attn(false, 0, 1, true);
-		op_attn(true, 0, 1, true);
-		op_attn(false, 100, 1, true);
-		op_attn(true, 8, 1, true);
-		/* cuBLASLt products (VELO_CUDA_LT) */
-		test_ops_lt();
 		test_ops_argmax();
 		model_vs_cpu(ENG_DT_F32, ENG_KV_F32, 1e-4, 0);
 		model_vs_cpu(ENG_DT_BF16, ENG_KV_F32, 1e-4, 0);
@@ -1566,9 +1588,25 @@ int main(int argc, char **argv)
 		model_vs_cpu(ENG_DT_INT4_G128, ENG_KV_F32, 1e-4, 0);
 		model_vs_cpu(ENG_DT_BF16, ENG_KV_BF16, 2e-2, 0);
 		model_vs_cpu(ENG_DT_FP8_E4M3, ENG_KV_BF16, 2e-2, 0);
-		/* the optional routes: tiled attention alone is exact up to
-		 * summation order (same bound, greedy equal); cuBLASLt rounds
-		 * the activations (BF16: ~2^-9, FP8 E4M3: ~2^-4 per element) */
+		if (have_fixtures()) {
+			fixture("llama3", 0);
+			fixture("spm", 0);
+			fixture("qwen2", 0);
+		}
+		test_faults();
+	}
+	if (!only_bench && routes) {
+		/* the optional routes (off by default), after the default
+		 * route's checks or in a process of their own (--routes only),
+		 * so that a fault of theirs cannot hide those */
+		/* the tiled prefill kernel (VELO_CUDA_FLASH) on op_attn's inputs */
+		op_attn(false, 0, 1, true);
+		op_attn(true, 0, 1, true);
+		op_attn(false, 100, 1, true);
+		op_attn(true, 8, 1, true);
+		/* tiled attention alone is exact up to summation order (same
+		 * bound, greedy equal); cuBLASLt rounds the activations (BF16:
+		 * ~2^-9, FP8 E4M3: ~2^-4 per element) */
 		model_vs_cpu(ENG_DT_BF16, ENG_KV_F32, 1e-4, P_FLASH);
 		model_vs_cpu(ENG_DT_FP8_E4M3, ENG_KV_F32, 1e-4, P_FLASH);
 		model_vs_cpu(ENG_DT_BF16, ENG_KV_BF16, 2e-2, P_FLASH);
@@ -1578,19 +1616,14 @@ int main(int argc, char **argv)
 		model_vs_cpu(ENG_DT_BF16, ENG_KV_BF16, 3e-2, P_LT | P_FLASH);
 		model_vs_cpu(ENG_DT_FP8_E4M3, ENG_KV_BF16, 0.2, P_LT | P_FLASH);
 		model_vs_cpu(ENG_DT_FP8_E4M3, ENG_KV_F32, 2e-2, P_LT | P_LT16);
-		if (access(convert_bin, X_OK)) {
-			result(false, "%s missing (CONFIG_TOOLS_CONVERT)", convert_bin);
-		} else if (access("tests/fixtures/models/llama3/logits.json", R_OK)) {
-			result(false, "tests/fixtures/models missing: run from the repository root");
-		} else {
-			fixture("llama3", 0);
-			fixture("spm", 0);
-			fixture("qwen2", 0);
+		if (have_fixtures()) {
 			fixture("llama3", P_LT | P_FLASH);
 			fixture("spm", P_LT | P_FLASH);
 			fixture("qwen2", P_LT | P_FLASH);
 		}
-		test_faults();
+		/* cuBLASLt products driven directly (last: a failed product
+		 * marks this process's backend down) */
+		test_ops_lt();
 	}
 	eng_cuda_ops.fini(be);
 	if (bench_img) {

@@ -18,6 +18,9 @@
 # Everything is built under build/ (override with O=dir).  V=1 shows commands.
 
 SHELL    := /bin/bash
+# Fragments define rules of their own (the CUDA fatbin, the fake driver):
+# whatever they define first, a plain `make` builds everything.
+.DEFAULT_GOAL := all
 O        ?= build
 srctree  := $(CURDIR)
 KCONFIG_CONFIG := $(O)/.config

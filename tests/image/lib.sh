@@ -33,6 +33,9 @@ boot_cleanup() {
 	return 0
 }
 trap boot_cleanup EXIT
+# A signal (run.sh's timeout, Ctrl-C) must run the EXIT trap too: without a
+# handler bash dies at once and the trap never runs.
+trap 'exit 143' TERM INT HUP
 fail() {
 	echo "FAIL $*"
 	echo "--- console (tail, full log in $RES/$TEST.console.log)"
@@ -54,12 +57,14 @@ freeport() {
 	/usr/bin/python3 -c "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=='u' else socket.SOCK_STREAM); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])" "$1"
 }
 
-# QEMU is bounded by timeout (the test's own bound is run.sh's).
+# QEMU is bounded by timeout.  --foreground keeps it in the test's process
+# group, so run.sh's timeout (TERM, then KILL) reaches QEMU directly even
+# when this shell is killed before its EXIT trap runs.
 boot_start() {
 	ssh_port=$(freeport t); udp_port=$(freeport u)
 	boot_t0=$(date +%s%N)
 	APPEND=${1:-} SSH_PORT=$ssh_port UDP_PORT=$udp_port SERIAL=chardev:con \
-		timeout -k 5 "${QEMU_TIMEOUT:-420}" "$img/boot-qemu.sh" \
+		timeout --foreground -k 5 "${QEMU_TIMEOUT:-420}" "$img/boot-qemu.sh" \
 		-chardev "socket,id=con,path=$T/con.sock,server=on,wait=off,logfile=$T/console.log" \
 		-monitor none </dev/null >"$T/qemu.out" 2>&1 &
 	qpid=$!

@@ -31,6 +31,7 @@
 #include "../tools/lib/clock.h"
 #include "../tools/lib/cpu.h"
 #include "../tools/lib/log.h"
+#include "core/chat.h"
 #include "core/kv_cache.h"
 #include "core/stream.h"
 #include "sched_priv.h"
@@ -164,7 +165,9 @@ int eng_sched_init(struct eng_sched *s, const struct eng_sched_config *cfg,
 	s->n_reqs = rings->n_slots + ENG_SCHED_SHADOW_MAX;
 	s->reqs = calloc(s->n_reqs, sizeof(*s->reqs));
 	s->sampler_mem = aligned_alloc(64, s->n_reqs * sampler_bytes());
-	if (!s->reqs || !s->sampler_mem) {
+	s->chat_cap = (size_t)cfg->text_bytes_max + SCHED_CHAT_OVERHEAD;
+	s->chat_buf = malloc(s->chat_cap);
+	if (!s->reqs || !s->sampler_mem || !s->chat_buf) {
 		rc = -ENOMEM;
 		goto err_free;
 	}
@@ -200,10 +203,12 @@ err_unreg_sched:
 	ctr_block_unregister(s->ctr);
 err_free:
 	pthread_mutex_destroy(&s->slots_lock);
+	free(s->chat_buf);
 	free(s->sampler_mem);
 	free(s->reqs);
 	s->reqs = NULL;
 	s->sampler_mem = NULL;
+	s->chat_buf = NULL;
 	return rc;
 }
 
@@ -223,6 +228,7 @@ void eng_sched_fini(struct eng_sched *s)
 		pthread_mutex_destroy(&s->slots_lock);
 	free(s->tok_mem);
 	free(s->blk_mem);
+	free(s->chat_buf);
 	free(s->sampler_mem);
 	free(s->reqs);
 	memset(s, 0, sizeof(*s));
@@ -655,6 +661,47 @@ static void shadow_copy(struct eng_sched *s, const struct eng_sched_model *sm,
 	s->ctr[ENG_SCHED_CTR_shadow_admitted]++;
 }
 
+/*
+ * A chat prompt (PROTO_INFER_CHAT): the messages rendered with the model's
+ * template (core/chat.h) into s->chat_buf, then encoded without added
+ * specials (the template holds the BOS).  Return: 0; -EOPNOTSUPP,
+ * -EINVAL (the conversation, @why says what), -ENOSPC/-E2BIG (too long).
+ */
+static int chat_prompt(struct eng_sched *s, const struct eng_sched_model *sm,
+		       const struct dp_req_slot *q, struct eng_sched_req *r,
+		       char *why, size_t whylen)
+{
+	struct eng_chat_msg msgs[PROTO_CHAT_MSGS_MAX];
+	const struct eng_chat_tokens tk = {
+		.bos = sm->chat_bos, .eos = sm->chat_eos,
+		.default_system = sm->chat_default_system,
+	};
+	uint32_t n = MIN(q->n_messages, (uint32_t)PROTO_CHAT_MSGS_MAX);
+	size_t len = 0, nt = 0;
+	int rc;
+
+	for (uint32_t i = 0; i < n; i++) {
+		msgs[i].role = (enum eng_chat_role)q->messages[i].role;
+		msgs[i].text = dp_req_str(q, q->messages[i].text);
+		msgs[i].len = q->messages[i].text.len;
+	}
+	rc = eng_chat_render(sm->m->cfg.chat_template, &tk, msgs, n, s->chat_buf,
+			     s->chat_cap, &len, why, whylen);
+	if (rc == -EOPNOTSUPP)
+		snprintf(why, whylen, "model has no chat template: send the prompt "
+			 "as text or tokens");
+	if (rc)
+		return rc;
+	rc = eng_tok_encode(sm->tok, s->chat_buf, len, false, r->toks,
+			    sm->ctx_max - 1, &nt);
+	if (rc && rc != -ENOSPC && rc != -E2BIG)
+		snprintf(why, whylen, "chat prompt could not be tokenized");
+	if (rc)
+		return rc;
+	r->n_prompt = (uint32_t)nt;
+	return 0;
+}
+
 /* Handle one INFER.  Produces exactly one record (ACCEPT or REJECT). */
 static void handle_infer(struct eng_sched *s, const struct dp_req_msg *m)
 {
@@ -721,24 +768,40 @@ static void handle_infer(struct eng_sched *s, const struct dp_req_msg *m)
 		}
 		r->n_prompt = (uint32_t)n;
 	} else {
-		/* Chat templates are not applied by this scheduler yet. */
-		reject(s, r, PROTO_E_INVALID_PARAM, 0,
-		       "chat messages not supported: send the prompt as text or tokens",
-		       ENG_SCHED_CTR_reject_invalid);
-		return;
+		rc = chat_prompt(s, sm, q, r, why, sizeof(why));
+		if (rc == -ENOSPC || rc == -E2BIG) {
+			reject(s, r, PROTO_E_TOO_LARGE, 0, "chat prompt too long for the context",
+			       ENG_SCHED_CTR_reject_too_large);
+			return;
+		}
+		if (rc) {
+			reject(s, r, PROTO_E_INVALID_PARAM, 0, why,
+			       ENG_SCHED_CTR_reject_invalid);
+			return;
+		}
 	}
 	if (!r->n_prompt) {
 		reject(s, r, PROTO_E_INVALID, 0, "empty prompt",
 		       ENG_SCHED_CTR_reject_invalid);
 		return;
 	}
-	if (q->n_logit_bias || q->f.logprobs) {
-		reject(s, r, PROTO_E_INVALID_PARAM, 0,
-		       "logit_bias and logprobs are not supported yet",
+	if (q->f.logprobs) {
+		reject(s, r, PROTO_E_INVALID_PARAM, 0, "logprobs are not supported yet",
 		       ENG_SCHED_CTR_reject_invalid);
 		return;
 	}
 	sampler_params(&q->f, &sp);
+	for (uint32_t i = 0; i < q->n_logit_bias && i < ENG_SAMPLER_BIAS_MAX; i++) {
+		if (q->logit_bias[i].token >= sm->vocab) {
+			reject(s, r, PROTO_E_INVALID_PARAM, 0,
+			       "logit_bias token id beyond the vocabulary",
+			       ENG_SCHED_CTR_reject_invalid);
+			return;
+		}
+		sp.bias_ids[i] = q->logit_bias[i].token;
+		sp.bias[i] = q->logit_bias[i].bias;
+	}
+	sp.n_bias = MIN(q->n_logit_bias, (uint32_t)ENG_SAMPLER_BIAS_MAX);
 	r->sampler = eng_sampler_init(s->sampler_mem + (size_t)r->slot * sampler_bytes(),
 				      sampler_bytes(), &sp, SAMPLER_WINDOW);
 	if (!r->sampler) {

@@ -240,6 +240,8 @@ struct eng_sched {
 					 * ENG_SCHED_SHADOW_MAX shadow copies */
 	unsigned n_reqs;
 	uint8_t *sampler_mem;		/* (n_reqs) samplers */
+	char *chat_buf;			/* a rendered chat prompt (chat_cap) */
+	size_t chat_cap;
 	uint32_t *tok_mem;		/* (n_reqs, tok_cap) token arrays */
 	uint32_t tok_cap;		/* largest model context */
 	uint32_t *blk_mem;		/* (n_reqs, blk_cap) block tables */

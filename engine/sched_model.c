@@ -151,6 +151,37 @@ static void backend_put(struct eng_sched *s, struct eng_sched_model *sm)
 	sm->be = NULL;
 }
 
+/* A special token's text as a C string ("" when none or too long). */
+static void token_text(const struct eng_tokenizer *tok, uint32_t id, char *buf,
+		       size_t cap)
+{
+	size_t len = 0;
+	const char *p = id != ENG_TOK_NONE ? eng_tok_token(tok, id, &len) : NULL;
+
+	buf[0] = 0;
+	if (p && len < cap) {
+		memcpy(buf, p, len);
+		buf[len] = 0;
+	}
+}
+
+/* What the chat template splices in: the tokenizer's BOS and EOS texts
+ * (the model's first EOS when the tokenizer names none) and, for Qwen2,
+ * its default system message (what its template adds when the
+ * conversation has none). */
+static void chat_tokens(struct eng_sched_model *sm)
+{
+	uint32_t eos = eng_tok_eos_id(sm->tok);
+
+	if (eos == ENG_TOK_NONE && sm->m->cfg.n_eos)
+		eos = sm->m->cfg.eos_ids[0];
+	token_text(sm->tok, eng_tok_bos_id(sm->tok), sm->chat_bos, sizeof(sm->chat_bos));
+	token_text(sm->tok, eos, sm->chat_eos, sizeof(sm->chat_eos));
+	sm->chat_default_system = sm->m->cfg.arch == ENG_ARCH_QWEN2 &&
+				  sm->m->cfg.chat_template == ENG_CHAT_CHATML ?
+				  "You are a helpful assistant." : NULL;
+}
+
 static void model_free(struct eng_sched *s, struct eng_sched_model *sm)
 {
 	if (sm->kv)
@@ -297,12 +328,14 @@ static int model_load(struct eng_sched *s, struct eng_sched_model *sm,
 		 mc->name && *mc->name ? mc->name : sm->m->name);
 	snprintf(sm->st.version, sizeof(sm->st.version), "%s", sm->m->version);
 	sm->vocab = sm->m->cfg.vocab_size;
+	/* the budget covers a chat prompt rendered from a full request */
 	sm->tok = eng_tok_load(sm->m->tokenizer_blob, sm->m->tokenizer_blob_len,
-			       s->cfg.text_bytes_max, err, errlen);
+			       s->cfg.text_bytes_max + SCHED_CHAT_OVERHEAD, err, errlen);
 	if (!sm->tok) {
 		rc = -errno ?: -EINVAL;
 		return rc;
 	}
+	chat_tokens(sm);
 	rc = backend_get(s, sm, mc, err, errlen);
 	if (rc)
 		return rc;

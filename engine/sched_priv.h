@@ -25,6 +25,13 @@ struct eng_kvc;
 #define SCHED_FINISH_RECORDS_MAX                                              \
 	(ENG_STREAM_TEXT_BUF / ENG_STREAM_CHUNK_TEXT_MAX + 4)
 
+/* What a chat template adds to the messages' own text, at most: per
+ * message a header and a trailer (Llama 3: 46 bytes) and a BOS/EOS of up
+ * to 63 bytes each, plus the generation prompt and Qwen2's default system
+ * message.  The rendered prompt buffer and the tokenizer's text budget
+ * are the request text budget plus this. */
+#define SCHED_CHAT_OVERHEAD (PROTO_CHAT_MSGS_MAX * 192 + 256)
+
 struct eng_sched_model {
 	struct eng_sched_model_status st;	/* names, state, sizes */
 	unsigned index;
@@ -37,6 +44,9 @@ struct eng_sched_model {
 	struct eng_image *img;
 	const struct eng_model *m;
 	struct eng_tokenizer *tok;		/* used by the scheduler thread only */
+	/* chat template inputs (core/chat.h), from the tokenizer */
+	char chat_bos[64], chat_eos[64];
+	const char *chat_default_system;	/* Qwen2's, or NULL */
 	const struct eng_backend_ops *ops;
 	struct eng_backend *be;
 	struct eng_be_model *bm;

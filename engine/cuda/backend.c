@@ -1299,12 +1299,13 @@ static int cuda_logits(struct eng_be_model *bm, uint32_t seq, const float **out)
 	return logits_row(cm, cm->seq_logit_row[seq], out);
 }
 
-/* Greedy with nothing that changes the order of the logits. */
+/* Greedy with nothing that changes the order of the logits (penalties,
+ * logit biases). */
 static bool plain_greedy(const struct eng_sampler *s)
 {
 	const struct eng_sampler_params *p = &s->p;
 
-	return (p->temperature <= 0.0f || p->top_k == 1) &&
+	return (p->temperature <= 0.0f || p->top_k == 1) && !p->n_bias &&
 	       (s->win_len == 0 ||
 		(p->repetition_penalty == 1.0f && p->presence_penalty == 0.0f &&
 		 p->frequency_penalty == 0.0f));

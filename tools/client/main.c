@@ -70,6 +70,10 @@ static void usage(FILE *f)
 "      --priority N  --deadline-ms N (from now)  --ttft-target-us N\n"
 "      --stream token|sentence|k:N  --tokens 1,2,3 (prompt as token ids;\n"
 "      PROMPT may then be omitted)  --ignore-eos  --logprobs N\n"
+"      --system TEXT  --user TEXT  --assistant TEXT (repeatable, in order,\n"
+"      <= 32: a chat; the server applies the model's chat template and\n"
+"      PROMPT is omitted)  --logit-bias ID:BIAS (repeatable, <= 64,\n"
+"      BIAS in -100..100)\n"
 "      --json (one JSON object per event on stdout)\n"
 "      --cancel-after N (send CANCEL after N tokens)\n"
 "  status [--json]\n"
@@ -460,7 +464,8 @@ static int cmd_gen(const struct gopts *g, int argc, char **argv)
 {
 	enum { O_MAXT = 256, O_MINT, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP,
 	       O_SEED, O_STOP, O_MODEL, O_MVER, O_PRIO, O_DEADLINE, O_TTFT,
-	       O_STREAM, O_TOKENS, O_JSON, O_CANCEL, O_IGNORE_EOS, O_LOGPROBS };
+	       O_STREAM, O_TOKENS, O_JSON, O_CANCEL, O_IGNORE_EOS, O_LOGPROBS,
+	       O_SYSTEM, O_USER, O_ASSISTANT, O_BIAS };
 	static const struct option opts[] = {
 		{ "max-tokens", required_argument, NULL, O_MAXT },
 		{ "min-tokens", required_argument, NULL, O_MINT },
@@ -482,10 +487,17 @@ static int cmd_gen(const struct gopts *g, int argc, char **argv)
 		{ "cancel-after", required_argument, NULL, O_CANCEL },
 		{ "ignore-eos", no_argument, NULL, O_IGNORE_EOS },
 		{ "logprobs", required_argument, NULL, O_LOGPROBS },
+		{ "system", required_argument, NULL, O_SYSTEM },
+		{ "user", required_argument, NULL, O_USER },
+		{ "assistant", required_argument, NULL, O_ASSISTANT },
+		{ "logit-bias", required_argument, NULL, O_BIAS },
 		{ NULL, 0, NULL, 0 },
 	};
 	static uint32_t ids[TOKENS_MAX];
 	const char *stops[STOP_MAX];
+	static struct proto_chat_msg roles[PROTO_CHAT_MSGS_MAX];
+	static const char *texts[PROTO_CHAT_MSGS_MAX];
+	static struct proto_logit_bias bias[PROTO_LOGIT_BIAS_MAX];
 	struct proto_infer_req rq = { 0 };
 	struct gen_state st = { 0 };
 	struct velo_client *c;
@@ -582,11 +594,47 @@ static int cmd_gen(const struct gopts *g, int argc, char **argv)
 				return EX_USAGE;
 			rq.f.logprobs = (uint8_t)v;
 			break;
+		case O_SYSTEM:
+		case O_USER:
+		case O_ASSISTANT:
+			if (rq.n_messages == PROTO_CHAT_MSGS_MAX) {
+				fprintf(stderr, "velo-client: at most %d chat messages\n",
+					PROTO_CHAT_MSGS_MAX);
+				return EX_USAGE;
+			}
+			roles[rq.n_messages].role = o == O_SYSTEM ? 0 : o == O_USER ? 1 : 2;
+			texts[rq.n_messages++] = optarg;
+			break;
+		case O_BIAS: {
+			char *colon = strchr(optarg, ':');
+
+			if (rq.n_logit_bias == PROTO_LOGIT_BIAS_MAX || !colon) {
+				fprintf(stderr, "velo-client: --logit-bias ID:BIAS, at most %d\n",
+					PROTO_LOGIT_BIAS_MAX);
+				return EX_USAGE;
+			}
+			*colon = 0;
+			if (tool_u64(optarg, 0, UINT32_MAX, &v) ||
+			    tool_float(colon + 1, &bias[rq.n_logit_bias].bias))
+				return EX_USAGE;
+			bias[rq.n_logit_bias++].token = (uint32_t)v;
+			break;
+		}
 		default:
 			return EX_USAGE;
 		}
 	}
-	if (n_ids) {
+	rq.logit_bias = bias;
+	if (rq.n_messages) {
+		if (n_ids || optind != argc) {
+			fprintf(stderr, "velo-client: a chat (--system/--user/"
+					"--assistant) takes no PROMPT or --tokens\n");
+			return EX_USAGE;
+		}
+		rq.f.flags |= PROTO_INFER_CHAT;
+		rq.msg_roles = roles;
+		rq.msg_texts = texts;
+	} else if (n_ids) {
 		if (optind != argc)
 			return EX_USAGE;
 		rq.f.flags |= PROTO_INFER_PROMPT_TOKENS;

@@ -1195,10 +1195,18 @@ static void fixture(const char *name, unsigned paths)
 			/* the per-position logits are one-token steps (never a
 			 * cuBLASLt or tiled route); the prompt chunks before the
 			 * greedy continuations are */
+			/* greedy: identical on the default route and with the
+			 * tiled attention; with cuBLASLt (BF16-rounded
+			 * activations in the prompt chunk) at most 1 in 40 may
+			 * flip where HF's top two logits are within the rounding
+			 * (the continuation follows HF's tokens, so a flip does
+			 * not cascade) */
 			if (di == 0)
-				result(ok && w_hf <= 2e-3 && n_gr_eq == n_gr,
-				       "hf %-6s bf16%s: |gpu - HF f32| max %.2e at %u positions (bound 2e-3), |gpu - cpu| %.2e, greedy %u/%u equal; %s",
-				       name, paths_name(paths), w_hf, n_pos, w_cpu, n_gr_eq, n_gr, ran);
+				result(ok && w_hf <= 2e-3 &&
+				       (paths & P_LT ? 40 * (n_gr - n_gr_eq) <= n_gr : n_gr_eq == n_gr),
+				       "hf %-6s bf16%s: |gpu - HF f32| max %.2e at %u positions (bound 2e-3), |gpu - cpu| %.2e, greedy %u/%u equal%s; %s",
+				       name, paths_name(paths), w_hf, n_pos, w_cpu, n_gr_eq, n_gr,
+				       paths & P_LT ? " (>= 39/40 wanted)" : "", ran);
 			else
 				result(ok && w_cpu <= 2e-3, "hf %-6s %s%s: |gpu - cpu same image| max %.2e (bound 2e-3), |gpu - HF bf16 f32| %.3f (reported), greedy vs HF %u/%u; %s",
 				       name, dts[di], paths_name(paths), w_cpu, w_hf, n_gr_eq, n_gr, ran);

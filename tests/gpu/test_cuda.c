@@ -1555,7 +1555,7 @@ int main(int argc, char **argv)
 	printf("# velo-test-cuda: seed %llu\n", (unsigned long long)rng);
 	/* the per-op tests drive cuBLASLt directly: open it here; models
 	 * choose their routes with paths_env at load */
-	if (!only_bench)
+	if (!only_bench && routes)
 		setenv("VELO_CUDA_LT", "1", 1);
 	rc = eng_cuda_ops.init(NULL, &be);
 	if (!only_bench)

@@ -337,6 +337,20 @@ int mgmt_repo_verify(const struct mgmt_repo *r, const struct mgmt_model *m,
 int mgmt_repo_label(struct mgmt_repo *r, const char *name, const char *version,
 		    enum mgmt_label label, uint32_t pct);
 
+/*
+ * mgmt_repo_labels_save() - the labels as JSON text, to put back with
+ * mgmt_repo_labels_restore() when velod refuses what a change asked of it.
+ * Return: malloc'ed text (the caller frees it) or NULL (ENOMEM).
+ */
+char *mgmt_repo_labels_save(const struct mgmt_repo *r);
+/* Replace the labels by @text (from mgmt_repo_labels_save()) and persist
+ * them.  Return: 0; -EINVAL (not a JSON object); -EIO. */
+int mgmt_repo_labels_restore(struct mgmt_repo *r, const char *text);
+/* Model names that have a label in labels.json (valid until the labels
+ * change).  Return: the number written to @out (at most @max). */
+unsigned mgmt_repo_label_names(const struct mgmt_repo *r, const char **out,
+			       unsigned max);
+
 const char *mgmt_label_name(enum mgmt_label l);
 /* Return: the label, or -1 for an unknown name. */
 int mgmt_label_parse(const char *s);

@@ -77,6 +77,7 @@ struct mgmtd {
 	 * the --set argument that carries the loaded model ("" : none). */
 	char *model_arg;
 	int listen_fd;
+	pid_t labels_pid;		/* the velod the labels were applied to */
 };
 
 static volatile sig_atomic_t stop_flag;
@@ -319,41 +320,103 @@ static void cmd_show_status(struct mgmtd *d, struct out *o)
 	}
 }
 
+static const char *label_err_get(const char *name);
+
+/* velod's slot of NAME VERSION in @slots ("models json"), or NULL. */
+static json_t *slot_of(json_t *slots, const char *name, const char *version)
+{
+	json_t *o, *best = NULL;
+	size_t i;
+
+	json_array_foreach(slots, i, o) {
+		const char *n = json_string_value(json_object_get(o, "name"));
+		const char *v = json_string_value(json_object_get(o, "version"));
+		const char *h = json_string_value(json_object_get(o, "hold"));
+
+		if (!n || !v || strcmp(n, name) || strcmp(v, version))
+			continue;
+		/* a draining slot only if nothing else holds the version */
+		if (!best || !h || strcmp(h, "draining"))
+			best = o;
+	}
+	return best;
+}
+
 static void cmd_show_models(struct mgmtd *d, struct out *o)
 {
-	json_t *arr = o->json ? json_array() : NULL;
+	json_t *arr = o->json ? json_array() : NULL, *slots = NULL;
+	const char *lastname = "";
 	unsigned n;
 
+	/* velod's model slots (route, hold, device, in flight), side by side
+	 * with the labels. */
+	if (d->super.v.ready &&
+	    mgmt_velod_query(d->super.cfg.ctl_path, "models json", vbuf,
+			     sizeof(vbuf), VELOD_QUERY_MS) > 0)
+		slots = json_loads(vbuf, 0, NULL);
+	if (!json_is_array(slots)) {
+		json_decref(slots);
+		slots = json_array();
+	}
 	pthread_mutex_lock(&d->lock);
 	mgmt_repo_scan(d->repo);
 	n = mgmt_repo_count(d->repo);
 	if (!o->json)
-		say(o, "%-20s %-12s %-12s %12s  %-7s %s\n", "NAME", "VERSION",
-		    "LABEL", "BYTES", "CHECK", "FILE");
+		say(o, "%-20s %-12s %-12s %-24s %12s  %-7s %s\n", "NAME", "VERSION",
+		    "LABEL", "VELOD", "BYTES", "CHECK", "FILE");
 	for (unsigned i = 0; i < n; i++) {
 		const struct mgmt_model *m = mgmt_repo_get(d->repo, i);
-		char label[24];
+		json_t *sl = slot_of(slots, m->name, m->version);
+		const char *lerr = strcmp(lastname, m->name)
+			? label_err_get(m->name) : NULL;
+		char label[24], vs[48] = "-";
 
+		lastname = m->name;
 		if (m->label == MGMT_LABEL_CANARY)
 			snprintf(label, sizeof(label), "canary:%u%%", m->canary_pct);
 		else
 			snprintf(label, sizeof(label), "%s",
 				 m->label ? mgmt_label_name(m->label) : "-");
+		if (sl) {
+			const char *r = json_string_value(json_object_get(sl, "label"));
+			const char *h = json_string_value(json_object_get(sl, "hold"));
+
+			r = r ? r : "?";
+			if (!strcmp(r, "canary"))
+				snprintf(vs, sizeof(vs), "canary:%lld%% slot %lld",
+					 (long long)json_integer_value(
+						 json_object_get(sl, "share")),
+					 (long long)json_integer_value(
+						 json_object_get(sl, "id")));
+			else
+				snprintf(vs, sizeof(vs), "%s%s%s slot %lld", r,
+					 h && h[0] ? "," : "", h ? h : "",
+					 (long long)json_integer_value(
+						 json_object_get(sl, "id")));
+		}
 		if (arr) {
-			json_array_append_new(arr, json_pack(
+			json_t *e = json_pack(
 				"{s:s, s:s, s:s, s:i, s:I, s:s, s:s, s:s}",
 				"name", m->name, "version", m->version, "label",
 				mgmt_label_name(m->label), "canary_percent",
 				(int)m->canary_pct, "bytes", (json_int_t)m->size,
 				"check", m->bad ? "refused" : "ok", "error",
-				m->err, "file", m->file));
+				m->err, "file", m->file);
+
+			json_object_set(e, "velod", sl ? sl : json_null());
+			json_object_set_new(e, "label_error",
+					    lerr ? json_string(lerr) : json_null());
+			json_array_append_new(arr, e);
 			continue;
 		}
-		say(o, "%-20s %-12s %-12s %12llu  %-7s %s\n", m->name, m->version,
-		    label, (unsigned long long)m->size, m->bad ? "REFUSED" : "ok",
-		    m->file);
+		say(o, "%-20s %-12s %-12s %-24s %12llu  %-7s %s\n", m->name,
+		    m->version, label, vs, (unsigned long long)m->size,
+		    m->bad ? "REFUSED" : "ok", m->file);
 		if (m->bad)
 			say(o, "    %s\n", m->err);
+		if (lerr)
+			say(o, "    labels of %s NOT followed by velod: %s\n",
+			    m->name, lerr);
 	}
 	pthread_mutex_unlock(&d->lock);
 	if (arr) {
@@ -368,21 +431,11 @@ static void cmd_show_models(struct mgmtd *d, struct out *o)
 					"to", d->swaps[i].to, "rollback_in_ms",
 					(json_int_t)(d->swaps[i].deadline_ms > now
 						? d->swaps[i].deadline_ms - now : 0)));
-		json_t *slots = NULL;
-
-		/* velod's model slots (route, hold, device, in flight) */
-		if (d->super.v.ready &&
-		    mgmt_velod_query(d->super.cfg.ctl_path, "models json", vbuf,
-				     sizeof(vbuf), VELOD_QUERY_MS) > 0)
-			slots = json_loads(vbuf, 0, NULL);
-		if (!json_is_array(slots)) {
-			json_decref(slots);
-			slots = json_array();
-		}
 		say_json(o, json_pack("{s:o, s:s, s:o, s:o}", "models", arr, "loaded",
 				      d->loaded, "swaps_unconfirmed", sw,
 				      "velod_slots", slots));
 	} else {
+		json_decref(slots);
 		say(o, "loaded in velod: %s\n", d->loaded[0] ? d->loaded : "none");
 		if (d->super.v.ready &&
 		    mgmt_velod_query(d->super.cfg.ctl_path, "models", vbuf,
@@ -542,6 +595,302 @@ static void swap_clear(struct mgmtd *d, const char *name, bool rolled_back)
 	}
 }
 
+
+/* ------------------------------------------------------------------------
+ * Labels drive velod's canary and shadow slots.  labels.json is the truth;
+ * labels_sync() makes the slots of one name in velod follow it: a canary or
+ * shadow slot whose version (or share) is not the labelled one is unloaded,
+ * a labelled one that velod lacks is verified in full and loaded with
+ * "label canary share P" / "label shadow".  velod has no command to change
+ * a slot's share or label in place, so a new share is an unload and a load
+ * (between the two the canary's share goes to production: no request
+ * fails).  At most 4 velod model commands per name (unload + load, twice),
+ * each bounded by VELOD_MODEL_QUERY_MS.
+ */
+#define LABEL_ERRS_MAX	16	/* names whose labels velod did not follow */
+
+struct label_err {
+	char name[MGMT_MODEL_NAME_LEN];
+	char err[512];
+};
+static struct label_err label_errs[LABEL_ERRS_MAX];
+
+/* Remember why velod does not follow NAME's labels (NULL: it does). */
+static void label_err_set(const char *name, const char *err)
+{
+	struct label_err *fr = NULL;
+
+	for (unsigned i = 0; i < LABEL_ERRS_MAX; i++) {
+		struct label_err *e = &label_errs[i];
+
+		if (e->name[0] && !strcmp(e->name, name)) {
+			if (err)
+				snprintf(e->err, sizeof(e->err), "%s", err);
+			else
+				e->name[0] = '\0';
+			return;
+		}
+		if (!e->name[0] && !fr)
+			fr = e;
+	}
+	if (err && fr) {
+		snprintf(fr->name, sizeof(fr->name), "%s", name);
+		snprintf(fr->err, sizeof(fr->err), "%s", err);
+	}
+}
+
+static const char *label_err_get(const char *name)
+{
+	for (unsigned i = 0; i < LABEL_ERRS_MAX; i++)
+		if (label_errs[i].name[0] && !strcmp(label_errs[i].name, name))
+			return label_errs[i].err;
+	return NULL;
+}
+
+struct lslot {
+	bool on;
+	char version[MGMT_MODEL_VERSION_LEN];
+	unsigned share;			/* canary */
+	struct mgmt_model m;		/* labels.json's side: the image */
+};
+
+/* What labels.json asks of NAME: [0] canary, [1] shadow.  Under d->lock. */
+static bool label_want(struct mgmtd *d, const char *name, struct lslot want[2])
+{
+	memset(want, 0, 2 * sizeof(want[0]));
+	for (unsigned i = 0; i < mgmt_repo_count(d->repo); i++) {
+		const struct mgmt_model *m = mgmt_repo_get(d->repo, i);
+		struct lslot *w;
+
+		if (strcmp(m->name, name) || (m->label != MGMT_LABEL_CANARY &&
+					      m->label != MGMT_LABEL_SHADOW))
+			continue;
+		w = &want[m->label == MGMT_LABEL_SHADOW];
+		w->on = true;
+		snprintf(w->version, sizeof(w->version), "%s", m->version);
+		w->share = m->canary_pct;
+		w->m = *m;
+	}
+	return want[0].on || want[1].on;
+}
+
+/* velod's slots of NAME: its production version (@prod, "" if none), the
+ * canary [0] and the shadow [1].  Return: 0 or -errno (@err says why). */
+static int label_have(struct mgmtd *d, const char *name, char *prod,
+		      size_t prod_len, struct lslot have[2], char *err,
+		      size_t len)
+{
+	json_t *arr, *o;
+	size_t i;
+	int rc;
+
+	memset(have, 0, 2 * sizeof(have[0]));
+	prod[0] = '\0';
+	rc = mgmt_velod_query(d->super.cfg.ctl_path, "models json", vbuf,
+			      sizeof(vbuf), VELOD_QUERY_MS);
+	if (rc < 0) {
+		snprintf(err, len, "velod did not answer 'models json': %s",
+			 strerror(-rc));
+		return rc;
+	}
+	arr = json_loads(vbuf, 0, NULL);
+	if (!json_is_array(arr)) {
+		json_decref(arr);
+		snprintf(err, len, "velod's 'models json' is not a list: %.200s",
+			 vbuf);
+		return -EPROTO;
+	}
+	json_array_foreach(arr, i, o) {
+		const char *n = json_string_value(json_object_get(o, "name"));
+		const char *l = json_string_value(json_object_get(o, "label"));
+		const char *v = json_string_value(json_object_get(o, "version"));
+		struct lslot *h;
+
+		if (!n || !l || !v || strcmp(n, name))
+			continue;
+		if (!strcmp(l, "production")) {
+			snprintf(prod, prod_len, "%s", v);
+			continue;
+		}
+		if (strcmp(l, "canary") && strcmp(l, "shadow"))
+			continue;
+		h = &have[!strcmp(l, "shadow")];
+		h->on = true;
+		snprintf(h->version, sizeof(h->version), "%s", v);
+		h->share = (unsigned)json_integer_value(json_object_get(o, "share"));
+	}
+	json_decref(arr);
+	return 0;
+}
+
+/* Append "; " and a formatted note to @msg. */
+static void __attribute__((format(printf, 3, 4))) note(char *msg, size_t len,
+						       const char *fmt, ...)
+{
+	size_t o = strlen(msg);
+	va_list ap;
+
+	if (o + 3 >= len)
+		return;
+	if (o) {
+		memcpy(msg + o, "; ", 3);
+		o += 2;
+	}
+	va_start(ap, fmt);
+	vsnprintf(msg + o, len - o, fmt, ap);
+	va_end(ap);
+}
+
+/* One velod model command of a label change; its answer noted in @msg. */
+static int label_cmd(struct mgmtd *d, const char *q, char *msg, size_t len)
+{
+	int rc = mgmt_velod_query(d->super.cfg.ctl_path, q, vbuf, sizeof(vbuf),
+				  VELOD_MODEL_QUERY_MS);
+	size_t l;
+
+	if (rc < 0) {
+		mgmt_ctr_inc(MGMT_CTR_label_apply_failures);
+		note(msg, len, "velod did not answer '%s': %s", q, strerror(-rc));
+		return rc;
+	}
+	l = strlen(vbuf);
+	while (l && vbuf[l - 1] == '\n')
+		vbuf[--l] = '\0';
+	note(msg, len, "velod: %.400s", vbuf);
+	if (!strncmp(vbuf, "error:", 6)) {
+		mgmt_ctr_inc(MGMT_CTR_label_apply_failures);
+		return -EREMOTEIO;
+	}
+	mgmt_ctr_inc(MGMT_CTR_label_applies);
+	return 0;
+}
+
+/*
+ * Make velod's canary and shadow slots of @name what labels.json says.
+ * Return: the number of velod commands it took (0: velod already follows,
+ * or can not yet — not running, no production slot —, @msg says so);
+ * -errno when velod refused or did not answer, or an image failed its
+ * full check (@msg has the reason).
+ */
+static int labels_sync(struct mgmtd *d, const char *name, char *msg, size_t len)
+{
+	static const char *const kind[2] = { "canary", "shadow" };
+	struct lslot want[2], have[2];
+	char prod[MGMT_MODEL_VERSION_LEN], q[1024], why[MGMT_MODEL_ERR_LEN + 300];
+	int rc, cmds = 0;
+
+	msg[0] = '\0';
+	if (d->no_velod) {
+		note(msg, len, "labels.json only (velod is not supervised)");
+		return 0;
+	}
+	if (!d->super.v.ready) {
+		note(msg, len, "velod is not running: applied when it is back");
+		return 0;
+	}
+	pthread_mutex_lock(&d->lock);
+	mgmt_repo_scan(d->repo);
+	label_want(d, name, want);
+	pthread_mutex_unlock(&d->lock);
+	rc = label_have(d, name, prod, sizeof(prod), have, why, sizeof(why));
+	if (rc) {
+		mgmt_ctr_inc(MGMT_CTR_label_apply_failures);
+		note(msg, len, "%s", why);
+		return rc;
+	}
+	for (int k = 0; k < 2; k++) {
+		bool same = have[k].on && want[k].on &&
+			    !strcmp(have[k].version, want[k].version) &&
+			    (k || have[k].share == want[k].share);
+
+		if (have[k].on && !same) {
+			snprintf(q, sizeof(q), "model unload %.63s %.31s", name,
+				 have[k].version);
+			rc = label_cmd(d, q, msg, len);
+			if (rc)
+				return rc;
+			cmds++;
+		}
+		if (!want[k].on || same)
+			continue;
+		if (!prod[0]) {
+			note(msg, len, "velod has no production slot of %s: the %s "
+			     "%s follows once it is loaded (model load %s)", name,
+			     kind[k], want[k].version, name);
+			continue;
+		}
+		if (!strcmp(prod, want[k].version)) {
+			mgmt_ctr_inc(MGMT_CTR_label_apply_failures);
+			note(msg, len, "%s %s serves production in velod: it can "
+			     "not be its own %s", name, prod, kind[k]);
+			return -EEXIST;
+		}
+		/* velod verifies too, but the repository names the image
+		 * and says why before velod is asked anything. */
+		rc = mgmt_repo_verify(d->repo, &want[k].m, why, sizeof(why));
+		if (rc) {
+			mgmt_ctr_inc(MGMT_CTR_model_refused);
+			mgmt_ctr_inc(MGMT_CTR_label_apply_failures);
+			note(msg, len, "%s", why);
+			return rc;
+		}
+		mgmt_ctr_inc(MGMT_CTR_model_checks_ok);
+		if (k)
+			snprintf(q, sizeof(q), "model load %.63s %.31s %.255s "
+				 "label shadow", name, want[k].version,
+				 want[k].m.file);
+		else
+			snprintf(q, sizeof(q), "model load %.63s %.31s %.255s "
+				 "label canary share %u", name, want[k].version,
+				 want[k].m.file, want[k].share);
+		rc = label_cmd(d, q, msg, len);
+		if (rc)
+			return rc;
+		cmds++;
+	}
+	if (!msg[0])
+		note(msg, len, "velod follows already");
+	return cmds;
+}
+
+/* A velod (re)started: every labelled name's canary and shadow again.
+ * Bounded by the names in labels.json (MGMT_MODELS_MAX). */
+static void labels_sync_all(struct mgmtd *d)
+{
+	char names[MGMT_MODELS_MAX][MGMT_MODEL_NAME_LEN], msg[2048];
+	const char *p[MGMT_MODELS_MAX];
+	unsigned n;
+
+	pthread_mutex_lock(&d->lock);
+	n = mgmt_repo_label_names(d->repo, p, MGMT_MODELS_MAX);
+	for (unsigned i = 0; i < n; i++)
+		snprintf(names[i], sizeof(names[i]), "%s", p[i]);
+	pthread_mutex_unlock(&d->lock);
+	for (unsigned i = 0; i < n; i++) {
+		struct lslot want[2];
+		int rc;
+
+		pthread_mutex_lock(&d->lock);
+		rc = label_want(d, names[i], want);
+		pthread_mutex_unlock(&d->lock);
+		if (!rc)
+			continue;	/* production only: model load's */
+		rc = labels_sync(d, names[i], msg, sizeof(msg));
+		if (rc < 0) {
+			LOG_E(mgmt, "labels of %s not re-applied to velod pid %d: %s",
+			      names[i], (int)d->super.v.pid, msg);
+			label_err_set(names[i], msg);
+			continue;
+		}
+		label_err_set(names[i], NULL);
+		if (rc > 0) {
+			mgmt_ctr_inc(MGMT_CTR_label_reapplies);
+			LOG_I(mgmt, "labels of %s re-applied to velod pid %d: %s",
+			      names[i], (int)d->super.v.pid, msg);
+		}
+	}
+}
+
 /* Main loop: roll back swaps whose time is up; reload the model into a
  * velod that restarted without it. */
 static void models_tick(struct mgmtd *d)
@@ -614,6 +963,13 @@ static void models_tick(struct mgmtd *d)
 		else
 			LOG_I(mgmt, "%s reloaded into velod pid %d", d->loaded,
 			      (int)d->loaded_pid);
+	}
+	/* After the production reload above: a canary or shadow needs its
+	 * production slot first. */
+	if (d->super.v.ready && d->super.v.pid &&
+	    d->super.v.pid != d->labels_pid) {
+		d->labels_pid = d->super.v.pid;
+		labels_sync_all(d);
 	}
 }
 
@@ -750,6 +1106,28 @@ static void cmd_model(struct mgmtd *d, struct out *o, const struct mgmt_parsed *
 		else
 			done(o, "%s%svelod: %s", m ? msg : "", m ? "; " : "", ans);
 	}
+	if (id == MGMT_CMD_MODEL_LOAD) {
+		struct lslot want[2];
+		char lmsg[2048], name[MGMT_MODEL_NAME_LEN];
+		bool any;
+		int rc;
+
+		/* A canary or shadow labelled before the name was loaded.  (A
+		 * copy of the name: the sync rescans the repository.) */
+		pthread_mutex_lock(&d->lock);
+		snprintf(name, sizeof(name), "%s", m->name);
+		any = label_want(d, name, want);
+		pthread_mutex_unlock(&d->lock);
+		if (!any)
+			return;
+		rc = labels_sync(d, name, lmsg, sizeof(lmsg));
+		label_err_set(name, rc < 0 ? lmsg : NULL);
+		if (o->len && reply[o->len - 1] == '\n' && !o->json)
+			o->len--;
+		if (!o->json)
+			say(o, "; labels: %s%s\n", rc < 0 ? "NOT applied: " : "",
+			    lmsg);
+	}
 	return;
 out:
 	pthread_mutex_unlock(&d->lock);
@@ -759,6 +1137,7 @@ static void cmd_label(struct mgmtd *d, struct out *o, const struct mgmt_parsed *
 {
 	int l = mgmt_label_parse(p->args[2]);
 	uint32_t pct = p->n_args > 3 ? (uint32_t)atoi(p->args[3]) : 0;
+	char msg[2048], back[1024], *saved;
 	int rc;
 
 	pthread_mutex_lock(&d->lock);
@@ -767,27 +1146,63 @@ static void cmd_label(struct mgmtd *d, struct out *o, const struct mgmt_parsed *
 	if (l == MGMT_LABEL_PRODUCTION || l == MGMT_LABEL_CANARY) {
 		const struct mgmt_model *m = mgmt_repo_find(d->repo, p->args[0],
 							    p->args[1]);
-		char msg[600];
 
 		if (m && model_check(d, o, m, msg, sizeof(msg))) {
 			pthread_mutex_unlock(&d->lock);
+			mgmt_ctr_inc(MGMT_CTR_label_apply_failures);
+			o->len = 0;
+			fail(o, o->status, "%s %s: %s not set; %s", p->args[0],
+			     p->args[1], p->args[2], msg);
 			return;
 		}
 	}
-	rc = mgmt_repo_label(d->repo, p->args[0], p->args[1], (enum mgmt_label)l,
-			     pct);
+	/* Put back if velod refuses what the new labels ask of it. */
+	saved = mgmt_repo_labels_save(d->repo);
+	rc = saved ? mgmt_repo_label(d->repo, p->args[0], p->args[1],
+				     (enum mgmt_label)l, pct) : -ENOMEM;
 	pthread_mutex_unlock(&d->lock);
-	if (rc == -ENOENT)
-		fail(o, rc, "no image of %s version %s", p->args[0], p->args[1]);
-	else if (rc == -EINVAL)
-		fail(o, rc, "%s", l == MGMT_LABEL_CANARY || pct
-		     ? "a canary needs a share of 1..99 percent, other labels none"
-		     : "a refused image can not be labelled");
-	else if (rc)
-		fail(o, rc, "labels.json: %s", strerror(-rc));
+	if (rc) {
+		free(saved);
+		if (rc == -ENOENT)
+			fail(o, rc, "no image of %s version %s", p->args[0],
+			     p->args[1]);
+		else if (rc == -EINVAL)
+			fail(o, rc, "%s", l == MGMT_LABEL_CANARY || pct
+			     ? "a canary needs a share of 1..99 percent, other labels none"
+			     : "a refused image can not be labelled");
+		else
+			fail(o, rc, "labels.json: %s", strerror(-rc));
+		return;
+	}
+	/* labels.json is the truth velod follows: its canary and shadow
+	 * slots now, and again after every restart of velod. */
+	rc = labels_sync(d, p->args[0], msg, sizeof(msg));
+	if (rc < 0) {
+		int rrc;
+
+		pthread_mutex_lock(&d->lock);
+		rrc = mgmt_repo_labels_restore(d->repo, saved);
+		pthread_mutex_unlock(&d->lock);
+		free(saved);
+		/* velod back to the labels before (a canary unloaded on the
+		 * way to a refused one is loaded again). */
+		if (!rrc && labels_sync(d, p->args[0], back, sizeof(back)) < 0)
+			label_err_set(p->args[0], back);
+		else
+			label_err_set(p->args[0], NULL);
+		LOG_W(mgmt, "label %s %s %s refused: %s", p->args[0], p->args[1],
+		      p->args[2], msg);
+		fail(o, rc, "%s %s: %s not set (labels unchanged%s): %s",
+		     p->args[0], p->args[1], p->args[2],
+		     rrc ? ", but labels.json could not be put back" : "", msg);
+		return;
+	}
+	free(saved);
+	label_err_set(p->args[0], NULL);
+	if (pct)
+		done(o, "%s %s: canary %u %%; %s", p->args[0], p->args[1], pct, msg);
 	else
-		done(o, "%s %s: %s%s", p->args[0], p->args[1], p->args[2],
-		     pct ? " (share set)" : "");
+		done(o, "%s %s: %s; %s", p->args[0], p->args[1], p->args[2], msg);
 }
 
 /* --set arguments for velod from the "velod" subtree. */

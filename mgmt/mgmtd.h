@@ -34,6 +34,9 @@
 	X(model_refused, "model images refused (corrupt, truncated, bad)")    \
 	X(model_swaps, "model swaps velod completed")                         \
 	X(model_auto_rollbacks, "swaps rolled back for want of a confirm")    \
+	X(label_applies, "canary/shadow slot loads and unloads velod did")   \
+	X(label_apply_failures, "canary/shadow changes velod refused")        \
+	X(label_reapplies, "labels re-applied to a restarted velod")          \
 	X(metrics_scrapes, "HTTP requests served")
 
 #define MGMT_CTR_ENUM(name, help) MGMT_CTR_##name,

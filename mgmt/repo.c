@@ -298,3 +298,45 @@ int mgmt_repo_label(struct mgmt_repo *r, const char *name, const char *version,
 	labels_apply(r);
 	return 0;
 }
+
+char *mgmt_repo_labels_save(const struct mgmt_repo *r)
+{
+	return json_dumps(r->labels, JSON_INDENT(2) | JSON_SORT_KEYS);
+}
+
+int mgmt_repo_labels_restore(struct mgmt_repo *r, const char *text)
+{
+	json_t *labels = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+	char path[PATH_MAX + 16];
+	int rc;
+
+	if (!json_is_object(labels)) {
+		json_decref(labels);
+		return -EINVAL;
+	}
+	snprintf(path, sizeof(path), "%s/labels.json", r->dir);
+	rc = mgmt_file_write_atomic(path, text, strlen(text), 0644);
+	if (rc) {
+		json_decref(labels);
+		return -EIO;
+	}
+	json_decref(r->labels);
+	r->labels = labels;
+	labels_apply(r);
+	return 0;
+}
+
+unsigned mgmt_repo_label_names(const struct mgmt_repo *r, const char **out,
+			       unsigned max)
+{
+	const char *k;
+	json_t *v;
+	unsigned n = 0;
+
+	json_object_foreach(r->labels, k, v) {
+		if (n == max)
+			break;
+		out[n++] = k;
+	}
+	return n;
+}

@@ -135,6 +135,6 @@ for r in 'op flash (tiled attention):op flash' 'op lt (cuBLASLt products):op lt 
 	printf '%-28s %s\n' "  ${r%%:*}" "$(grep -E "$re" "$LOG/velo-test-cuda-routes.log" | grep -c '^ok') ok, $(grep -E "$re" "$LOG/velo-test-cuda-routes.log" | grep -c '^FAIL') failed"
 done
 [ "$route_fail" = 0 ] && [ "$routes_rc" = 0 ] || echo "  OPTIONAL ROUTES FAILED: keep VELO_CUDA_LT / VELO_CUDA_FLASH off (see the FAIL lines above)"
-grep -E '^## |decode batch 1:|prefill  512|^# ttft' "$LOG/bench.log" | cut -c1-200
+grep -E '^## |decode batch 1:|prefill  512|^# ttft' "$LOG/bench.log" | cut -c1-260
 [ "$host_rc" = 0 ] && [ "$test_rc" = 0 ] || rc=1
 exit $rc

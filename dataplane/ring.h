@@ -153,10 +153,63 @@ struct dp_resp {
 	} u;
 	uint16_t name_len;	/* DONE: text[0, name_len) model name, rest version */
 	uint16_t reserved[3];
-	uint32_t tokens[DP_RESP_TOKENS_MAX];
+	/* TOKENS with u.tokens.top_logprobs = k > 0: ids in tokens[0, n),
+	 * then n x (1 + k) logprob entries from lp[dp_resp_lp_first(n)]
+	 * (dp_resp_lp()); n <= dp_resp_lp_tokens_max(k). */
+	union {
+		uint32_t tokens[DP_RESP_TOKENS_MAX];
+		struct proto_logprob lp[DP_RESP_TOKENS_MAX / 2];
+	};
 	char text[DP_RESP_TEXT_MAX];
 };
 _Static_assert(sizeof(struct dp_resp) == 512, "dp_resp");
+
+/*
+ * Logprobs ride in the record itself (so records stay self-contained when
+ * they are copied from ring to ring, dp.c's per-lcore fan-out): a TOKENS
+ * record with logprobs carries fewer tokens, as many as fit the 128 bytes
+ * of tokens[] with their 1 + k entries of 8 bytes each:
+ *   k        1  2  3  4..6  7..8
+ *   tokens   6  4  3   2     1
+ * The stream cuts its chunks to that many (eng_stream_params.ids_max).
+ * Cost: with stream = TOKEN (one TOKENS per token) nothing changes; with
+ * EVERY_K / SENTENCE a TOKENS message carries at most that many tokens.
+ */
+#define DP_RESP_LP_ENTRIES (DP_RESP_TOKENS_MAX / 2)
+
+/* Index in lp[] of the first entry, after @n ids. */
+static inline unsigned dp_resp_lp_first(unsigned n)
+{
+	return (n + 1) / 2;
+}
+
+/* Whether @n tokens with @k alternatives each fit one record. */
+static inline bool dp_resp_lp_fits(unsigned n, unsigned k)
+{
+	return dp_resp_lp_first(n) + n * (1 + k) <= DP_RESP_LP_ENTRIES;
+}
+
+/* Tokens one record holds with @k alternatives each (k 1..8: 6 to 1). */
+static inline unsigned dp_resp_lp_tokens_max(unsigned k)
+{
+	unsigned n = 1;
+
+	while (dp_resp_lp_fits(n + 1, k))
+		n++;
+	return n;
+}
+
+static inline struct proto_logprob *dp_resp_lp(struct dp_resp *r)
+{
+	return &r->lp[dp_resp_lp_first(r->n_tokens)];
+}
+
+static inline const struct proto_logprob *dp_resp_lp_const(const struct dp_resp *r)
+{
+	return &r->lp[dp_resp_lp_first(r->n_tokens)];
+}
+_Static_assert(PROTO_LOGPROBS_MAX == 8 && 1 + 1 * (1 + PROTO_LOGPROBS_MAX) <=
+	       DP_RESP_LP_ENTRIES, "one token with 8 alternatives fits a record");
 
 CK_RING_PROTOTYPE(dp_req, dp_req_msg)
 CK_RING_PROTOTYPE(dp_resp, dp_resp)

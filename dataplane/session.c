@@ -1695,6 +1695,7 @@ void dp_sess_rx(struct dp_sess_table *t, const uint8_t *buf, size_t len,
 struct put_tokens {
 	const struct dp_resp *r;
 	struct proto_tokens blk;
+	unsigned n_lp;		/* logprob entries: 0 or n x (1 + k) */
 };
 
 static void put_tokens(struct proto_enc *e, const void *arg)
@@ -1707,7 +1708,9 @@ static void put_tokens(struct proto_enc *e, const void *arg)
 		return;
 	memcpy(blk, &p->blk, sizeof(p->blk));
 	proto_enc_group_u32(e, p->r->tokens, MIN(p->r->n_tokens, DP_RESP_TOKENS_MAX));
-	proto_enc_group(e, &none, sizeof(none), 0);
+	/* ring.h: the entries follow the ids inside tokens[] */
+	proto_enc_group(e, p->n_lp ? dp_resp_lp_const(p->r) : &none,
+			sizeof(none), p->n_lp);
 	proto_enc_var(e, p->r->text, MIN(p->r->text_len, DP_RESP_TEXT_MAX));
 	proto_enc_msg_end(e);
 }
@@ -1777,8 +1780,21 @@ static void resp_one(struct dp_sess_table *t, const struct dp_resp *r)
 	}
 	case DP_RESP_TOKENS: {
 		struct put_tokens p = { .r = r, .blk = r->u.tokens };
+		unsigned k = r->u.tokens.top_logprobs;
 
 		p.blk.request_id = r->request_id;
+		p.blk.reserved = 0;
+		/* Logprobs that could not be in the record (the scheduler
+		 * broke ring.h's rule): none, and counted; the decoder takes
+		 * an empty group with top_logprobs > 0. */
+		if (k && r->n_tokens) {
+			if (k <= PROTO_LOGPROBS_MAX && dp_resp_lp_fits(r->n_tokens, k))
+				p.n_lp = r->n_tokens * (1u + k);
+			else
+				ctr(t, SESS_CTR_resp_bad_logprobs);
+		}
+		if (k > PROTO_LOGPROBS_MAX)
+			p.blk.top_logprobs = 0;
 		if (data_emit(t, s, put_tokens, &p))
 			ctr(t, SESS_CTR_tokens_tx);
 		break;

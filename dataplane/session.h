@@ -110,6 +110,7 @@
 	X(frag_dup, "duplicate pieces ignored")                               \
 	X(resp_rx, "records from the response ring")                          \
 	X(resp_stale, "responses for a session that has gone")                \
+	X(resp_bad_logprobs, "TOKENS records whose logprobs do not fit (sent without)") \
 	X(req_slots_exhausted, "INFER refused: no request slot free")
 
 enum dp_ctr {

@@ -33,6 +33,7 @@
 #include "../tools/lib/log.h"
 #include "core/chat.h"
 #include "core/kv_cache.h"
+#include "core/logprob.h"
 #include "core/stream.h"
 #include "sched_priv.h"
 
@@ -66,6 +67,13 @@ struct eng_sched_req {
 	struct eng_sampler *sampler;
 	struct eng_kvc_seq kseq;	/* block table: blk_mem */
 	struct eng_stream stream;
+	/* logprobs (INFER logprobs = k > 0): the entries of the tokens the
+	 * stream holds, row (completion index % lp_ring); the stream never
+	 * holds more than lp_ring ids (eng_stream_params.ids_max), which is
+	 * what one response record carries with k alternatives. */
+	uint8_t logprobs;		/* k; 0: none */
+	uint8_t lp_ring;		/* rows in use: dp_resp_lp_tokens_max(k) */
+	struct proto_logprob lp[SCHED_LP_ROWS][1 + PROTO_LOGPROBS_MAX];
 };
 
 static const struct ctr_desc eng_sched_ctr_desc[ENG_SCHED_CTR__COUNT] = {
@@ -342,6 +350,16 @@ static void send_ready(struct eng_sched *s, struct eng_sched_req *r)
 		p->u.tokens.request_id = r->request_id;
 		p->u.tokens.first_index = fi;
 		p->u.tokens.flags = fl;
+		if (r->logprobs) {
+			/* nt <= lp_ring (ids_max): fits, ring.h */
+			struct proto_logprob *lp = dp_resp_lp(p);
+			unsigned w = 1u + r->logprobs;
+
+			p->u.tokens.top_logprobs = r->logprobs;
+			for (uint32_t j = 0; j < nt; j++)
+				memcpy(lp + j * w, r->lp[(fi + j) % r->lp_ring],
+				       w * sizeof(*lp));
+		}
 		resp_put(s);
 		s->ctr[ENG_SCHED_CTR_tokens_msgs]++;
 	}
@@ -785,10 +803,21 @@ static void handle_infer(struct eng_sched *s, const struct dp_req_msg *m)
 		       ENG_SCHED_CTR_reject_invalid);
 		return;
 	}
+	/* The decoder refuses more than PROTO_LOGPROBS_MAX; checked again
+	 * because the ring rows are sized by it. */
+	r->logprobs = 0;
+	r->lp_ring = 0;
 	if (q->f.logprobs) {
-		reject(s, r, PROTO_E_INVALID_PARAM, 0, "logprobs are not supported yet",
-		       ENG_SCHED_CTR_reject_invalid);
-		return;
+		unsigned rows = q->f.logprobs <= PROTO_LOGPROBS_MAX ?
+				dp_resp_lp_tokens_max(q->f.logprobs) : 0;
+
+		if (!rows || rows > SCHED_LP_ROWS) {
+			reject(s, r, PROTO_E_INVALID_PARAM, 0, "logprobs out of range (0..8)",
+			       ENG_SCHED_CTR_reject_invalid);
+			return;
+		}
+		r->logprobs = q->f.logprobs;
+		r->lp_ring = (uint8_t)rows;
 	}
 	sampler_params(&q->f, &sp);
 	for (uint32_t i = 0; i < q->n_logit_bias && i < ENG_SAMPLER_BIAS_MAX; i++) {
@@ -832,6 +861,7 @@ static void handle_infer(struct eng_sched *s, const struct dp_req_msg *m)
 		stp.stop_seq_lens[i] = q->stop_seqs[i].len;
 	}
 	stp.n_stop_seqs = q->n_stop_seqs;
+	stp.ids_max = r->lp_ring;	/* 0: a whole record's worth */
 	rc = eng_stream_init(&r->stream, sm->tok, &stp);
 	if (rc) {
 		reject(s, r, PROTO_E_INVALID_PARAM, 0, "stream parameters out of range",
@@ -1038,6 +1068,34 @@ static int kv_reserve(struct eng_sched *s, struct eng_sched_model *sm,
 			return -ENOSPC;
 		preempt(s, sm, v);
 	}
+}
+
+/*
+ * The logprobs of the token just sampled for step sequence @seq, into the
+ * row of its completion index (before token_out pushes it).  From the raw
+ * logits row of the step (ops->logits; the CUDA backend copies it back on
+ * demand, also when it sampled greedily on the device), so what is
+ * reported does not depend on where the token was sampled
+ * (core/logprob.h).  Cost: ~0.5 ms per token at a 128k vocabulary on the
+ * development VM (docs/protocol.md §5.7).  A row that can not be had
+ * fails the request (counted; the caller finishes it with ERROR).
+ */
+static int token_logprobs(struct eng_sched *s, struct eng_sched_model *sm,
+			  struct eng_sched_req *r, uint32_t seq, uint32_t t)
+{
+	const float *row = NULL;
+	uint32_t idx = eng_stream_tokens(&r->stream);
+	int rc = sm->ops->logits(sm->bm, seq, &row);
+
+	if (!rc)
+		rc = eng_logprob_topk(row, sm->vocab, t, r->logprobs,
+				      r->lp[idx % r->lp_ring]);
+	if (unlikely(rc)) {
+		s->ctr[ENG_SCHED_CTR_logprob_fail]++;
+		return rc;
+	}
+	s->ctr[ENG_SCHED_CTR_logprob_tokens]++;
+	return 0;
 }
 
 /* A token was sampled for @r: append, stream, maybe finish. */
@@ -1249,6 +1307,11 @@ static unsigned model_step(struct eng_sched *s, struct eng_sched_model *sm)
 			continue;
 		if (!r->prefill_ns)
 			r->prefill_ns = t1;
+		if (r->logprobs && !r->shadow &&
+		    token_logprobs(s, sm, r, i, sm->sampled[i])) {
+			finish(s, sm, r, PROTO_FINISH_ERROR);
+			continue;
+		}
 		token_out(s, sm, r, sm->sampled[i], t1);
 	}
 	return 1;

@@ -87,6 +87,8 @@
 	X(prefix_hit_tokens, "prompt tokens served from the prefix cache")    \
 	X(preemptions, "running requests preempted (recomputation)")          \
 	X(tokens_msgs, "TOKENS records sent")                                 \
+	X(logprob_tokens, "generated tokens given logprobs (INFER logprobs > 0)") \
+	X(logprob_fail, "requests ended (ERROR) because their logits row was not available") \
 	X(bad_record, "request records with an unknown op or slot")           \
 	X(resp_ring_full, "polls that found the response ring full")          \
 	X(polls, "scheduler loop iterations")                                 \

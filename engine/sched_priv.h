@@ -32,6 +32,10 @@ struct eng_kvc;
  * are the request text budget plus this. */
 #define SCHED_CHAT_OVERHEAD (PROTO_CHAT_MSGS_MAX * 192 + 256)
 
+/* Rows of a request's logprobs ring: the most tokens one response record
+ * carries with logprobs (dataplane/ring.h dp_resp_lp_tokens_max(1)). */
+#define SCHED_LP_ROWS 6
+
 struct eng_sched_model {
 	struct eng_sched_model_status st;	/* names, state, sizes */
 	unsigned index;

@@ -109,9 +109,11 @@ int eng_stream_init(struct eng_stream *st, const struct eng_tokenizer *tok,
 		st->has_tok = 1;
 	}
 	st->mode = (uint8_t)p->mode;
+	st->ids_max = p->ids_max && p->ids_max < ENG_STREAM_CHUNK_IDS_MAX ?
+		      (uint16_t)p->ids_max : ENG_STREAM_CHUNK_IDS_MAX;
 	st->every_k = p->every_k ? p->every_k : 1;
-	if (st->every_k > ENG_STREAM_CHUNK_IDS_MAX)
-		st->every_k = ENG_STREAM_CHUNK_IDS_MAX;
+	if (st->every_k > st->ids_max)
+		st->every_k = st->ids_max;
 	st->max_tokens = p->max_tokens;
 	st->min_tokens = p->min_tokens;
 	st->eos_id = p->eos_id;
@@ -369,7 +371,7 @@ bool eng_stream_ready(const struct eng_stream *st)
 {
 	if (st->last_taken)
 		return false;
-	if (st->finished || st->n_ids >= ENG_STREAM_CHUNK_IDS_MAX ||
+	if (st->finished || st->n_ids >= st->ids_max ||
 	    st->text_len >= ENG_STREAM_CHUNK_TEXT_MAX)
 		return true;
 	switch (st->mode) {
@@ -421,8 +423,8 @@ int eng_stream_take_chunk(struct eng_stream *st, uint32_t *ids,
 		k = st->every_k;
 	else
 		k = st->n_ids;
-	if (k > ENG_STREAM_CHUNK_IDS_MAX)
-		k = ENG_STREAM_CHUNK_IDS_MAX;
+	if (k > st->ids_max)
+		k = st->ids_max;
 	t = k == st->n_ids ? st->text_len : (k ? st->id_text_end[k - 1] : 0);
 	if (t > ENG_STREAM_CHUNK_TEXT_MAX) {
 		/* Too much text: cut at a code point boundary; ids whose text

@@ -58,7 +58,8 @@
  *     "...end." is cut when " The" arrives and " The" starts the next one.
  *     PROTO_TOK_SENTENCE is set on a chunk whose text has a sentence end
  *     followed only by spaces/newlines (or the end of the text).
- *   - in every mode: as soon as DP_RESP_TOKENS_MAX ids are pending, or
+ *   - in every mode: as soon as DP_RESP_TOKENS_MAX ids (params.ids_max
+ *     when set) are pending, or
  *     DP_RESP_TEXT_MAX bytes of text (the text is then split at a code
  *     point boundary; the ids whose text is not entirely in the chunk go
  *     to the next one, so a chunk may carry text and no ids);
@@ -129,6 +130,13 @@ struct eng_stream_params {
 	 * exactly as eos_id does.  Copied. */
 	const uint32_t *eos_ids;	/* [n_eos_ids] */
 	uint32_t n_eos_ids;		/* <= ENG_STREAM_EOS_MAX */
+	/* Ids per chunk at most, 1..ENG_STREAM_CHUNK_IDS_MAX; 0 means
+	 * ENG_STREAM_CHUNK_IDS_MAX.  A request with logprobs sets it to what
+	 * one response record holds with its logprobs
+	 * (dataplane/ring.h dp_resp_lp_tokens_max()).  So at most this many
+	 * ids are ever pending: the caller may keep per-token data in a ring
+	 * of this many entries indexed by completion index. */
+	uint32_t ids_max;
 };
 
 /* The state (fields private; sized here so it can live in a slot). */
@@ -154,6 +162,8 @@ struct eng_stream {
 	uint16_t hold_len;		/* held-back stop-sequence tail */
 	uint16_t scan;			/* sentence scan position in text */
 	uint16_t sent_cut;		/* pending ids up to a sentence cut; 0 none */
+	uint16_t ids_max;		/* ids per chunk at most */
+	uint16_t reserved0;
 	uint32_t n_eos_ids;
 	uint32_t eos_ids[ENG_STREAM_EOS_MAX];
 	uint8_t stop_seq_lens[ENG_STREAM_STOP_SEQS_MAX];

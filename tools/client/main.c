@@ -295,6 +295,41 @@ static const char *finish_name(unsigned r)
 	return r < ARRAY_SIZE(names) ? names[r] : "?";
 }
 
+/* A logprob for JSON: -inf (a token the model rules out) as -9999.0, as
+ * vLLM's OpenAI server writes it (JSON has no infinities). */
+static double json_lp(float v)
+{
+	return v > -9999.0f ? (double)v : -9999.0;
+}
+
+/* ", \"logprobs\": [...]": per token {id, logprob, top_logprobs: [{id,
+ * logprob}...]}, from the group of n_tokens x (1 + top_logprobs) entries
+ * (the decoder checked the count). */
+static void json_logprobs(const struct proto_tokens_view *t)
+{
+	unsigned w = 1u + t->f.top_logprobs;
+
+	printf(", \"logprobs\": [");
+	for (uint32_t i = 0; i < t->n_tokens && (i + 1) * w <= t->logprobs.n; i++) {
+		for (unsigned j = 0; j < w; j++) {
+			struct proto_logprob e;
+
+			memcpy(&e, t->logprobs.entries +
+			       (size_t)(i * w + j) * t->logprobs.stride, sizeof(e));
+			if (j == 0)
+				printf("%s{\"id\": %u, \"logprob\": %.7g, "
+				       "\"top_logprobs\": [", i ? ", " : "",
+				       e.token, json_lp(e.logprob));
+			else
+				printf("%s{\"id\": %u, \"logprob\": %.7g}",
+				       j > 1 ? ", " : "", e.token,
+				       json_lp(e.logprob));
+		}
+		printf("]}");
+	}
+	printf("]");
+}
+
 static void gen_event(struct velo_client *c, struct gen_state *s,
 		      const struct velo_client_event *ev)
 {
@@ -325,6 +360,8 @@ static void gen_event(struct velo_client *c, struct gen_state *s,
 				       proto_u32_at(t->tokens, i));
 			printf("], \"text\": ");
 			tool_json_str(stdout, t->text.p, t->text.len);
+			if (t->logprobs.n)
+				json_logprobs(t);
 			printf(", \"flags\": %u, \"latency_ms\": %.3f}\n",
 			       t->f.flags, lat_ms);
 		} else {
@@ -590,7 +627,9 @@ static int cmd_gen(const struct gopts *g, int argc, char **argv)
 			rq.f.flags |= PROTO_INFER_IGNORE_EOS;
 			break;
 		case O_LOGPROBS:
-			if (tool_u64(optarg, 0, PROTO_LOGPROBS_MAX, &v))
+			/* 0..PROTO_LOGPROBS_MAX is the server's rule: sent
+			 * as given (u8), its decoder refuses more. */
+			if (tool_u64(optarg, 0, UINT8_MAX, &v))
 				return EX_USAGE;
 			rq.f.logprobs = (uint8_t)v;
 			break;

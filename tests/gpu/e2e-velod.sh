@@ -8,7 +8,7 @@
 # on the CPU backend beside the CUDA one.
 #
 # BUILD_DIR: a configured build with CONFIG_ENGINE_CUDA=y, or a directory
-# made from one by tools/bench/gpu/pack.sh.  E2E_BACKEND=cpu runs the same
+# made from one by tests/gpu/mkcarry.sh.  E2E_BACKEND=cpu runs the same
 # on the CPU backend (what this script is checked with on machines without
 # a GPU; the 8B image is then skipped unless E2E_8B=1).
 # Exit status 0 when every check passed.
@@ -19,7 +19,7 @@ SRC=$(cd "$(dirname "$0")/../.." && pwd)
 export O SRC
 BACKEND=${E2E_BACKEND:-cuda}
 [ "$BACKEND" = cuda ] && E2E_8B=${E2E_8B:-1} || E2E_8B=${E2E_8B:-0}
-for d in "$O/lib" "$O/syslib"; do	# pack.sh's lib/, the CUDA carry's syslib/
+for d in "$O/lib" "$O/syslib"; do	# mkcarry.sh's syslib/ (lib/: older carries)
 	[ -d "$d" ] && export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 done
 . "$SRC/tests/integration/lib.sh"

@@ -1,30 +1,40 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 #
-# tests/gpu/mkcarry.sh O DIR — a slim copy of build directory O with what
-# tests/gpu/run-gpu.sh needs on the GPU machine (the run tool carries at
-# most 64 MiB): bin/{velo-test-cuda,velo-convert,velod},
-# tests/unit/test_cuda_host, tests/gpu/test_sched*_cuda, and syslib/ with
-# the Debian libraries the GPU machine may lack (run-gpu.sh puts it on
-# LD_LIBRARY_PATH).  Build first: make O=O all gpu-tests.
-# Keep DIR out of git (.git/info/exclude), e.g. /gpu-carry/.
+# tests/gpu/mkcarry.sh O DIR — the slim copy of build directory O that a
+# GPU-machine call carries (the run tool carries at most 64 MiB), with what
+# every GPU-side script runs from it:
+#   tests/gpu/run-gpu.sh (make check-gpu): bin/velo-test-cuda, velo-convert,
+#     velod, tests/unit/test_cuda_host, tests/gpu/test_sched*_cuda;
+#   tools/bench/gpu/run-bench-gpu.sh (make bench-gpu): bin/velo-bench-gpu;
+#   tests/gpu/e2e-velod.sh: bin/velo-client, velo-keygen;
+#   tests/integration/t-swap.sh with SWAP_BACKEND=cuda: bin/velo-bench;
+# debug info stripped, and syslib/ with the shared libraries they link that
+# are not glibc's (the GPU machine's userland may lack them; the scripts put
+# syslib/ on LD_LIBRARY_PATH).  COMMIT names the tree they were built from.
+# Build first: make O=O all gpu-tests.  Keep DIR out of git
+# (.git/info/exclude), e.g. /gpu-carry/.
 set -eu
 O=${1:?usage: mkcarry.sh BUILDDIR OUTDIR}
 D=${2:?usage: mkcarry.sh BUILDDIR OUTDIR}
+FILES=${CARRY_FILES:-bin/velo-test-cuda bin/velo-convert bin/velod bin/velo-bench-gpu \
+	bin/velo-client bin/velo-keygen bin/velo-bench tests/unit/test_cuda_host \
+	tests/gpu/test_sched_cuda tests/gpu/test_sched_swap_cuda}
 rm -rf "$D"
 mkdir -p "$D/bin" "$D/tests/unit" "$D/tests/gpu" "$D/syslib"
-for f in bin/velo-test-cuda bin/velo-convert bin/velod tests/unit/test_cuda_host \
-	 tests/gpu/test_sched_cuda tests/gpu/test_sched_swap_cuda; do
-	if [ -f "$O/$f" ]; then
-		cp "$O/$f" "$D/$f"
-	else
+for f in $FILES; do
+	if [ ! -f "$O/$f" ]; then
 		echo "mkcarry: $O/$f missing (make O=$O all gpu-tests)" >&2
 		exit 1
 	fi
+	strip --strip-debug -o "$D/$f" "$O/$f"
+	ldd "$O/$f" | awk '$3 ~ /^\// { print $3 }' | while read -r lib; do
+		case "$(basename "$lib")" in
+		libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libgcc_s.so*) ;;
+		*) cp -L "$lib" "$D/syslib/" ;;
+		esac
+	done
 done
-for l in libcmocka.so.0 libutf8proc.so.2 libjansson.so.4 libxxhash.so.0 libpcre2-8.so.0; do
-	p=$(ldconfig -p | awk -v l="$l" '$1 == l && /x86-64/ { print $NF; exit }')
-	[ -n "$p" ] && cp -L "$p" "$D/syslib/"
-done
-{ git -C "$O/.." rev-parse --short HEAD 2>/dev/null || git -C "$(dirname "$0")/../.." rev-parse --short HEAD; } > "$D/COMMIT" 2>/dev/null || true
+[ -f "$O/.config" ] && cp "$O/.config" "$D/config"
+{ git -C "$(dirname "$0")/../.." rev-parse --short HEAD 2>/dev/null || echo unknown; } >"$D/COMMIT"
 du -sh "$D"

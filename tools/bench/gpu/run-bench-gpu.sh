@@ -11,8 +11,8 @@
 # HF baseline 35 s, velo INT4 65 s); BENCH_GPU_DEADLINE bounds it.
 #
 # BUILD_DIR is a configured build (CONFIG_ENGINE_CUDA=y) or a directory
-# made from one by tools/bench/gpu/pack.sh (bin/ and the shared libraries
-# the GPU machine may lack, in lib/).  Nothing is built here.
+# made from one by tests/gpu/mkcarry.sh (bin/ and the shared libraries
+# the GPU machine may lack, in syslib/).  Nothing is built here.
 #
 # Environment (all optional):
 #   BENCH_GPU_DTYPES    weight dtypes (default "fp8 int4")
@@ -48,8 +48,8 @@ PY=${PYTHON:-python3}
 START=$(date +%s)
 
 mkdir -p "$R" "$IMGDIR" || exit 1
-# shared libraries a slim carried build brings (pack.sh: lib/; the CUDA
-# backend's carry: syslib/)
+# shared libraries a slim carried build brings (mkcarry.sh: syslib/;
+# older carries: lib/)
 for d in "$O/lib" "$O/syslib"; do
 	[ -d "$d" ] && export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 done

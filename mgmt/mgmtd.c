@@ -150,7 +150,7 @@ static void __attribute__((format(printf, 2, 3))) say(struct out *o,
 static void __attribute__((format(printf, 3, 4))) fail(struct out *o, int err,
 						       const char *fmt, ...)
 {
-	char msg[1024];
+	char msg[3072];
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -798,6 +798,14 @@ static int labels_sync(struct mgmtd *d, const char *name, char *msg, size_t len)
 		note(msg, len, "%s", why);
 		return rc;
 	}
+	/* Refused before any slot is touched. */
+	for (int k = 0; k < 2; k++)
+		if (want[k].on && prod[0] && !strcmp(prod, want[k].version)) {
+			mgmt_ctr_inc(MGMT_CTR_label_apply_failures);
+			note(msg, len, "%s %s serves production in velod: it can "
+			     "not be its own %s", name, prod, kind[k]);
+			return -EEXIST;
+		}
 	for (int k = 0; k < 2; k++) {
 		bool same = have[k].on && want[k].on &&
 			    !strcmp(have[k].version, want[k].version) &&
@@ -818,12 +826,6 @@ static int labels_sync(struct mgmtd *d, const char *name, char *msg, size_t len)
 			     "%s follows once it is loaded (model load %s)", name,
 			     kind[k], want[k].version, name);
 			continue;
-		}
-		if (!strcmp(prod, want[k].version)) {
-			mgmt_ctr_inc(MGMT_CTR_label_apply_failures);
-			note(msg, len, "%s %s serves production in velod: it can "
-			     "not be its own %s", name, prod, kind[k]);
-			return -EEXIST;
 		}
 		/* velod verifies too, but the repository names the image
 		 * and says why before velod is asked anything. */
@@ -1186,15 +1188,20 @@ static void cmd_label(struct mgmtd *d, struct out *o, const struct mgmt_parsed *
 		free(saved);
 		/* velod back to the labels before (a canary unloaded on the
 		 * way to a refused one is loaded again). */
-		if (!rrc && labels_sync(d, p->args[0], back, sizeof(back)) < 0)
-			label_err_set(p->args[0], back);
-		else
-			label_err_set(p->args[0], NULL);
+		back[0] = '\0';
+		if (!rrc) {
+			int brc = labels_sync(d, p->args[0], back, sizeof(back));
+
+			label_err_set(p->args[0], brc < 0 ? back : NULL);
+			if (!brc)
+				back[0] = '\0';	/* nothing was changed */
+		}
 		LOG_W(mgmt, "label %s %s %s refused: %s", p->args[0], p->args[1],
 		      p->args[2], msg);
-		fail(o, rc, "%s %s: %s not set (labels unchanged%s): %s",
+		fail(o, rc, "%s %s: %s not set (labels unchanged%s): %s%s%.900s",
 		     p->args[0], p->args[1], p->args[2],
-		     rrc ? ", but labels.json could not be put back" : "", msg);
+		     rrc ? ", but labels.json could not be put back" : "", msg,
+		     back[0] ? "; put back: " : "", back);
 		return;
 	}
 	free(saved);

@@ -20,7 +20,7 @@
 
 M=$MGMT_STATE/models
 mkdir -p "$M"
-for v in 1 2 3; do
+for v in 1 2 3 4; do
 	"$BIN/velo-convert" -q -d fp8 --no-sync --name fortune --model-version $v \
 		"$SRC/images/models/src/fortune-5m" -o "$M/fortune-$v.vimg" >"$T/conv.out" 2>&1 ||
 		fail "velo-convert: $(cat "$T/conv.out")"
@@ -154,13 +154,31 @@ expect_rc 0 vctl model label fortune 2 canary 30
 [ "$(slots)" = "1:production:0 2:canary:30" ] || fail "slots: $(slots)"
 bench_ok "$T/b2.json" "share change, refusal, shadow, none, corrupt canary, canary again"
 
+# velod refuses (no room under a per-device budget of 40 MiB: the 28 MiB
+# slots of 1 and 2 leave none for a shadow 4): the operator reads velod's
+# reason, labels.json and the slots stay.  The commit restarts velod: the
+# canary is re-applied to the new process first.
+pid0=$(velod_pid)
+newpid() { p=$(velod_pid); [ -n "$p" ] && [ "$p" != 0 ] && [ "$p" != "$pid0" ]; }
+back() { [ "$(slots)" = "1:production:0 2:canary:30" ]; }
+expect_rc 0 vctl configure
+expect_rc 0 vctl set velod.model_defaults.device_mem_mb 40
+expect_rc 0 vctl commit
+wait_until 10 newpid || fail "velod not restarted by the commit"
+wait_until 15 back || fail "labels not back after the commit: $(slots)"
+expect_rc 1 vctl model label fortune 4 shadow
+grep -q 'fortune 4: shadow not set (labels unchanged): velod: error: no room for fortune' "$T/err" ||
+	fail "no room: $(cat "$T/err")"
+echo "refused: $(cat "$T/err")"
+grep -q '"4"' "$M/labels.json" && fail "refused shadow labelled: $(cat "$M/labels.json")"
+[ "$(slots)" = "1:production:0 2:canary:30" ] || fail "slots after no room: $(slots)"
+SERVER=$(velod_field listen)
+
 # velod killed: restarted by mgmtd, 1 reloaded, the canary re-applied.
 pid0=$(velod_pid)
 r0=$(vctl show counters | awk '$1 == "mgmt.label_reapplies" { print $2 }')
 kill -KILL "$pid0"
-newpid() { p=$(velod_pid); [ -n "$p" ] && [ "$p" != 0 ] && [ "$p" != "$pid0" ]; }
 wait_until 10 newpid || fail "velod not restarted"
-back() { [ "$(slots)" = "1:production:0 2:canary:30" ]; }
 wait_until 15 back || fail "labels not back after the restart: $(slots); $(tail -5 "$T/mgmtd.err")"
 grep -q 'labels of fortune re-applied to velod pid' "$T/mgmtd.err" || fail "no re-apply logged"
 r1=$(vctl show counters | awk '$1 == "mgmt.label_reapplies" { print $2 }')

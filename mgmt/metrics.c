@@ -186,6 +186,13 @@ static void render_metrics(struct page *p)
 	    "the full check\n# TYPE velo_model_images_refused_total counter\n"
 	    "velo_model_images_refused_total %llu\n",
 	    (unsigned long long)ctr_read(&mgmt_ctr[MGMT_CTR_model_refused]));
+	put(p, "# HELP velo_label_applications_total velod canary/shadow slot "
+	    "commands sent for labels.json, by result\n"
+	    "# TYPE velo_label_applications_total counter\n"
+	    "velo_label_applications_total{result=\"ok\"} %llu\n"
+	    "velo_label_applications_total{result=\"failed\"} %llu\n",
+	    (unsigned long long)ctr_read(&mgmt_ctr[MGMT_CTR_label_applies]),
+	    (unsigned long long)ctr_read(&mgmt_ctr[MGMT_CTR_label_apply_failures]));
 	put(p, "# HELP velo_config_commit Serial of the running configuration\n"
 	    "# TYPE velo_config_commit gauge\nvelo_config_commit %llu\n",
 	    (unsigned long long)v.config_serial);

@@ -1076,7 +1076,7 @@ static int kv_reserve(struct eng_sched *s, struct eng_sched_model *sm,
  * logits row of the step (ops->logits; the CUDA backend copies it back on
  * demand, also when it sampled greedily on the device), so what is
  * reported does not depend on where the token was sampled
- * (core/logprob.h).  Cost: ~0.5 ms per token at a 128k vocabulary on the
+ * (core/logprob.h).  Cost: ~0.17 ms per token at a 128k vocabulary on the
  * development VM (docs/protocol.md §5.7).  A row that can not be had
  * fails the request (counted; the caller finishes it with ERROR).
  */

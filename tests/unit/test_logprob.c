@@ -3,7 +3,9 @@
  * test_logprob.c — eng_logprob_topk() against a double-precision
  * log-softmax and a full sort computed here: random rows (vocab 1 ..
  * 128256), every k 0..8, chosen tokens anywhere; ties to the lower id;
- * NaN, -inf and +inf logits; argument checks.  VELO_LOGPROB_BENCH=1 also
+ * NaN, -inf and +inf logits; argument checks; how many tokens a response
+ * record holds with logprobs (dataplane/ring.h) and the stream cutting its
+ * chunks to that (ids_max).  VELO_LOGPROB_BENCH=1 also
  * prints the cost per token over a 128256-token vocabulary.
  */
 #include <errno.h>
@@ -19,7 +21,9 @@
 
 #include <cmocka.h>
 
+#include "../../dataplane/ring.h"
 #include "../../engine/core/logprob.h"
+#include "../../engine/core/stream.h"
 
 #define V_BIG 128256
 
@@ -240,6 +244,74 @@ static void t_args(void **st)
 	assert_int_equal(out[1].token, 1);
 }
 
+/* Tokens per record with k alternatives: every entry inside tokens[],
+ * none overlapping the ids, and one more token would not fit. */
+static void t_record_fit(void **st)
+{
+	static const unsigned want[9] = { 0, 6, 4, 3, 2, 2, 2, 1, 1 };
+	struct dp_resp r;
+
+	(void)st;
+	for (unsigned k = 1; k <= PROTO_LOGPROBS_MAX; k++) {
+		unsigned n = dp_resp_lp_tokens_max(k);
+		const char *end = (const char *)r.tokens + sizeof(r.tokens);
+
+		assert_int_equal(n, want[k]);
+		r.n_tokens = (uint16_t)n;
+		assert_true((const char *)dp_resp_lp(&r) >= (const char *)&r.tokens[n]);
+		assert_true((const char *)(dp_resp_lp(&r) + n * (1 + k)) <= end);
+		assert_false(dp_resp_lp_fits(n + 1, k));
+		assert_true(n <= 6);	/* SCHED_LP_ROWS */
+	}
+}
+
+/* The stream never holds more than ids_max ids: chunks of ids_max in
+ * every mode (ids only, no tokenizer), the rest at the end. */
+static void t_stream_ids_max(void **st)
+{
+	static const enum proto_stream modes[] = { PROTO_STREAM_EVERY_K,
+						   PROTO_STREAM_SENTENCE,
+						   PROTO_STREAM_TOKEN };
+	static struct eng_stream s;
+	uint32_t ids[ENG_STREAM_CHUNK_IDS_MAX];
+	char text[ENG_STREAM_CHUNK_TEXT_MAX];
+
+	(void)st;
+	for (unsigned a = 0; a < 3; a++) {
+		struct eng_stream_params p = { .mode = modes[a], .every_k = 8,
+					       .max_tokens = 10,
+					       .eos_id = 0xffffffffu,
+					       .ids_max = 3 };
+		uint32_t next = 0, chunks = 0;
+
+		assert_int_equal(eng_stream_init(&s, NULL, &p), 0);
+		for (uint32_t i = 0; i < 10; i++) {
+			bool ready;
+			int rc = eng_stream_push(&s, NULL, 100 + i, &ready);
+
+			assert_true(rc == 0 || (rc == 1 && i == 9));
+			while (ready) {
+				uint16_t n = 0, tl = 0, fl = 0;
+				uint32_t fi = 0;
+
+				assert_int_equal(eng_stream_take_chunk(&s, ids, &n, text,
+								      &tl, &fl, &fi), 1);
+				assert_true(n <= 3);
+				assert_int_equal(fi, next);
+				for (uint32_t j = 0; j < n; j++)
+					assert_int_equal(ids[j], 100 + next + j);
+				next += n;
+				chunks++;
+				ready = eng_stream_ready(&s);
+			}
+		}
+		assert_int_equal(next, 10);
+		assert_true(eng_stream_done(&s));
+		if (modes[a] != PROTO_STREAM_TOKEN)
+			assert_int_equal(chunks, 4);	/* 3 3 3 1 */
+	}
+}
+
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
@@ -289,6 +361,8 @@ int main(void)
 		cmocka_unit_test(t_ties_lower_id),
 		cmocka_unit_test(t_nan_inf),
 		cmocka_unit_test(t_args),
+		cmocka_unit_test(t_record_fit),
+		cmocka_unit_test(t_stream_ids_max),
 		cmocka_unit_test(t_bench),
 	};
 

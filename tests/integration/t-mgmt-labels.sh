@@ -3,13 +3,15 @@
 # "Labels drive velod"): velo-mgmtd supervises the real velod with the
 # bundled fortune model as version 1 and a second conversion of it as
 # version 2 (and a copy of 2 with one byte flipped in its tensor data, as
-# version 3).  Through veloctl only:
+# version 3, and a version 5 whose known-answer record is wrong).  Through
+# veloctl only:
 #  - a canary label set before the name is loaded follows the load; canary
 #    30 % takes roughly its share of velo-bench's requests (velod's DONE
 #    tally per version), zero failed or lost, velo-client DONEs name both;
 #  - a new share is applied (unload + load), show models lists labels and
 #    velod's slots side by side;
-#  - a label velod refuses is not set and velod is put back as it was;
+#  - a label velod refuses is not set and velod is put back as it was (5's
+#    failed self-test after 2 was unloaded: 2 is loaded again);
 #  - shadow: copies counted by velod (sched.shadow_done), no DONE of 2;
 #  - none: the slot is unloaded; a corrupt canary is refused with the
 #    reason, serving untouched; all under load with zero failed requests;
@@ -25,6 +27,12 @@ for v in 1 2 3 4; do
 		"$SRC/images/models/src/fortune-5m" -o "$M/fortune-$v.vimg" >"$T/conv.out" 2>&1 ||
 		fail "velo-convert: $(cat "$T/conv.out")"
 done
+# 5: sound checksums, but a known-answer record the model does not give:
+# only velod's self-test can refuse it.
+echo '{"prompt": [10, 11, 12], "expect": [3, 3, 3, 3]}' >"$T/ka.json"
+"$BIN/velo-convert" -q -d fp8 --no-sync --name fortune --model-version 5 -k "$T/ka.json" \
+	"$SRC/images/models/src/fortune-5m" -o "$M/fortune-5.vimg" >"$T/conv.out" 2>&1 ||
+	fail "velo-convert: $(cat "$T/conv.out")"
 /usr/bin/python3 - "$M/fortune-3.vimg" <<'PY'
 import sys
 b = bytearray(open(sys.argv[1], "rb").read())
@@ -122,6 +130,15 @@ grep -q '"version": "2"' "$M/labels.json" && grep -q '"percent": 50' "$M/labels.
 	fail "labels.json changed: $(cat "$M/labels.json")"
 [ "$(slots)" = "1:production:0 2:canary:50" ] || fail "canary not put back: $(slots)"
 
+# velod refuses a canary after 2 was unloaded on the way (5 fails its
+# self-test): the label is not set and 2 is loaded again.
+expect_rc 1 vctl model label fortune 5 canary 50
+grep -q 'fortune 5: canary not set (labels unchanged): velod: ok fortune unloaded (2); velod: error: .*; put back: velod: ok fortune 2 loaded, self-test passed (canary, 50 % of 1' "$T/err" ||
+	fail "self-test refusal: $(cat "$T/err")"
+echo "refused: $(cat "$T/err")"
+grep -q '"5"' "$M/labels.json" && fail "refused canary labelled: $(cat "$M/labels.json")"
+[ "$(slots)" = "1:production:0 2:canary:50" ] || fail "canary 2 not put back: $(slots)"
+
 # Shadow: copies run on 2, counted, no DONE of 2 reaches a client.
 expect_rc 0 vctl model label fortune 2 shadow
 grep -q 'velod: ok fortune unloaded (2).*velod: ok fortune 2 loaded, self-test passed (shadow of 1' "$T/out" ||
@@ -189,6 +206,18 @@ bench 3 "$T/b3.json"
 bench_ok "$T/b3.json" "after the restart"
 note "after the restart: $(($(served 1) - c1)) DONEs by 1, $(($(served 2) - c2)) by 2"
 [ $(($(served 2) - c2)) -gt 0 ] || fail "the re-applied canary got nothing"
-vctl show counters | grep -E 'mgmt\.label|mgmt\.model_refused' || true
+vctl show counters | grep -E 'mgmt\.label|mgmt\.model_refused' | tee "$T/ctrs"
+# /metrics: the same counts (4 refusals: 1's own canary, 5's self-test,
+# the corrupt 3, no room).
+/usr/bin/python3 - "$METRICS_PORT" "$T/ctrs" <<'PY' || fail "/metrics label counts"
+import sys, urllib.request
+text = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode()
+m = {l.split()[0]: int(float(l.split()[1])) for l in text.splitlines()
+     if l.startswith("velo_label_applications_total")}
+c = dict(l.split() for l in open(sys.argv[2]))
+assert m['velo_label_applications_total{result="ok"}'] == int(c["mgmt.label_applies"]) > 0, (m, c)
+assert m['velo_label_applications_total{result="failed"}'] == int(c["mgmt.label_apply_failures"]) == 4, (m, c)
+print("# /metrics: %s" % m)
+PY
 stop_mgmtd
 exit 0

@@ -61,6 +61,17 @@ for k in 1 5 8; do
 	check "$T/k$k.json" $k
 	[ "$(ids_of "$T/k$k.json")" = "$ref" ] || fail "logprobs $k changed the tokens"
 done
+# the same numbers whatever k (k = 1's list is k = 8's first entry)
+/usr/bin/python3 - "$T/k1.json" "$T/k8.json" <<'PY' || fail "logprobs differ between k = 1 and k = 8"
+import json, sys
+def lps(p):
+    return [lp for l in open(p) if '"tokens"' in l for lp in json.loads(l)["logprobs"]]
+a, b = lps(sys.argv[1]), lps(sys.argv[2])
+assert len(a) == len(b)
+for x, y in zip(a, b):
+    assert x["logprob"] == y["logprob"] and x["top_logprobs"][0] == y["top_logprobs"][0], (x, y)
+print("ok k=1 and k=8 agree")
+PY
 # every stream mode: sentence and every-k chunks carry fewer tokens with
 # logprobs (one record's worth), same ids
 for m in "--stream k:8" "--stream sentence"; do
@@ -81,7 +92,12 @@ grep -q '"top_logprobs"' "$T/t.json" || fail "no logprobs for a sampled text pro
 n=$(counter sched.logprob_tokens)
 [ "$n" -ge $((N * 6)) ] || fail "sched.logprob_tokens $n"
 echo "ok counters: sched.logprob_tokens $n"
-# 9: refused by the dataplane's decoder (bad_param), before the scheduler
+# 9: refused by the dataplane's decoder (bad_param), before the scheduler,
+# and counted
+bp0=$(counter dp.drop_bad_param)
 expect_rc 4 client gen --max-tokens 1 --tokens 1,2 --logprobs 9
-echo "ok logprobs 9 refused ($(head -c 80 "$T/err"))"
+grep -q "bad_param" "$T/err" || fail "no reason for logprobs 9: $(cat "$T/err")"
+bp1=$(counter dp.drop_bad_param)
+[ "$bp1" -gt "$bp0" ] || fail "dp.drop_bad_param $bp0 -> $bp1 for logprobs 9"
+echo "ok logprobs 9 refused and counted ($(head -c 80 "$T/err"))"
 stop_velod

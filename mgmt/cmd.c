@@ -54,7 +54,7 @@ const struct mgmt_cmd mgmt_cmds[] = {
 	{ "model label", MGMT_CMD_MODEL_LABEL, 4, 1,
 	  A(MGMT_ARG_NAME, MGMT_ARG_NAME, MGMT_ARG_LABEL, MGMT_ARG_UINT), 1, 99,
 	  false, false, "NAME VERSION production|canary|shadow|none [PERCENT]",
-	  "label a version (canary: share of traffic, 1..99)" },
+	  "label a version; velod's canary/shadow slots follow (canary: 1..99 %)" },
 	{ "configure", MGMT_CMD_CONFIGURE, 0, 0, A(0), 0, 0, true, false, "",
 	  "enter configuration mode (set, delete, commit, rollback)" },
 	{ "set", MGMT_CMD_SET, 2, 0, A(MGMT_ARG_KEY, MGMT_ARG_VALUE), 0, 0, false,

@@ -101,6 +101,25 @@ static int get_functions(struct cuda_backend *be)
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_flash[1], be->mod, "k_flash_bf16"));
 }
 
+/*
+ * Defaults of the optional routes (each overridden by its environment
+ * variable, docs/cuda.md "Optional routes"), set from the H200 run of
+ * 2026-11-27 at commit bcf8583 where every parity check of each passed:
+ *   VELO_CUDA_LT=2      prefill and large batches through cuBLASLt BF16
+ *                       GEMMs (FP8 weights converted exactly to BF16, INT4
+ *                       dequantised): TTFT at 512 tokens 45 ms instead of
+ *                       294 (8B FP8); =1 (E4M3 x E4M3) was faster (34 ms)
+ *                       but its 512-token logits lay 0.52 (rel L2) from the
+ *                       CUDA-core route's on the random 8B image, so it
+ *                       stays opt-in until that is understood; =0 off
+ *   VELO_CUDA_FLASH=1   tiled prefill attention
+ *   VELO_CUDA_GRAPHS=1  decode steps replayed from CUDA graphs (batch-1
+ *                       decode 4.05 ms/token instead of 4.71)
+ */
+#define CUDA_LT_DEFAULT 2
+#define CUDA_FLASH_DEFAULT 1
+#define CUDA_GRAPHS_DEFAULT 1
+
 /* A non-negative integer from the environment, @def when unset or bad. */
 static uint32_t env_uint(const char *name, uint32_t def)
 {
@@ -194,9 +213,9 @@ static int cuda_init(const struct eng_backend_budget *b, struct eng_backend **ou
 		rc = -ENODEV;
 		goto err_mod;
 	}
-	/* cuBLASLt only when asked for (the library is large to map); absent:
-	 * the CUDA-core products serve everything */
-	if (env_uint("VELO_CUDA_LT", 0))
+	/* cuBLASLt unless turned off (VELO_CUDA_LT=0); absent: the CUDA-core
+	 * products serve everything */
+	if (env_uint("VELO_CUDA_LT", CUDA_LT_DEFAULT))
 		cuda_lt_open(be);
 	if (ctr_block_register("eng_cuda", cuda_ctr_desc, be->ctr, CUDA_CTR__COUNT))
 		LOG_W(eng, "cuda: counter registry full");
@@ -555,7 +574,7 @@ static void lt_size(struct cuda_model *cm)
 		}
 	}
 	lt->wdeq_elems = wd;
-	lt->fp8_bf16 = env_uint("VELO_CUDA_LT", 0) == 2;
+	lt->fp8_bf16 = env_uint("VELO_CUDA_LT", CUDA_LT_DEFAULT) == 2;
 	cm->lt = lt;
 }
 
@@ -962,9 +981,9 @@ static int cuda_model_load(struct eng_backend *ebe, const struct eng_model *m,
 	if (rc)
 		goto err_free;
 	in_layout(cm);
-	if (be->lt.lib && env_uint("VELO_CUDA_LT", 0))
+	if (be->lt.lib && env_uint("VELO_CUDA_LT", CUDA_LT_DEFAULT))
 		lt_size(cm);
-	cm->flash_on = env_uint("VELO_CUDA_FLASH", 0) != 0;
+	cm->flash_on = env_uint("VELO_CUDA_FLASH", CUDA_FLASH_DEFAULT) != 0;
 
 	/* Pass 1: sizes; then the budget; then pass 2 hands out addresses. */
 	layout_weights(cm, &wa);
@@ -1009,12 +1028,8 @@ static int cuda_model_load(struct eng_backend *ebe, const struct eng_model *m,
 	     upload(cm);
 	if (rc)
 		goto err_unbudget;
-	{
-		const char *g = getenv("VELO_CUDA_GRAPHS");
-
-		if (g && atoi(g) > 0)
-			cm->graph_t_max = MIN(b->seqs_max, (uint32_t)CUDA_GRAPH_T_MAX);
-	}
+	if (env_uint("VELO_CUDA_GRAPHS", CUDA_GRAPHS_DEFAULT))
+		cm->graph_t_max = MIN(b->seqs_max, (uint32_t)CUDA_GRAPH_T_MAX);
 	rc = graphs_build(cm);
 	if (!rc && cm->lt)
 		rc = lt_plans(cm);

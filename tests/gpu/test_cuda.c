@@ -1568,8 +1568,8 @@ int main(int argc, char **argv)
 	printf("# device %s, sm_%d%d, %d SMs, %llu MiB; decode graphs %s\n", gbe->name,
 	       gbe->cc_major, gbe->cc_minor, gbe->sm_count,
 	       (unsigned long long)(gbe->total_mem >> 20),
-	       getenv("VELO_CUDA_GRAPHS") && atoi(getenv("VELO_CUDA_GRAPHS")) > 0 ?
-	       "on (VELO_CUDA_GRAPHS)" : "off");
+	       !getenv("VELO_CUDA_GRAPHS") || atoi(getenv("VELO_CUDA_GRAPHS")) > 0 ?
+	       "on" : "off (VELO_CUDA_GRAPHS=0)");
 	CK(gbe->api.cuCtxSetCurrent(gbe->ctx));
 	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	if (n > 0) {

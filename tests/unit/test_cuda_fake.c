@@ -251,7 +251,7 @@ static void test_graphs_up_down(void **st)
 	(void)st;
 	setenv("VELO_CUDA_GRAPHS", "1", 1);
 	round_trip(rc, &h);
-	unsetenv("VELO_CUDA_GRAPHS");
+	setenv("VELO_CUDA_GRAPHS", "0", 1);
 	for (int i = 0; i < OP_N; i++)
 		assert_int_equal(rc[i], 0);
 	assert_int_equal(h, 0);
@@ -269,10 +269,32 @@ static void lt_env(bool on)
 		setenv("VELO_CUDA_LT_MIN_TOKENS", "17", 1);
 		setenv("VELO_CUDA_FLASH", "1", 1);
 	} else {
-		unsetenv("VELO_CUDA_LT");
+		/* explicitly off: the backend's defaults have them on */
+		setenv("VELO_CUDA_LT", "0", 1);
 		unsetenv("VELO_CUDA_LT_MIN_TOKENS");
-		unsetenv("VELO_CUDA_FLASH");
+		setenv("VELO_CUDA_FLASH", "0", 1);
 	}
+}
+
+/* With nothing in the environment the backend's defaults hold: decode
+ * graphs captured at load (as many launches as test_graphs_up_down sees). */
+static void test_defaults_graphs_on(void **st)
+{
+	int rc[OP_N], h;
+	long base = fake_outstanding(), l0 = fake_launches();
+
+	(void)st;
+	unsetenv("VELO_CUDA_GRAPHS");
+	unsetenv("VELO_CUDA_LT");
+	unsetenv("VELO_CUDA_FLASH");
+	round_trip(rc, &h);
+	setenv("VELO_CUDA_GRAPHS", "0", 1);
+	lt_env(false);
+	for (int i = 0; i < OP_N; i++)
+		assert_int_equal(rc[i], 0);
+	assert_int_equal(h, 0);
+	assert_true(fake_launches() - l0 > 16 * 20);
+	assert_int_equal(fake_outstanding(), base);
 }
 
 static void test_lt_up_down(void **st)
@@ -326,8 +348,7 @@ static void ladder(bool graphs, bool lt)
 	long base = fake_outstanding();
 	int rc[OP_N], h, n_fail_runs = 0;
 
-	if (graphs)
-		setenv("VELO_CUDA_GRAPHS", "1", 1);
+	setenv("VELO_CUDA_GRAPHS", graphs ? "1" : "0", 1);
 	lt_env(lt);
 	for (int n = 1; n < 100000; n++) {
 		char buf[16];
@@ -362,7 +383,7 @@ static void ladder(bool graphs, bool lt)
 			fail_msg("fault at call %d (op %d): stream capture left open", n, first);
 	}
 	unsetenv("VELO_CUDA_FAIL_NTH");
-	unsetenv("VELO_CUDA_GRAPHS");
+	setenv("VELO_CUDA_GRAPHS", "0", 1);
 	lt_env(false);
 	printf("# fault ladder%s%s: %d injection points, every one handled\n",
 	       graphs ? " (decode graphs)" : "", lt ? " (cuBLASLt, flash)" : "", n_fail_runs);
@@ -438,11 +459,17 @@ int main(void)
 		cmocka_unit_test(test_load_rejects),
 		cmocka_unit_test(test_fault_ladder),
 		cmocka_unit_test(test_graphs_up_down),
+		cmocka_unit_test(test_defaults_graphs_on),
 		cmocka_unit_test(test_fault_ladder_graphs),
 		cmocka_unit_test(test_lt_up_down),
 		cmocka_unit_test(test_lt_fp8_up_down),
 		cmocka_unit_test(test_fault_ladder_lt),
 	};
 
+	/* The backend's defaults turn graphs, cuBLASLt and tiled attention
+	 * on; each test here names the routes it covers, the plain ones with
+	 * all three off. */
+	setenv("VELO_CUDA_GRAPHS", "0", 1);
+	lt_env(false);
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -157,6 +157,13 @@ static int cuda_init(const struct eng_backend_budget *b, struct eng_backend **ou
 		LOG_W(eng, "cuda: %s", why);
 		goto err_free;
 	}
+	/* Every kernel of every module loaded at cuModuleLoadData (ours) or
+	 * at first library use (cuBLASLt's), not at its first launch: a
+	 * lazily loaded kernel allocates host memory in the step that first
+	 * uses it (the scheduler's no-allocation test saw 1,681 on an H200
+	 * with the tiled attention and cuBLASLt routes on) and adds its load
+	 * to that step's latency.  The operator's own setting wins. */
+	setenv("CUDA_MODULE_LOADING", "EAGER", 0);
 	r = be->api.cuInit(0);
 	if (r != CUDA_SUCCESS) {
 		const char *nm = NULL;
@@ -1031,8 +1038,13 @@ static int cuda_model_load(struct eng_backend *ebe, const struct eng_model *m,
 	if (env_uint("VELO_CUDA_GRAPHS", CUDA_GRAPHS_DEFAULT))
 		cm->graph_t_max = MIN(b->seqs_max, (uint32_t)CUDA_GRAPH_T_MAX);
 	rc = graphs_build(cm);
+	/* every cuBLASLt plan run once now (scratch: the weights as A, the
+	 * FFN activations as D, overwritten by every step), so that no step
+	 * pays for an algorithm's first use */
 	if (!rc && cm->lt)
-		rc = lt_plans(cm);
+		rc = lt_plans(cm) ?:
+		     cuda_lt_warm(cm->lt, cm->st, cm->wmem, cm->wbytes, cm->hb,
+				  4 * (size_t)cm->bud.step_tokens_max * cm->ffn);
 	if (rc)
 		goto err_unbudget;
 	memset(cm->h_in, 0, 4 * cm->in.words);

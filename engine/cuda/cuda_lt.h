@@ -54,6 +54,18 @@ int cuda_lt_init(struct cuda_lt *lt, struct cuda_backend *be);
  */
 int cuda_lt_plan_add(struct cuda_lt *lt, int dt, uint32_t n, uint32_t k, uint32_t nt_max);
 
+/*
+ * cuda_lt_warm() - run every plan once at load on scratch operands (@a: a
+ * device range read as A, at least the largest plan's matrix; @d: written
+ * as D, plans whose output does not fit are skipped), so that what
+ * cuBLASLt loads or allocates on an algorithm's first use happens here and
+ * not in a step (which allocates nothing, and whose latency should not pay
+ * for it).  Synchronises @st.
+ * Return: 0, -EIO (backend down).
+ */
+int cuda_lt_warm(struct cuda_lt *lt, CUstream st, CUdeviceptr a, size_t a_bytes,
+		 CUdeviceptr d, size_t d_bytes);
+
 /* Free what cuda_lt_init and cuda_lt_plan_add made (not the buffers). */
 void cuda_lt_fini(struct cuda_lt *lt);
 

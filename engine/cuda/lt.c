@@ -140,6 +140,36 @@ int cuda_lt_init(struct cuda_lt *lt, struct cuda_backend *be)
 	return desc_make(lt, &lt->desc_fp8) ?: desc_make(lt, &lt->desc_bf16);
 }
 
+int cuda_lt_warm(struct cuda_lt *lt, CUstream st, CUdeviceptr a, size_t a_bytes,
+		 CUdeviceptr d, size_t d_bytes)
+{
+	static const float one = 1.0f, zero = 0.0f;
+	struct cuda_backend *be = lt->be;
+	uint32_t warmed = 0;
+	int rc;
+
+	for (uint32_t i = 0; i < lt->n_plans; i++) {
+		const struct cuda_lt_plan *p = &lt->plans[i];
+		bool gemm8 = p->dt == CUDA_DT_FP8;
+
+		if ((size_t)p->n * p->k * (gemm8 ? 1 : 2) > a_bytes ||
+		    (size_t)p->n * p->nt * 4 > d_bytes)
+			continue;
+		rc = LT_CHECK(be, be->lt.cublasLtMatmul(lt->h, gemm8 ? lt->desc_fp8 : lt->desc_bf16,
+				&one, DP(a), p->la, DP(lt->xq), p->lb, &zero,
+				DP(d), p->ld, DP(d), p->ld, &p->algo,
+				DP(lt->ws), lt->ws_bytes, (cudaStream_t)st));
+		if (rc)
+			return rc;
+		warmed++;
+	}
+	rc = CU_CHECK(be, be->api.cuStreamSynchronize(st));
+	if (!rc)
+		LOG_D(eng, "cuda: cuBLASLt: %u of %u plans run once at load", warmed,
+		      lt->n_plans);
+	return rc;
+}
+
 void cuda_lt_fini(struct cuda_lt *lt)
 {
 	struct cuda_backend *be = lt->be;

@@ -358,6 +358,16 @@ static void test_batched_equals_alone(void **state)
 
 /* A pool too small for every request at once: preemption by
  * recomputation, and still the same greedy output. */
+/* Whether the backend the tests run on promises batch invariance: the CPU
+ * backend does; tests/gpu/sched_backend.c runs these tests on another one
+ * named by $VELO_TEST_BACKEND. */
+static bool backend_batch_invariant(void)
+{
+	const char *b = getenv("VELO_TEST_BACKEND");
+
+	return !b || !*b || !strcmp(b, "cpu");
+}
+
 static void test_preempt_same_output(void **state)
 {
 	uint32_t ref[8][GEN_MAX], p[300];
@@ -374,7 +384,28 @@ static void test_preempt_same_output(void **state)
 	run_all(8);
 	for (uint32_t i = 0; i < 8; i++) {
 		assert_int_equal(OUT[i].final, DP_RESP_DONE);
-		assert_memory_equal(OUT[i].toks, ref[i], 40 * 4);
+		assert_int_equal(OUT[i].n, 40);
+		/* The CPU backend is batch invariant (backend.h), so a request
+		 * recomputed after preemption continues with the same bits.
+		 * The CUDA backend is not: the recomputed prefill runs through
+		 * cuBLASLt with BF16-rounded activations where the first pass
+		 * decoded those positions with f32 GEMVs, so a greedy choice
+		 * between near-equal logits may flip (vLLM's recomputation
+		 * preemption has the same property).  There the outputs are
+		 * compared and reported, and must agree at least up to the
+		 * first token (computed before any preemption). */
+		if (backend_batch_invariant())
+			assert_memory_equal(OUT[i].toks, ref[i], 40 * 4);
+		else
+			assert_int_equal(OUT[i].toks[0], ref[i][0]);
+	}
+	if (!backend_batch_invariant()) {
+		unsigned same = 0;
+
+		for (uint32_t i = 0; i < 8; i++)
+			same += !memcmp(OUT[i].toks, ref[i], 40 * 4);
+		printf("# %s backend: %u of 8 preempted requests kept the unpreempted "
+		       "output bit for bit\n", getenv("VELO_TEST_BACKEND"), same);
 	}
 	assert_true(S.ctr[ENG_SCHED_CTR_preemptions] > 0);
 	assert_kv_idle();

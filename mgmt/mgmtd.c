@@ -1101,34 +1101,34 @@ static void cmd_model(struct mgmtd *d, struct out *o, const struct mgmt_parsed *
 		if (id == MGMT_CMD_MODEL_UNLOAD)
 			loaded_set(d, "", "", "");
 		pthread_mutex_unlock(&d->lock);
-		if (id == MGMT_CMD_MODEL_SWAP)
+		if (id == MGMT_CMD_MODEL_SWAP) {
 			done(o, "%s; velod: %s; rolls back by itself in %llu s "
 			     "unless confirmed (model confirm %s)", msg, ans,
 			     (unsigned long long)swap_window_ms(d) / 1000, m->name);
-		else
-			done(o, "%s%svelod: %s", m ? msg : "", m ? "; " : "", ans);
-	}
-	if (id == MGMT_CMD_MODEL_LOAD) {
-		struct lslot want[2];
-		char lmsg[2048], name[MGMT_MODEL_NAME_LEN];
-		bool any;
-		int rc;
+		} else if (id == MGMT_CMD_MODEL_LOAD) {
+			struct lslot want[2];
+			char lmsg[2048], name[MGMT_MODEL_NAME_LEN];
+			int rc = 0;
 
-		/* A canary or shadow labelled before the name was loaded.  (A
-		 * copy of the name: the sync rescans the repository.) */
-		pthread_mutex_lock(&d->lock);
-		snprintf(name, sizeof(name), "%s", m->name);
-		any = label_want(d, name, want);
-		pthread_mutex_unlock(&d->lock);
-		if (!any)
-			return;
-		rc = labels_sync(d, name, lmsg, sizeof(lmsg));
-		label_err_set(name, rc < 0 ? lmsg : NULL);
-		if (o->len && reply[o->len - 1] == '\n' && !o->json)
-			o->len--;
-		if (!o->json)
-			say(o, "; labels: %s%s\n", rc < 0 ? "NOT applied: " : "",
-			    lmsg);
+			/* A canary or shadow labelled before the name was
+			 * loaded follows it now.  (A copy of the name: the
+			 * sync rescans the repository.) */
+			pthread_mutex_lock(&d->lock);
+			snprintf(name, sizeof(name), "%s", m->name);
+			lmsg[0] = '\0';
+			if (label_want(d, name, want)) {
+				pthread_mutex_unlock(&d->lock);
+				rc = labels_sync(d, name, lmsg, sizeof(lmsg));
+				label_err_set(name, rc < 0 ? lmsg : NULL);
+			} else {
+				pthread_mutex_unlock(&d->lock);
+			}
+			done(o, "%s; velod: %s%s%s%.2000s", msg, ans,
+			     lmsg[0] ? "; labels: " : "",
+			     rc < 0 ? "NOT applied: " : "", lmsg);
+		} else {
+			done(o, "%s%svelod: %s", m ? msg : "", m ? "; " : "", ans);
+		}
 	}
 	return;
 out:

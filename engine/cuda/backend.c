@@ -103,20 +103,23 @@ static int get_functions(struct cuda_backend *be)
 
 /*
  * Defaults of the optional routes (each overridden by its environment
- * variable, docs/cuda.md "Optional routes"), set from the H200 run of
- * 2026-11-27 at commit bcf8583 where every parity check of each passed:
- *   VELO_CUDA_LT=2      prefill and large batches through cuBLASLt BF16
- *                       GEMMs (FP8 weights converted exactly to BF16, INT4
- *                       dequantised): TTFT at 512 tokens 45 ms instead of
- *                       294 (8B FP8); =1 (E4M3 x E4M3) was faster (34 ms)
- *                       but its 512-token logits lay 0.52 (rel L2) from the
- *                       CUDA-core route's on the random 8B image, so it
- *                       stays opt-in until that is understood; =0 off
+ * variable, docs/cuda.md "Optional routes"), set from the H200/H100 runs of
+ * 2026-11-27 (commits bcf8583, 3683cdc), where every parity check of each
+ * route passed:
  *   VELO_CUDA_FLASH=1   tiled prefill attention
  *   VELO_CUDA_GRAPHS=1  decode steps replayed from CUDA graphs (batch-1
- *                       decode 4.05 ms/token instead of 4.71)
+ *                       decode 4.05 ms/token instead of 4.71, 8B FP8)
+ *   VELO_CUDA_LT=0      cuBLASLt stays opt-in although it cuts TTFT at 512
+ *                       tokens from 289 ms to 45 (=2, 8B FP8): cuBLASLt
+ *                       allocates host memory inside cublasLtMatmul (1,680
+ *                       allocations in test_sched's no-allocation test with
+ *                       LT=2 alone, none with FLASH or GRAPHS alone), which
+ *                       breaks the rule that nothing allocates in a step,
+ *                       and its BF16-rounded activations make outputs depend
+ *                       on how a prompt is chunked and batched; =1 (E4M3 x
+ *                       E4M3) lay 0.52 rel L2 from the reference besides
  */
-#define CUDA_LT_DEFAULT 2
+#define CUDA_LT_DEFAULT 0
 #define CUDA_FLASH_DEFAULT 1
 #define CUDA_GRAPHS_DEFAULT 1
 
@@ -157,13 +160,6 @@ static int cuda_init(const struct eng_backend_budget *b, struct eng_backend **ou
 		LOG_W(eng, "cuda: %s", why);
 		goto err_free;
 	}
-	/* Every kernel of every module loaded at cuModuleLoadData (ours) or
-	 * at first library use (cuBLASLt's), not at its first launch: a
-	 * lazily loaded kernel allocates host memory in the step that first
-	 * uses it (the scheduler's no-allocation test saw 1,681 on an H200
-	 * with the tiled attention and cuBLASLt routes on) and adds its load
-	 * to that step's latency.  The operator's own setting wins. */
-	setenv("CUDA_MODULE_LOADING", "EAGER", 0);
 	r = be->api.cuInit(0);
 	if (r != CUDA_SUCCESS) {
 		const char *nm = NULL;
@@ -220,8 +216,8 @@ static int cuda_init(const struct eng_backend_budget *b, struct eng_backend **ou
 		rc = -ENODEV;
 		goto err_mod;
 	}
-	/* cuBLASLt unless turned off (VELO_CUDA_LT=0); absent: the CUDA-core
-	 * products serve everything */
+	/* cuBLASLt only when asked for (VELO_CUDA_LT=1 or 2, see above);
+	 * absent: the CUDA-core products serve everything */
 	if (env_uint("VELO_CUDA_LT", CUDA_LT_DEFAULT))
 		cuda_lt_open(be);
 	if (ctr_block_register("eng_cuda", cuda_ctr_desc, be->ctr, CUDA_CTR__COUNT))

@@ -387,11 +387,12 @@ static void test_preempt_same_output(void **state)
 		assert_int_equal(OUT[i].n, 40);
 		/* The CPU backend is batch invariant (backend.h), so a request
 		 * recomputed after preemption continues with the same bits.
-		 * The CUDA backend is not: the recomputed prefill runs through
-		 * cuBLASLt with BF16-rounded activations where the first pass
-		 * decoded those positions with f32 GEMVs, so a greedy choice
-		 * between near-equal logits may flip (vLLM's recomputation
-		 * preemption has the same property).  There the outputs are
+		 * The CUDA backend is not (split attention, and with the
+		 * cuBLASLt route the recomputed prefill's BF16-rounded
+		 * activations where the first pass decoded those positions
+		 * with f32 GEMVs), so a greedy choice between near-equal
+		 * logits may flip (vLLM's recomputation preemption has the
+		 * same property).  There the outputs are
 		 * compared and reported, and must agree at least up to the
 		 * first token (computed before any preemption). */
 		if (backend_batch_invariant())

@@ -17,6 +17,7 @@
 
 #include "../../tools/lib/counters.h"
 #include "../../tools/lib/log.h"
+#include "../core/model_check.h"
 #include "cpu_priv.h"
 
 static const struct ctr_desc cpu_ctr_desc[] = { foreach_cpu_counter(CTR_DESC) };
@@ -107,124 +108,6 @@ static int cpu_health(const struct eng_backend *ebe, const char **why)
 
 /* ---- model checks ------------------------------------------------------- */
 
-static const char *const dt_names[] = { "f32", "bf16", "f16", "fp8", "int4" };
-
-static bool is_matrix_dtype(enum eng_dtype d)
-{
-	return d >= ENG_DT_F32 && d < ENG_DT__COUNT;
-}
-
-static int check_matrix(const char *name, uint32_t l, const struct eng_tensor *t,
-			uint32_t rows, uint32_t cols)
-{
-	const char *why = NULL;
-
-	if (!t->data)
-		why = "missing";
-	else if (!is_matrix_dtype(t->dtype))
-		why = "unknown dtype";
-	else if (t->rows != rows || t->cols != cols)
-		why = "wrong shape";
-	else if ((t->dtype == ENG_DT_FP8_E4M3 || t->dtype == ENG_DT_INT4_G128) &&
-		 !t->scales)
-		why = "no scales";
-	else if (t->dtype == ENG_DT_INT4_G128 && cols % ENG_INT4_GROUP)
-		why = "int4 input dim not a multiple of 128";
-	if (!why)
-		return 0;
-	LOG_E(eng, "cpu: layer %u %s (%ux%u %s): %s, want %ux%u", l, name,
-	      t->rows, t->cols, is_matrix_dtype(t->dtype) ? dt_names[t->dtype] : "?",
-	      why, rows, cols);
-	return -EINVAL;
-}
-
-static int check_vector(const char *name, uint32_t l, const struct eng_tensor *t,
-			uint32_t n, bool optional)
-{
-	if (!t->data && optional)
-		return 0;
-	if (t->data && (uint64_t)t->rows * t->cols == n &&
-	    (t->dtype == ENG_DT_F32 || t->dtype == ENG_DT_BF16 ||
-	     t->dtype == ENG_DT_F16))
-		return 0;
-	LOG_E(eng, "cpu: layer %u %s: missing, wrong size or dtype (want %u f32/bf16/f16)",
-	      l, name, n);
-	return -EINVAL;
-}
-
-static int check_model(const struct eng_model *m)
-{
-	const struct eng_model_config *c = &m->cfg;
-	uint32_t q_dim, kv_dim;
-	int rc = 0;
-
-	if (!c->vocab_size || !c->hidden || !c->n_layers || c->n_layers > 4096 ||
-	    !c->n_heads || !c->n_kv_heads || c->n_heads % c->n_kv_heads ||
-	    !c->head_dim || c->head_dim % 2 || c->head_dim > 1024 || !c->ffn ||
-	    !(c->norm_eps > 0.0f) || !isfinite(c->norm_eps) ||
-	    !(c->rope_theta > 0.0f) || !isfinite(c->rope_theta) || !m->layers) {
-		LOG_E(eng, "cpu: model config out of range");
-		return -EINVAL;
-	}
-	if (c->rope_scaling == ENG_ROPE_LLAMA3 &&
-	    (!(c->rope_factor > 0.0f) || !(c->rope_low_freq_factor > 0.0f) ||
-	     !(c->rope_high_freq_factor > c->rope_low_freq_factor) ||
-	     !c->rope_orig_max_pos)) {
-		LOG_E(eng, "cpu: llama3 rope scaling parameters out of range");
-		return -EINVAL;
-	}
-	if (c->mlp_bias) {
-		LOG_E(eng, "cpu: MLP biases are not supported");
-		return -EOPNOTSUPP;
-	}
-	q_dim = c->n_heads * c->head_dim;
-	kv_dim = c->n_kv_heads * c->head_dim;
-	if (check_matrix("embed", 0, &m->embed, c->vocab_size, c->hidden) ||
-	    check_vector("final_norm", 0, &m->final_norm, c->hidden, false))
-		return -EINVAL;
-	if (!c->tied_embeddings &&
-	    check_matrix("lm_head", 0, &m->lm_head, c->vocab_size, c->hidden))
-		return -EINVAL;
-	if (c->tied_embeddings && m->lm_head.data &&
-	    check_matrix("lm_head", 0, &m->lm_head, c->vocab_size, c->hidden))
-		return -EINVAL;
-	for (uint32_t l = 0; l < c->n_layers && !rc; l++) {
-		const struct eng_layer_weights *w = &m->layers[l];
-
-		rc = check_vector("attn_norm", l, &w->attn_norm, c->hidden, false) ?:
-		     check_vector("ffn_norm", l, &w->ffn_norm, c->hidden, false) ?:
-		     check_matrix("wq", l, &w->wq, q_dim, c->hidden) ?:
-		     check_matrix("wk", l, &w->wk, kv_dim, c->hidden) ?:
-		     check_matrix("wv", l, &w->wv, kv_dim, c->hidden) ?:
-		     check_matrix("wo", l, &w->wo, c->hidden, q_dim) ?:
-		     check_matrix("w_gate", l, &w->w_gate, c->ffn, c->hidden) ?:
-		     check_matrix("w_up", l, &w->w_up, c->ffn, c->hidden) ?:
-		     check_matrix("w_down", l, &w->w_down, c->hidden, c->ffn) ?:
-		     check_vector("bq", l, &w->bq, q_dim, !c->qkv_bias) ?:
-		     check_vector("bk", l, &w->bk, kv_dim, !c->qkv_bias) ?:
-		     check_vector("bv", l, &w->bv, kv_dim, !c->qkv_bias) ?:
-		     check_vector("bo", l, &w->bo, c->hidden, !c->o_bias);
-	}
-	return rc;
-}
-
-static int check_budget(const struct eng_model_budget *b)
-{
-	uint32_t B = b->kv_block_tokens ? b->kv_block_tokens : ENG_KV_BLOCK_TOKENS_DEFAULT;
-
-	if (!b->seqs_max || !b->step_tokens_max || !b->kv_blocks ||
-	    !b->seq_blocks_max || B > ENG_KV_BLOCK_TOKENS_MAX || (B & (B - 1)) ||
-	    b->seqs_max > b->step_tokens_max || b->step_tokens_max > (1u << 20) ||
-	    (uint64_t)b->seq_blocks_max * B > (1u << 24)) {
-		LOG_E(eng, "cpu: model budget out of range");
-		return -EINVAL;
-	}
-	if (b->kv_dtype != ENG_KV_F32) {
-		LOG_E(eng, "cpu: only a float32 KV cache is supported");
-		return -EOPNOTSUPP;
-	}
-	return 0;
-}
 
 /* ---- arena -------------------------------------------------------------- */
 
@@ -324,6 +207,12 @@ static uint64_t weight_bytes(const struct eng_tensor *t)
 
 /* ---- load / unload ------------------------------------------------------ */
 
+/* The CPU kernels take any even head_dim up to 1024 and any dimensions;
+ * INT4 rows are walked by group. */
+static const struct eng_model_limits cpu_limits = {
+	.who = "cpu", .head_dim_max = 1024, .dim_multiple = 1, .col_multiple = NULL,
+};
+
 static int cpu_model_load(struct eng_backend *ebe, const struct eng_model *m,
 			  const struct eng_model_budget *b,
 			  struct eng_be_model **out)
@@ -339,7 +228,11 @@ static int cpu_model_load(struct eng_backend *ebe, const struct eng_model *m,
 		return -ENODEV;
 	if (!m || !b || !out)
 		return -EINVAL;
-	rc = check_model(m) ?: check_budget(b);
+	rc = eng_model_check(m, &cpu_limits) ?: eng_model_budget_check(b, "cpu");
+	if (!rc && b->kv_dtype != ENG_KV_F32) {
+		LOG_E(eng, "cpu: only a float32 KV cache is supported");
+		rc = -EOPNOTSUPP;
+	}
 	if (rc)
 		goto err_count;
 	c = &m->cfg;

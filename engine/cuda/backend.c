@@ -20,6 +20,7 @@
 #include "../../tools/lib/counters.h"
 #include "../../tools/lib/log.h"
 #include "../core/image.h"
+#include "../core/model_check.h"
 #include "cuda_fwd.h"
 #include "cuda_lt.h"
 #include "cuda_priv.h"
@@ -288,6 +289,18 @@ static uint32_t chunk_elems(enum eng_dtype d)
 	}
 }
 
+/* What the kernels need of a matrix: input rows walked in 16-byte chunks,
+ * 8 elements at least (the GEMV's vector loads). */
+static uint32_t cuda_col_multiple(enum eng_dtype dt)
+{
+	return MAX(chunk_elems(dt), 8u);
+}
+
+static const struct eng_model_limits cuda_limits = {
+	.who = "cuda", .head_dim_max = 256, .dim_multiple = 8,
+	.col_multiple = cuda_col_multiple,
+};
+
 static size_t row_bytes(enum eng_dtype d, uint32_t cols)
 {
 	switch (d) {
@@ -311,115 +324,6 @@ static size_t scale_bytes(const struct eng_tensor *t)
 		return (size_t)t->rows * 4;
 	if (t->dtype == ENG_DT_INT4_G128)
 		return (size_t)t->rows * (t->cols / ENG_INT4_GROUP) * 2;
-	return 0;
-}
-
-static int check_matrix(const char *name, uint32_t l, const struct eng_tensor *t,
-			uint32_t rows, uint32_t cols)
-{
-	const char *why = NULL;
-
-	if (!t->data)
-		why = "missing";
-	else if (t->dtype < ENG_DT_F32 || t->dtype >= ENG_DT__COUNT)
-		why = "unknown dtype";
-	else if (t->rows != rows || t->cols != cols)
-		why = "wrong shape";
-	else if ((t->dtype == ENG_DT_FP8_E4M3 || t->dtype == ENG_DT_INT4_G128) &&
-		 !t->scales)
-		why = "no scales";
-	else if (cols % chunk_elems(t->dtype) || cols % 8)
-		why = "input dim not a multiple of the 16-byte chunk (f32 8, bf16/f16 8, fp8 16, int4 128)";
-	if (!why)
-		return 0;
-	LOG_E(eng, "cuda: layer %u %s (%ux%u dtype %d): %s, want %ux%u", l, name,
-	      t->rows, t->cols, (int)t->dtype, why, rows, cols);
-	return -EINVAL;
-}
-
-static int check_vector(const char *name, uint32_t l, const struct eng_tensor *t,
-			uint32_t n, bool optional)
-{
-	if (!t->data && optional)
-		return 0;
-	if (t->data && (uint64_t)t->rows * t->cols == n &&
-	    (t->dtype == ENG_DT_F32 || t->dtype == ENG_DT_BF16 ||
-	     t->dtype == ENG_DT_F16))
-		return 0;
-	LOG_E(eng, "cuda: layer %u %s: missing, wrong size or dtype (want %u f32/bf16/f16)",
-	      l, name, n);
-	return -EINVAL;
-}
-
-static int check_model(const struct eng_model *m)
-{
-	const struct eng_model_config *c = &m->cfg;
-	uint32_t q_dim, kv_dim;
-	int rc = 0;
-
-	if (!c->vocab_size || !c->hidden || !c->n_layers || c->n_layers > 4096 ||
-	    !c->n_heads || !c->n_kv_heads || c->n_heads % c->n_kv_heads ||
-	    !c->head_dim || c->head_dim % 2 || c->head_dim > 256 || !c->ffn ||
-	    c->hidden % 8 || c->ffn % 8 ||
-	    !(c->norm_eps > 0.0f) || !isfinite(c->norm_eps) ||
-	    !(c->rope_theta > 0.0f) || !isfinite(c->rope_theta) || !m->layers) {
-		LOG_E(eng, "cuda: model config out of range (head_dim <= 256, hidden and ffn multiples of 8)");
-		return -EINVAL;
-	}
-	if (c->rope_scaling == ENG_ROPE_LLAMA3 &&
-	    (!(c->rope_factor > 0.0f) || !(c->rope_low_freq_factor > 0.0f) ||
-	     !(c->rope_high_freq_factor > c->rope_low_freq_factor) ||
-	     !c->rope_orig_max_pos)) {
-		LOG_E(eng, "cuda: llama3 rope scaling parameters out of range");
-		return -EINVAL;
-	}
-	if (c->mlp_bias) {
-		LOG_E(eng, "cuda: MLP biases are not supported");
-		return -EOPNOTSUPP;
-	}
-	q_dim = c->n_heads * c->head_dim;
-	kv_dim = c->n_kv_heads * c->head_dim;
-	if (check_matrix("embed", 0, &m->embed, c->vocab_size, c->hidden) ||
-	    check_vector("final_norm", 0, &m->final_norm, c->hidden, false))
-		return -EINVAL;
-	if ((!c->tied_embeddings || m->lm_head.data) &&
-	    check_matrix("lm_head", 0, &m->lm_head, c->vocab_size, c->hidden))
-		return -EINVAL;
-	for (uint32_t l = 0; l < c->n_layers && !rc; l++) {
-		const struct eng_layer_weights *w = &m->layers[l];
-
-		rc = check_vector("attn_norm", l, &w->attn_norm, c->hidden, false) ?:
-		     check_vector("ffn_norm", l, &w->ffn_norm, c->hidden, false) ?:
-		     check_matrix("wq", l, &w->wq, q_dim, c->hidden) ?:
-		     check_matrix("wk", l, &w->wk, kv_dim, c->hidden) ?:
-		     check_matrix("wv", l, &w->wv, kv_dim, c->hidden) ?:
-		     check_matrix("wo", l, &w->wo, c->hidden, q_dim) ?:
-		     check_matrix("w_gate", l, &w->w_gate, c->ffn, c->hidden) ?:
-		     check_matrix("w_up", l, &w->w_up, c->ffn, c->hidden) ?:
-		     check_matrix("w_down", l, &w->w_down, c->hidden, c->ffn) ?:
-		     check_vector("bq", l, &w->bq, q_dim, !c->qkv_bias) ?:
-		     check_vector("bk", l, &w->bk, kv_dim, !c->qkv_bias) ?:
-		     check_vector("bv", l, &w->bv, kv_dim, !c->qkv_bias) ?:
-		     check_vector("bo", l, &w->bo, c->hidden, !c->o_bias);
-	}
-	return rc;
-}
-
-static int check_budget(const struct eng_model_budget *b)
-{
-	uint32_t B = b->kv_block_tokens ? b->kv_block_tokens : ENG_KV_BLOCK_TOKENS_DEFAULT;
-
-	if (!b->seqs_max || !b->step_tokens_max || !b->kv_blocks ||
-	    !b->seq_blocks_max || B > ENG_KV_BLOCK_TOKENS_MAX || (B & (B - 1)) ||
-	    b->seqs_max > b->step_tokens_max || b->step_tokens_max > (1u << 20) ||
-	    (uint64_t)b->seq_blocks_max * B > (1u << 24)) {
-		LOG_E(eng, "cuda: model budget out of range");
-		return -EINVAL;
-	}
-	if (b->kv_dtype != ENG_KV_F32 && b->kv_dtype != ENG_KV_BF16) {
-		LOG_E(eng, "cuda: KV dtype %d not supported (f32, bf16)", (int)b->kv_dtype);
-		return -EOPNOTSUPP;
-	}
 	return 0;
 }
 
@@ -935,7 +839,11 @@ static int cuda_model_load(struct eng_backend *ebe, const struct eng_model *m,
 		return -ENODEV;
 	if (!m || !b || !out)
 		return -EINVAL;
-	rc = check_model(m) ?: check_budget(b);
+	rc = eng_model_check(m, &cuda_limits) ?: eng_model_budget_check(b, "cuda");
+	if (!rc && b->kv_dtype != ENG_KV_F32 && b->kv_dtype != ENG_KV_BF16) {
+		LOG_E(eng, "cuda: KV dtype %d not supported (f32, bf16)", (int)b->kv_dtype);
+		rc = -EOPNOTSUPP;
+	}
 	if (rc)
 		goto err_count;
 	rc = CU_CHECK(be, a->cuCtxSetCurrent(be->ctx));

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdbool.h>
+#include <string.h>
 
 #include "../../tools/lib/log.h"
 #include "image.h"
@@ -118,5 +119,66 @@ int eng_model_budget_check(const struct eng_model_budget *b, const char *who)
 		LOG_E(eng, "%s: model budget out of range", who);
 		return -EINVAL;
 	}
+	return 0;
+}
+
+int eng_batch_check(const struct eng_batch *b, const struct eng_batch_limits *lim,
+		    uint32_t *blk_stamp, uint32_t *stamp, uint32_t *tokens)
+{
+	const struct eng_model_budget *bud = lim->bud;
+	uint32_t sh = lim->block_shift;
+	uint64_t T = 0;
+
+	if (!b || !b->seqs || !b->n_seqs)
+		return -EINVAL;
+	if (b->n_seqs > bud->seqs_max)
+		return -E2BIG;
+	for (uint32_t s = 0; s < b->n_seqs; s++) {
+		const struct eng_seq_in *q = &b->seqs[s];
+		uint64_t end = (uint64_t)q->pos + q->n_tokens;
+
+		if (!q->n_tokens || !q->tokens || !q->blocks ||
+		    (q->flags & ~ENG_SEQ_LOGITS))
+			return -EINVAL;
+		T += q->n_tokens;
+		if (T > bud->step_tokens_max || end > lim->ctx_max)
+			return -E2BIG;
+		if (q->n_blocks < eng_kv_blocks_for((uint32_t)end, lim->block_tokens))
+			return -EINVAL;
+		for (uint32_t i = 0; i < q->n_tokens; i++)
+			if (q->tokens[i] >= lim->vocab)
+				return -EINVAL;
+	}
+	/* Blocks written: in range, by one sequence, once. */
+	if (!++*stamp) {
+		memset(blk_stamp, 0, (size_t)bud->kv_blocks * 4);
+		*stamp = 1;
+	}
+	for (uint32_t s = 0; s < b->n_seqs; s++) {
+		const struct eng_seq_in *q = &b->seqs[s];
+		uint32_t first = q->pos >> sh, last = (q->pos + q->n_tokens - 1) >> sh;
+
+		for (uint32_t i = first; i <= last; i++) {
+			uint32_t blk = q->blocks[i];
+
+			if (blk >= bud->kv_blocks || blk_stamp[blk] == *stamp)
+				return -EINVAL;
+			blk_stamp[blk] = *stamp;
+		}
+	}
+	/* Blocks read (positions before pos): in range, written by nobody;
+	 * a table is read no further than its last position. */
+	for (uint32_t s = 0; s < b->n_seqs; s++) {
+		const struct eng_seq_in *q = &b->seqs[s];
+		uint32_t first = q->pos >> sh;
+
+		for (uint32_t i = 0; i < first; i++) {
+			uint32_t blk = q->blocks[i];
+
+			if (blk >= bud->kv_blocks || blk_stamp[blk] == *stamp)
+				return -EINVAL;
+		}
+	}
+	*tokens = (uint32_t)T;
 	return 0;
 }

@@ -39,4 +39,29 @@ int eng_model_check(const struct eng_model *m, const struct eng_model_limits *li
  */
 int eng_model_budget_check(const struct eng_model_budget *b, const char *who);
 
+/*
+ * The step-input checker of the backends (backend.h: a malformed batch is
+ * refused before anything is written).  @blk_stamp has one entry per KV
+ * block (kv_blocks); @stamp is the checker's generation, advanced per call
+ * (the array is cleared when it wraps), so a call costs O(tokens + table
+ * entries), not O(kv_blocks).
+ */
+struct eng_batch_limits {
+	const struct eng_model_budget *bud;
+	uint32_t ctx_max;		/* positions a sequence may hold */
+	uint32_t vocab;
+	uint32_t block_tokens;		/* KV block size */
+	uint32_t block_shift;		/* log2(block_tokens) */
+};
+
+/*
+ * eng_batch_check() - @b against @lim: sizes, token ids, block tables; no
+ * block written by two sequences (or twice), none read that another
+ * writes (core/kv.h).
+ * @tokens: the step's total new tokens, on success.
+ * Return: 0; -EINVAL (malformed); -E2BIG (over the budget or the context).
+ */
+int eng_batch_check(const struct eng_batch *b, const struct eng_batch_limits *lim,
+		    uint32_t *blk_stamp, uint32_t *stamp, uint32_t *tokens);
+
 #endif

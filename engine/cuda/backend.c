@@ -1020,63 +1020,12 @@ static void cuda_model_info(const struct eng_be_model *bm,
 
 static int validate(struct cuda_model *cm, const struct eng_batch *b)
 {
-	const struct eng_model_budget *bud = &cm->bud;
-	uint64_t T = 0;
+	const struct eng_batch_limits lim = {
+		.bud = &cm->bud, .ctx_max = cm->ctx_max, .vocab = cm->vocab,
+		.block_tokens = cm->B, .block_shift = cm->b_shift,
+	};
 
-	if (!b || !b->seqs || !b->n_seqs)
-		return -EINVAL;
-	if (b->n_seqs > bud->seqs_max)
-		return -E2BIG;
-	for (uint32_t s = 0; s < b->n_seqs; s++) {
-		const struct eng_seq_in *q = &b->seqs[s];
-		uint64_t end = (uint64_t)q->pos + q->n_tokens;
-
-		if (!q->n_tokens || !q->tokens || !q->blocks ||
-		    (q->flags & ~ENG_SEQ_LOGITS))
-			return -EINVAL;
-		T += q->n_tokens;
-		if (T > bud->step_tokens_max || end > cm->ctx_max)
-			return -E2BIG;
-		if (q->n_blocks < eng_kv_blocks_for((uint32_t)end, cm->B))
-			return -EINVAL;
-		for (uint32_t i = 0; i < q->n_tokens; i++)
-			if (q->tokens[i] >= cm->vocab)
-				return -EINVAL;
-	}
-	/* Blocks: in range; a block written by one sequence is neither
-	 * written by another (or twice) nor read by anyone (core/kv.h). */
-	if (!++cm->stamp) {
-		memset(cm->blk_stamp, 0, (size_t)bud->kv_blocks * 4);
-		cm->stamp = 1;
-	}
-	for (uint32_t s = 0; s < b->n_seqs; s++) {
-		const struct eng_seq_in *q = &b->seqs[s];
-		uint32_t first = q->pos >> cm->b_shift;
-		uint32_t last = (q->pos + q->n_tokens - 1) >> cm->b_shift;
-
-		for (uint32_t i = first; i <= last; i++) {
-			uint32_t blk = q->blocks[i];
-
-			if (blk >= bud->kv_blocks || cm->blk_stamp[blk] == cm->stamp)
-				return -EINVAL;
-			cm->blk_stamp[blk] = cm->stamp;
-		}
-	}
-	/* Blocks read (positions before pos): in range, written by nobody.
-	 * The device reads a table no further than its last position. */
-	for (uint32_t s = 0; s < b->n_seqs; s++) {
-		const struct eng_seq_in *q = &b->seqs[s];
-		uint32_t first = q->pos >> cm->b_shift;
-
-		for (uint32_t i = 0; i < first; i++) {
-			uint32_t blk = q->blocks[i];
-
-			if (blk >= bud->kv_blocks || cm->blk_stamp[blk] == cm->stamp)
-				return -EINVAL;
-		}
-	}
-	cm->T = (uint32_t)T;
-	return 0;
+	return eng_batch_check(b, &lim, cm->blk_stamp, &cm->stamp, &cm->T);
 }
 
 static int cuda_step(struct eng_be_model *bm, const struct eng_batch *batch)

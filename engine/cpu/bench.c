@@ -375,26 +375,6 @@ out:
 
 /* ---- report ---------------------------------------------------------------- */
 
-static void cpu_name(char *buf, size_t len)
-{
-	FILE *f = fopen("/proc/cpuinfo", "r");
-	char line[256];
-
-	snprintf(buf, len, "unknown");
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f)) {
-		char *c = strchr(line, ':');
-
-		if (!strncmp(line, "model name", 10) && c) {
-			snprintf(buf, len, "%s", c + 2);
-			buf[strcspn(buf, "\n")] = 0;
-			break;
-		}
-	}
-	fclose(f);
-}
-
 static uint64_t params(const struct eng_model_config *c)
 {
 	uint64_t q = (uint64_t)c->n_heads * c->head_dim, kv = (uint64_t)c->n_kv_heads * c->head_dim;
@@ -516,7 +496,7 @@ int main(int argc, char **argv)
 	}
 
 	velo_bench_loadavg(load1, sizeof(load1));
-	cpu_name(cpu, sizeof(cpu));
+	velo_bench_cpu_name(cpu, sizeof(cpu));
 	uname(&un);
 	strftime(date, sizeof(date), "%Y-%m-%d", gmtime(&now));
 	printf("velo-bench-engine: CPU backend, %s kernels, %u threads, %s (%ld cores)\n",

@@ -10,6 +10,7 @@
 #include <velo/auth.h>
 #include <velo/compiler.h>
 
+#include "../lib/benchmeta.h"
 #include "tool.h"
 
 int tool_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
@@ -196,22 +197,10 @@ void tool_json_str(FILE *f, const char *s, size_t len)
 const char *tool_machine(void)
 {
 	static char buf[256];
-	char host[64] = "?", model[128] = "?", line[256];
-	FILE *f = fopen("/proc/cpuinfo", "r");
+	char host[64] = "?", model[128];
 
 	gethostname(host, sizeof(host) - 1);
-	while (f && fgets(line, sizeof(line), f)) {
-		char *p = strchr(line, ':');
-
-		if (!strncmp(line, "model name", 10) && p) {
-			p += 2;
-			p[strcspn(p, "\n")] = 0;
-			snprintf(model, sizeof(model), "%s", p);
-			break;
-		}
-	}
-	if (f)
-		fclose(f);
+	velo_bench_cpu_name(model, sizeof(model));
 	snprintf(buf, sizeof(buf), "%s (%s, %ld cores)", host, model,
 		 sysconf(_SC_NPROCESSORS_ONLN));
 	return buf;

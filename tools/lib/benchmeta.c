@@ -74,3 +74,25 @@ void velo_bench_loadavg(char *buf, size_t len)
 		fclose(f);
 	}
 }
+
+void velo_bench_cpu_name(char *buf, size_t len)
+{
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	char line[256];
+
+	if (!len)
+		return;
+	snprintf(buf, len, "unknown");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		char *c = strchr(line, ':');
+
+		if (!strncmp(line, "model name", 10) && c) {
+			snprintf(buf, len, "%s", c + 2);
+			buf[strcspn(buf, "\n")] = 0;
+			break;
+		}
+	}
+	fclose(f);
+}

@@ -26,4 +26,8 @@ void velo_bench_date(char *buf, size_t len);
  * /proc/loadavg cannot be read): other work on the machine skews figures. */
 void velo_bench_loadavg(char *buf, size_t len);
 
+/* velo_bench_cpu_name() - the CPU's model name from /proc/cpuinfo
+ * ("unknown" when there is none). */
+void velo_bench_cpu_name(char *buf, size_t len);
+
 #endif

@@ -482,26 +482,6 @@ static int phase_streams(struct bench *b, uint32_t n, struct stream_res *res)
 
 /* ---- report ---------------------------------------------------------------- */
 
-static void cpu_name(char *buf, size_t len)
-{
-	FILE *f = fopen("/proc/cpuinfo", "r");
-	char line[256];
-
-	snprintf(buf, len, "unknown");
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f)) {
-		char *c = strchr(line, ':');
-
-		if (!strncmp(line, "model name", 10) && c) {
-			snprintf(buf, len, "%s", c + 2);
-			buf[strcspn(buf, "\n")] = 0;
-			break;
-		}
-	}
-	fclose(f);
-}
-
 static void json_stats(FILE *f, const char *key, const struct stats *s)
 {
 	fprintf(f, "\"%s\": {\"median\": %.4f, \"p10\": %.4f, \"p90\": %.4f, "
@@ -843,7 +823,7 @@ int main(int argc, char **argv)
 		velo_bench_commit(mt.commit, sizeof(mt.commit));
 	velo_bench_date(mt.date, sizeof(mt.date));
 	velo_bench_loadavg(mt.load0, sizeof(mt.load0));
-	cpu_name(mt.cpu, sizeof(mt.cpu));
+	velo_bench_cpu_name(mt.cpu, sizeof(mt.cpu));
 	mt.dtype = eng_dtype_name((enum eng_dtype)eng_image_cfg(b.img)->weight_dtype);
 	if (is_cuda) {
 		rc = gb_cuda_open(o.device, mt.card, sizeof(mt.card), &mt.driver, &mt.card_mem);

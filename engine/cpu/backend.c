@@ -18,6 +18,7 @@
 #include "../../tools/lib/counters.h"
 #include "../../tools/lib/log.h"
 #include "../core/model_check.h"
+#include "../core/tensor.h"
 #include "cpu_priv.h"
 
 static const struct ctr_desc cpu_ctr_desc[] = { foreach_cpu_counter(CTR_DESC) };
@@ -173,30 +174,9 @@ static void layout(struct cpu_model *cm, struct arena *a, uint32_t threads)
 	cm->scores = carve(a, f * threads * cm->scores_stride);
 }
 
-static void vec_to_f32(const struct eng_tensor *t, float *o, uint32_t n)
-{
-	for (uint32_t i = 0; i < n; i++) {
-		uint16_t h;
-
-		switch (t->dtype) {
-		case ENG_DT_F32:
-			memcpy(&o[i], (const char *)t->data + 4 * (size_t)i, 4);
-			break;
-		case ENG_DT_BF16:
-			memcpy(&h, (const char *)t->data + 2 * (size_t)i, 2);
-			o[i] = cpu_bf16_to_f32(h);
-			break;
-		default:
-			memcpy(&h, (const char *)t->data + 2 * (size_t)i, 2);
-			o[i] = cpu_f16_to_f32(h);
-			break;
-		}
-	}
-}
-
 static uint64_t weight_bytes(const struct eng_tensor *t)
 {
-	uint64_t n = (uint64_t)t->rows * cpu_row_bytes(t->dtype, t->cols);
+	uint64_t n = (uint64_t)t->rows * eng_row_bytes(t->dtype, t->cols);
 
 	if (t->dtype == ENG_DT_FP8_E4M3)
 		n += (uint64_t)t->rows * 4;
@@ -309,18 +289,18 @@ static int cpu_model_load(struct eng_backend *ebe, const struct eng_model *m,
 	for (uint32_t l = 0; l < cm->n_layers; l++) {
 		const struct eng_layer_weights *w = &m->layers[l];
 
-		vec_to_f32(&w->attn_norm, cm->attn_norm + (size_t)l * cm->hidden, cm->hidden);
-		vec_to_f32(&w->ffn_norm, cm->ffn_norm + (size_t)l * cm->hidden, cm->hidden);
+		eng_vec_to_f32(&w->attn_norm, cm->attn_norm + (size_t)l * cm->hidden, cm->hidden);
+		eng_vec_to_f32(&w->ffn_norm, cm->ffn_norm + (size_t)l * cm->hidden, cm->hidden);
 		if (cm->bq) {
-			vec_to_f32(&w->bq, cm->bq + (size_t)l * cm->q_dim, cm->q_dim);
-			vec_to_f32(&w->bk, cm->bk + (size_t)l * cm->kv_dim, cm->kv_dim);
-			vec_to_f32(&w->bv, cm->bv + (size_t)l * cm->kv_dim, cm->kv_dim);
+			eng_vec_to_f32(&w->bq, cm->bq + (size_t)l * cm->q_dim, cm->q_dim);
+			eng_vec_to_f32(&w->bk, cm->bk + (size_t)l * cm->kv_dim, cm->kv_dim);
+			eng_vec_to_f32(&w->bv, cm->bv + (size_t)l * cm->kv_dim, cm->kv_dim);
 		}
 		if (cm->bo)
-			vec_to_f32(&w->bo, cm->bo + (size_t)l * cm->hidden, cm->hidden);
+			eng_vec_to_f32(&w->bo, cm->bo + (size_t)l * cm->hidden, cm->hidden);
 	}
-	vec_to_f32(&m->final_norm, cm->final_norm, cm->hidden);
-	cpu_rope_init(cm);
+	eng_vec_to_f32(&m->final_norm, cm->final_norm, cm->hidden);
+	eng_rope_tables(&cm->m->cfg, cm->hd, cm->ctx_max, cm->rope_cos, cm->rope_sin);
 
 	be->mem_bytes_used += cm->arena_len;
 	be->n_models++;

@@ -142,6 +142,5 @@ struct cpu_model {
 };
 
 int cpu_forward(struct cpu_model *cm, const struct eng_batch *b);
-void cpu_rope_init(struct cpu_model *cm);
 
 #endif

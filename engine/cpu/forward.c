@@ -30,6 +30,7 @@
 #include <velo/compiler.h>
 
 #include "../core/model_check.h"
+#include "../core/tensor.h"
 #include "cpu_priv.h"
 
 /* ---- validation (before anything is written) ---------------------------- */
@@ -62,7 +63,7 @@ static void rmsnorm(const float *x, const float *w, float *o, uint32_t n,
 static void embed_row(const struct eng_tensor *e, uint32_t id, float *o)
 {
 	const uint8_t *p = (const uint8_t *)e->data +
-			   (size_t)id * cpu_row_bytes(e->dtype, e->cols);
+			   (size_t)id * eng_row_bytes(e->dtype, e->cols);
 
 	if (e->dtype == ENG_DT_F32) {
 		memcpy(o, p, (size_t)e->cols * 4);
@@ -477,46 +478,3 @@ int cpu_forward(struct cpu_model *cm, const struct eng_batch *b)
 	return 0;
 }
 
-/*
- * RoPE table, as HF computes it in float32: inv_freq[i] = 1 / theta^(2i/d)
- * (llama3 / linear scaling applied to inv_freq), angle = (float)pos *
- * inv_freq[i], then cos and sin of the float32 angle.
- */
-void cpu_rope_init(struct cpu_model *cm)
-{
-	const struct eng_model_config *c = &cm->m->cfg;
-	uint32_t half = cm->hd / 2;
-	float inv[512];
-
-	for (uint32_t i = 0; i < half; i++) {
-		float e = (float)(2 * i) / (float)cm->hd;
-		float f = 1.0f / (float)pow((double)c->rope_theta, (double)e);
-
-		if (c->rope_scaling == ENG_ROPE_LINEAR && c->rope_factor > 0.0f) {
-			f = f / c->rope_factor;
-		} else if (c->rope_scaling == ENG_ROPE_LLAMA3) {
-			float old = (float)c->rope_orig_max_pos;
-			float lo_wl = old / c->rope_low_freq_factor;
-			float hi_wl = old / c->rope_high_freq_factor;
-			float wl = (float)(2.0 * M_PI) / f;
-			float fl = wl > lo_wl ? f / c->rope_factor : f;
-
-			if (!(wl < hi_wl) && !(wl > lo_wl)) {
-				float sm = (old / wl - c->rope_low_freq_factor) /
-					   (c->rope_high_freq_factor -
-					    c->rope_low_freq_factor);
-
-				fl = (1.0f - sm) * fl / c->rope_factor + sm * fl;
-			}
-			f = fl;
-		}
-		inv[i] = f;
-	}
-	for (uint32_t p = 0; p < cm->ctx_max; p++)
-		for (uint32_t i = 0; i < half; i++) {
-			float a = (float)p * inv[i];
-
-			cm->rope_cos[(size_t)p * half + i] = (float)cos((double)a);
-			cm->rope_sin[(size_t)p * half + i] = (float)sin((double)a);
-		}
-}

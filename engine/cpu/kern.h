@@ -37,6 +37,7 @@
 #include <stdint.h>
 
 #include "../backend.h"
+#include "../core/tensor.h"
 
 /* Largest token count mv handles; above it the tile route is faster. */
 #define CPU_MV_T_MAX 4
@@ -125,6 +126,5 @@ extern float cpu_fp8_e4m3_lut[256];
 float cpu_weight_at(const struct eng_tensor *w, uint32_t r, uint32_t k);
 
 /* Bytes of one row of @w's data (INT4: cols / 2). */
-size_t cpu_row_bytes(enum eng_dtype dt, uint32_t cols);
 
 #endif

@@ -66,26 +66,9 @@ float cpu_f16_to_f32(uint16_t h)
 	return f;
 }
 
-size_t cpu_row_bytes(enum eng_dtype dt, uint32_t cols)
-{
-	switch (dt) {
-	case ENG_DT_F32:
-		return (size_t)cols * 4;
-	case ENG_DT_BF16:
-	case ENG_DT_F16:
-		return (size_t)cols * 2;
-	case ENG_DT_FP8_E4M3:
-		return cols;
-	case ENG_DT_INT4_G128:
-		return cols / 2;
-	default:
-		return 0;
-	}
-}
-
 static inline const uint8_t *row_ptr(const struct eng_tensor *w, uint32_t r)
 {
-	return (const uint8_t *)w->data + (size_t)r * cpu_row_bytes(w->dtype, w->cols);
+	return (const uint8_t *)w->data + (size_t)r * eng_row_bytes(w->dtype, w->cols);
 }
 
 float cpu_weight_at(const struct eng_tensor *w, uint32_t r, uint32_t k)

@@ -115,7 +115,7 @@ static int quant_row(enum eng_dtype dt, const float *w, uint32_t cols,
 static int mk_matrix(struct eng_synth *s, struct eng_tensor *t, enum eng_dtype dt,
 		     uint32_t rows, uint32_t cols, uint64_t *rng)
 {
-	size_t rb = cpu_row_bytes(dt, cols);
+	size_t rb = eng_row_bytes(dt, cols);
 	float a = sqrtf(3.0f / (float)cols);
 	float *row;
 	uint8_t *d;

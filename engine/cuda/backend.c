@@ -21,6 +21,7 @@
 #include "../../tools/lib/log.h"
 #include "../core/image.h"
 #include "../core/model_check.h"
+#include "../core/tensor.h"
 #include "cuda_fwd.h"
 #include "cuda_lt.h"
 #include "cuda_priv.h"
@@ -301,23 +302,6 @@ static const struct eng_model_limits cuda_limits = {
 	.col_multiple = cuda_col_multiple,
 };
 
-static size_t row_bytes(enum eng_dtype d, uint32_t cols)
-{
-	switch (d) {
-	case ENG_DT_F32:
-		return (size_t)cols * 4;
-	case ENG_DT_BF16:
-	case ENG_DT_F16:
-		return (size_t)cols * 2;
-	case ENG_DT_FP8_E4M3:
-		return cols;
-	case ENG_DT_INT4_G128:
-		return cols / 2;
-	default:
-		return 0;
-	}
-}
-
 static size_t scale_bytes(const struct eng_tensor *t)
 {
 	if (t->dtype == ENG_DT_FP8_E4M3)
@@ -351,7 +335,7 @@ static void tensor_carve(struct dev_arena *a, struct cuda_tensor *d,
 	d->dt = (int)t->dtype;
 	d->rows = t->rows;
 	d->cols = t->cols;
-	d->data = dcarve(a, (size_t)t->rows * row_bytes(t->dtype, t->cols));
+	d->data = dcarve(a, (size_t)t->rows * eng_row_bytes(t->dtype, t->cols));
 	d->scales = scale_bytes(t) ? dcarve(a, scale_bytes(t)) : 0;
 }
 
@@ -503,73 +487,6 @@ static int lt_plans(struct cuda_model *cm)
 	return rc;
 }
 
-/* ---- host-side tables --------------------------------------------------- */
-
-static void vec_to_f32(const struct eng_tensor *t, float *o, uint32_t n)
-{
-	for (uint32_t i = 0; i < n; i++) {
-		uint16_t h;
-
-		switch (t->dtype) {
-		case ENG_DT_F32:
-			memcpy(&o[i], (const char *)t->data + 4 * (size_t)i, 4);
-			break;
-		case ENG_DT_BF16:
-			memcpy(&h, (const char *)t->data + 2 * (size_t)i, 2);
-			o[i] = eng_bf16_to_f32(h);
-			break;
-		default:
-			memcpy(&h, (const char *)t->data + 2 * (size_t)i, 2);
-			o[i] = eng_f16_to_f32(h);
-			break;
-		}
-	}
-}
-
-/*
- * RoPE tables as the CPU backend builds them (HF's float32 inv_freq with
- * llama3 or linear scaling, float32 angle pos * inv_freq, cos/sin of it
- * in double rounded to float): the same bits on both backends.
- */
-static void rope_tables(const struct cuda_model *cm, float *cs, float *sn)
-{
-	const struct eng_model_config *c = &cm->m->cfg;
-	uint32_t half = cm->hd / 2;
-	float inv[128];
-
-	for (uint32_t i = 0; i < half; i++) {
-		float e = (float)(2 * i) / (float)cm->hd;
-		float f = 1.0f / (float)pow((double)c->rope_theta, (double)e);
-
-		if (c->rope_scaling == ENG_ROPE_LINEAR && c->rope_factor > 0.0f) {
-			f = f / c->rope_factor;
-		} else if (c->rope_scaling == ENG_ROPE_LLAMA3) {
-			float old = (float)c->rope_orig_max_pos;
-			float lo_wl = old / c->rope_low_freq_factor;
-			float hi_wl = old / c->rope_high_freq_factor;
-			float wl = (float)(2.0 * M_PI) / f;
-			float fl = wl > lo_wl ? f / c->rope_factor : f;
-
-			if (!(wl < hi_wl) && !(wl > lo_wl)) {
-				float sm = (old / wl - c->rope_low_freq_factor) /
-					   (c->rope_high_freq_factor -
-					    c->rope_low_freq_factor);
-
-				fl = (1.0f - sm) * fl / c->rope_factor + sm * fl;
-			}
-			f = fl;
-		}
-		inv[i] = f;
-	}
-	for (uint32_t p = 0; p < cm->ctx_max; p++)
-		for (uint32_t i = 0; i < half; i++) {
-			float a = (float)p * inv[i];
-
-			cs[(size_t)p * half + i] = (float)cos((double)a);
-			sn[(size_t)p * half + i] = (float)sin((double)a);
-		}
-}
-
 /* ---- upload ------------------------------------------------------------- */
 
 /*
@@ -622,7 +539,7 @@ static int up_copy(struct uploader *u, CUdeviceptr dst, const void *src, size_t 
 static int up_tensor(struct uploader *u, const struct cuda_tensor *d,
 		     const struct eng_tensor *t)
 {
-	return up_copy(u, d->data, t->data, (size_t)t->rows * row_bytes(t->dtype, t->cols)) ?:
+	return up_copy(u, d->data, t->data, (size_t)t->rows * eng_row_bytes(t->dtype, t->cols)) ?:
 	       (d->scales ? up_copy(u, d->scales, t->scales, scale_bytes(t)) : 0);
 }
 
@@ -631,7 +548,7 @@ static int up_vec(struct uploader *u, CUdeviceptr dst, const struct eng_tensor *
 {
 	if (!dst)
 		return 0;
-	vec_to_f32(t, tmp, n);
+	eng_vec_to_f32(t, tmp, n);
 	return up_copy(u, dst, tmp, (size_t)n * 4);
 }
 
@@ -687,7 +604,7 @@ static int upload(struct cuda_model *cm)
 	if (!rc) {
 		size_t n = (size_t)cm->ctx_max * half;
 
-		rope_tables(cm, tmp, tmp + n);
+		eng_rope_tables(&cm->m->cfg, cm->hd, cm->ctx_max, tmp, tmp + n);
 		rc = up_copy(&u, cm->rope_cos, tmp, n * 4) ?:
 		     up_copy(&u, cm->rope_sin, tmp + n, n * 4);
 	}
@@ -709,7 +626,7 @@ out_tmp:
 
 static uint64_t tensor_read_bytes(const struct cuda_tensor *t)
 {
-	uint64_t n = (uint64_t)t->rows * row_bytes((enum eng_dtype)t->dt, t->cols);
+	uint64_t n = (uint64_t)t->rows * eng_row_bytes((enum eng_dtype)t->dt, t->cols);
 
 	if (t->dt == CUDA_DT_FP8)
 		n += (uint64_t)t->rows * 4;

@@ -46,6 +46,7 @@
 #include "../../engine/backend.h"
 #include "../../engine/core/image.h"
 #include "../../engine/core/sampler.h"
+#include "../../engine/core/tensor.h"
 #include "../../engine/cpu/kern.h"
 #include "../../engine/cpu/synth.h"
 #include "../../engine/cuda/cuda_fwd.h"
@@ -170,11 +171,6 @@ static const char *const dtn[] = { "f32", "bf16", "f16", "fp8", "int4" };
 static uint16_t to_bf16(float f);
 static float from_bf16(uint16_t h);
 
-static size_t t_row_bytes(enum eng_dtype d, uint32_t cols)
-{
-	return cpu_row_bytes(d, cols);
-}
-
 static size_t t_scale_bytes(const struct eng_tensor *t)
 {
 	if (t->dtype == ENG_DT_FP8_E4M3)
@@ -213,8 +209,8 @@ static void op_mv(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
 			result(false, "op mv: synth %s %ux%u", dtn[dt], rows[p], cols);
 			return;
 		}
-		dw[p] = dalloc(rows[p] * t_row_bytes(dt, cols));
-		dput(dw[p], w[p].data, rows[p] * t_row_bytes(dt, cols));
+		dw[p] = dalloc(rows[p] * eng_row_bytes(dt, cols));
+		dput(dw[p], w[p].data, rows[p] * eng_row_bytes(dt, cols));
 		ds[p] = t_scale_bytes(&w[p]) ? dalloc(t_scale_bytes(&w[p])) : 0;
 		if (ds[p])
 			dput(ds[p], w[p].scales, t_scale_bytes(&w[p]));
@@ -431,8 +427,8 @@ static void op_mv_lt(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
 			result(false, "op lt: plan %s %ux%u", dtn[dt], rows[p], cols);
 			return;
 		}
-		dw[p] = dalloc(rows[p] * t_row_bytes(dt, cols));
-		dput(dw[p], w[p].data, rows[p] * t_row_bytes(dt, cols));
+		dw[p] = dalloc(rows[p] * eng_row_bytes(dt, cols));
+		dput(dw[p], w[p].data, rows[p] * eng_row_bytes(dt, cols));
 		ds[p] = t_scale_bytes(&w[p]) ? dalloc(t_scale_bytes(&w[p])) : 0;
 		if (ds[p])
 			dput(ds[p], w[p].scales, t_scale_bytes(&w[p]));

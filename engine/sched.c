@@ -412,6 +412,19 @@ static void waiting_insert(struct eng_sched *s, struct eng_sched_model *sm,
 
 /* Finish: flush the stream, DONE (final), free everything.  The caller
  * checked room for the flush records and DONE. */
+/* A request leaves its model: its KV blocks (if running) and its queue
+ * entry go back, the slot is free. */
+static void req_drop(struct eng_sched_model *sm, struct eng_sched_req *r)
+{
+	if (r->state == REQ_RUNNING) {
+		req_release_kv(sm, r);
+		queue_remove(sm->running, &sm->n_running, r->slot);
+	} else if (r->state == REQ_WAITING) {
+		queue_remove(sm->waiting, &sm->n_waiting, r->slot);
+	}
+	r->state = REQ_FREE;
+}
+
 static void finish(struct eng_sched *s, struct eng_sched_model *sm,
 		   struct eng_sched_req *r, enum proto_finish why)
 {
@@ -466,13 +479,7 @@ static void finish(struct eng_sched *s, struct eng_sched_model *sm,
 	s->ctr[fc[why]]++;
 	sm->served++;
 release:
-	if (r->state == REQ_RUNNING) {
-		req_release_kv(sm, r);
-		queue_remove(sm->running, &sm->n_running, r->slot);
-	} else if (r->state == REQ_WAITING) {
-		queue_remove(sm->waiting, &sm->n_waiting, r->slot);
-	}
-	r->state = REQ_FREE;
+	req_drop(sm, r);
 }
 
 /* ------------------------------------------------------------------------
@@ -971,7 +978,7 @@ static unsigned step_records_max(const struct eng_sched_model *sm)
 
 static void update_gauges(struct eng_sched *s)
 {
-	uint64_t qd = 0, run = 0, used = 0, fr = 0, cached = 0;
+	uint64_t qd = 0, run = 0;
 	uint64_t kv[ENG_KVC_CTR__COUNT] = { 0 };
 
 	for (unsigned i = 0; i < s->n_models; i++) {
@@ -984,9 +991,6 @@ static void update_gauges(struct eng_sched *s)
 		run += sm->n_running;
 		sm->st.inflight = sm->n_waiting + sm->n_running;
 		kc = eng_kvc_counters(sm->kv);
-		used += kc[ENG_KVC_CTR_blocks_used];
-		fr += kc[ENG_KVC_CTR_blocks_free];
-		cached += kc[ENG_KVC_CTR_blocks_cached];
 		for (unsigned k = 0; k < ENG_KVC_CTR__COUNT; k++)
 			kv[k] += kc[k];
 	}
@@ -995,26 +999,28 @@ static void update_gauges(struct eng_sched *s)
 		__atomic_store_n(&s->kv_ctr[k], kv[k], __ATOMIC_RELAXED);
 	s->ctr[ENG_SCHED_CTR_waiting] = qd;
 	s->ctr[ENG_SCHED_CTR_running] = run;
-	s->ctr[ENG_SCHED_CTR_kv_blocks_used] = used;
-	s->ctr[ENG_SCHED_CTR_kv_blocks_free] = fr;
-	s->ctr[ENG_SCHED_CTR_kv_blocks_cached] = cached;
+	s->ctr[ENG_SCHED_CTR_kv_blocks_used] = kv[ENG_KVC_CTR_blocks_used];
+	s->ctr[ENG_SCHED_CTR_kv_blocks_free] = kv[ENG_KVC_CTR_blocks_free];
+	s->ctr[ENG_SCHED_CTR_kv_blocks_cached] = kv[ENG_KVC_CTR_blocks_cached];
 }
 
-/* Expire requests whose deadline passed: DONE DEADLINE. */
+/* Expire the requests of queue @q (@n entries; finish() removes from it,
+ * hence the walk from the end) whose deadline passed: DONE DEADLINE. */
+static void expire_queue(struct eng_sched *s, struct eng_sched_model *sm,
+			 const uint32_t *q, const uint32_t *n, uint64_t now)
+{
+	for (uint32_t i = *n; i-- > 0;) {
+		struct eng_sched_req *r = &s->reqs[q[i]];
+
+		if (r->deadline_ns <= now && resp_room(s) >= FINISH_RECORDS_MAX)
+			finish(s, sm, r, PROTO_FINISH_DEADLINE);
+	}
+}
+
 static void expire(struct eng_sched *s, struct eng_sched_model *sm, uint64_t now)
 {
-	for (uint32_t i = sm->n_running; i-- > 0;) {
-		struct eng_sched_req *r = &s->reqs[sm->running[i]];
-
-		if (r->deadline_ns <= now && resp_room(s) >= FINISH_RECORDS_MAX)
-			finish(s, sm, r, PROTO_FINISH_DEADLINE);
-	}
-	for (uint32_t i = sm->n_waiting; i-- > 0;) {
-		struct eng_sched_req *r = &s->reqs[sm->waiting[i]];
-
-		if (r->deadline_ns <= now && resp_room(s) >= FINISH_RECORDS_MAX)
-			finish(s, sm, r, PROTO_FINISH_DEADLINE);
-	}
+	expire_queue(s, sm, sm->running, &sm->n_running, now);
+	expire_queue(s, sm, sm->waiting, &sm->n_waiting, now);
 }
 
 /* The running request to preempt: lowest priority class, then latest
@@ -1280,14 +1286,12 @@ static unsigned model_step(struct eng_sched *s, struct eng_sched_model *sm)
 				p = resp_get(s, r, DP_RESP_ERROR, DP_RESP_F_FINAL);
 				p->u.error.request_id = r->request_id;
 				p->u.error.code = PROTO_E_INTERNAL;
-				memcpy(p->text, "engine step failed", 18);
-				p->text_len = 18;
+				p->text_len = sizeof("engine step failed") - 1;
+				memcpy(p->text, "engine step failed", p->text_len);
 				resp_put(s);
 			}
 			s->ctr[ENG_SCHED_CTR_done_error]++;
-			req_release_kv(sm, r);
-			queue_remove(sm->running, &sm->n_running, r->slot);
-			r->state = REQ_FREE;
+			req_drop(sm, r);
 		}
 		return 1;
 	}

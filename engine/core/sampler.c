@@ -348,6 +348,14 @@ static int apply_penalties(const struct eng_sampler *s,
 	return 0;
 }
 
+bool eng_sampler_plain_greedy(const struct eng_sampler *s)
+{
+	const struct eng_sampler_params *p = &s->p;
+
+	return (p->temperature <= 0.0f || p->top_k == 1) && !p->n_bias &&
+	       !penalties_active(s);
+}
+
 /* ---- sampling ----------------------------------------------------------- */
 
 /*

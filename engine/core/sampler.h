@@ -131,6 +131,14 @@ int eng_sampler_scratch_init(struct eng_sampler_scratch *sc, uint32_t vocab);
 void eng_sampler_scratch_fini(struct eng_sampler_scratch *sc);
 
 /*
+ * eng_sampler_plain_greedy() - true when eng_sampler_sample() would return
+ * the highest raw logit (greedy, and no penalty or logit bias active that
+ * could reorder the logits): a backend may then pick the token itself, on
+ * the device, without the row.
+ */
+bool eng_sampler_plain_greedy(const struct eng_sampler *s);
+
+/*
  * eng_sampler_sample() - choose the next token from @logits [vocab].
  * Does not append it to the window (call eng_sampler_accept).  Allocates
  * nothing; advances the RNG only when it draws.

@@ -1096,18 +1096,6 @@ static int cuda_logits(struct eng_be_model *bm, uint32_t seq, const float **out)
 	return logits_row(cm, cm->seq_logit_row[seq], out);
 }
 
-/* Greedy with nothing that changes the order of the logits (penalties,
- * logit biases). */
-static bool plain_greedy(const struct eng_sampler *s)
-{
-	const struct eng_sampler_params *p = &s->p;
-
-	return (p->temperature <= 0.0f || p->top_k == 1) && !p->n_bias &&
-	       (s->win_len == 0 ||
-		(p->repetition_penalty == 1.0f && p->presence_penalty == 0.0f &&
-		 p->frequency_penalty == 0.0f));
-}
-
 static int cuda_sample(struct eng_be_model *bm, struct eng_sampler *const *s,
 		       uint32_t n, uint32_t *tokens)
 {
@@ -1131,7 +1119,7 @@ static int cuda_sample(struct eng_be_model *bm, struct eng_sampler *const *s,
 
 		if (!s[i])
 			continue;
-		if (plain_greedy(s[i]) && cm->h_tok[row] >= 0) {
+		if (eng_sampler_plain_greedy(s[i]) && cm->h_tok[row] >= 0) {
 			tokens[i] = (uint32_t)cm->h_tok[row];
 			ctr_add(be, CTR_samples_gpu, 1);
 			continue;

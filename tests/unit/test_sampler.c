@@ -472,6 +472,30 @@ static void test_logit_bias(void **st)
 	eng_sampler_scratch_fini(&sc);
 }
 
+/* eng_sampler_plain_greedy: only when nothing can reorder the raw logits. */
+static void test_plain_greedy(void **st)
+{
+	uint64_t mem[(sizeof(struct eng_sampler) + 4 * WIN) / 8 + 1];
+	struct eng_sampler_params pr = params(0.0f, 0, 1.0f, 0.0f, 1);
+
+	(void)st;
+	assert_true(eng_sampler_plain_greedy(mk(mem, &pr)));
+	pr.n_bias = 1;
+	pr.bias_ids[0] = 3;
+	pr.bias[0] = 1.0f;
+	assert_false(eng_sampler_plain_greedy(mk(mem, &pr)));
+	pr.n_bias = 0;
+	pr.repetition_penalty = 1.2f;
+	pr.penalty_window = 8;
+	assert_true(eng_sampler_plain_greedy(mk(mem, &pr)));	/* window empty */
+	eng_sampler_accept(mk(mem, &pr), 5);
+	assert_false(eng_sampler_plain_greedy((struct eng_sampler *)mem));
+	pr = params(0.7f, 0, 1.0f, 0.0f, 1);
+	assert_false(eng_sampler_plain_greedy(mk(mem, &pr)));
+	pr.top_k = 1;
+	assert_true(eng_sampler_plain_greedy(mk(mem, &pr)));
+}
+
 static void test_window_ring(void **st)
 {
 	enum { V = 16 };
@@ -598,6 +622,7 @@ int main(void)
 		cmocka_unit_test(test_determinism),
 		cmocka_unit_test(test_penalties),
 		cmocka_unit_test(test_logit_bias),
+		cmocka_unit_test(test_plain_greedy),
 		cmocka_unit_test(test_window_ring),
 		cmocka_unit_test(test_stop_and_params),
 		cmocka_unit_test(test_no_alloc),

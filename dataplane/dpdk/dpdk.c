@@ -504,8 +504,10 @@ struct dp_dpdk_q *dp_dpdk_queue(struct dp_dpdk *d, unsigned i)
 	return i < d->nq ? d->q[i] : NULL;
 }
 
-static void tx_push(struct dp_dpdk_q *d)
+/* Send the queued frames; return how many were dropped (tx ring full). */
+static unsigned tx_push(struct dp_dpdk_q *d)
 {
+	unsigned dropped = 0;
 	uint16_t sent = 0;
 	unsigned spins = 0;
 
@@ -521,10 +523,12 @@ static void tx_push(struct dp_dpdk_q *d)
 	}
 	d->ctr[DP_DPDK_CTR_tx_mbufs] += sent;
 	if (sent < d->n_tx) {
-		d->ctr[DP_DPDK_CTR_tx_full] += d->n_tx - sent;
-		rte_pktmbuf_free_bulk(d->tx + sent, d->n_tx - sent);
+		dropped = d->n_tx - sent;
+		d->ctr[DP_DPDK_CTR_tx_full] += dropped;
+		rte_pktmbuf_free_bulk(d->tx + sent, dropped);
 	}
 	d->n_tx = 0;
+	return dropped;
 }
 
 static __always_inline void rx_one(struct dp_dpdk_q *d, struct dp_sess_table *t,
@@ -630,16 +634,14 @@ unsigned dp_dpdk_tx(struct dp_dpdk_q *d, const struct dp_pkt *pkts, unsigned n)
 			m->l2_len = hl - DP_PKT_IP_LEN - DP_PKT_UDP_LEN;
 			m->l3_len = DP_PKT_IP_LEN;
 		}
+		/* frames the rx path queued (ARP, ICMP replies) may be
+		 * among those dropped: ok never goes below zero */
 		if (d->n_tx == DP_DPDK_BURST_MAX)
-			tx_push(d);
+			ok -= MIN(ok, tx_push(d));
 		d->tx[d->n_tx++] = m;
 		ok++;
 	}
-	if (d->n_tx) {
-		uint64_t full = d->ctr[DP_DPDK_CTR_tx_full];
-
-		tx_push(d);
-		ok -= (unsigned)MIN((uint64_t)ok, d->ctr[DP_DPDK_CTR_tx_full] - full);
-	}
+	if (d->n_tx)
+		ok -= MIN(ok, tx_push(d));
 	return ok;
 }

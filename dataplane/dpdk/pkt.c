@@ -226,6 +226,13 @@ static enum dp_pkt_verdict pkt_icmp(struct dp_pkt_if *ifc, uint8_t *frame,
 	return DP_PKT_REPLY;
 }
 
+/* The UDP pseudo-header sum (not folded): the IPv4 addresses of @ip, the
+ * protocol and the UDP length @ulen. */
+static inline uint32_t udp_pseudo(const uint8_t *ip, unsigned ulen)
+{
+	return dp_pkt_csum_add(0, ip + 12, 8) + IPPROTO_UDP_ + ulen;
+}
+
 enum dp_pkt_verdict dp_pkt_rx(struct dp_pkt_if *ifc, uint8_t *frame,
 			      unsigned len, struct dp_pkt_rx_info *info)
 {
@@ -328,10 +335,8 @@ enum dp_pkt_verdict dp_pkt_rx(struct dp_pkt_if *ifc, uint8_t *frame,
 		return DP_PKT_DROP;
 	}
 	if (!ifc->rx_csum_ok && rd16(udp + 6)) {	/* 0: no checksum */
-		uint32_t s = dp_pkt_csum_add(0, ip + 12, 8);	/* addresses */
+		uint32_t s = dp_pkt_csum_add(udp_pseudo(ip, ulen), udp, ulen);
 
-		s += IPPROTO_UDP_ + ulen;
-		s = dp_pkt_csum_add(s, udp, ulen);
 		if (unlikely(dp_pkt_csum_fold(s) != 0xffff)) {
 			c[DP_PKT_CTR_drop_udp_csum]++;
 			return DP_PKT_DROP;
@@ -394,16 +399,12 @@ int dp_pkt_udp_build(struct dp_pkt_if *ifc, uint8_t *frame, unsigned len,
 	if (ifc->tx_csum_offload) {
 		/* The port computes both; it wants the pseudo-header sum
 		 * (not inverted) in the UDP checksum field. */
-		uint32_t s = dp_pkt_csum_add(0, ip + 12, 8);
-
-		s += IPPROTO_UDP_ + DP_PKT_UDP_LEN + len;
-		wr16(udp + 6, dp_pkt_csum_fold(s));
+		wr16(udp + 6, dp_pkt_csum_fold(udp_pseudo(ip, DP_PKT_UDP_LEN + len)));
 	} else {
-		uint32_t s = dp_pkt_csum_add(0, ip + 12, 8);
+		uint32_t s = udp_pseudo(ip, DP_PKT_UDP_LEN + len);
 		uint16_t u;
 
 		wr16(ip + 10, (uint16_t)~dp_pkt_csum_fold(dp_pkt_csum_add(0, ip, DP_PKT_IP_LEN)));
-		s += IPPROTO_UDP_ + DP_PKT_UDP_LEN + len;
 		s = dp_pkt_csum_add(s, udp, DP_PKT_UDP_LEN + len);
 		u = (uint16_t)~dp_pkt_csum_fold(s);
 		wr16(udp + 6, u ? u : 0xffff);

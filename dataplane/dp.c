@@ -9,7 +9,6 @@
  * poll on a flag that is constant after init.
  */
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -574,14 +573,6 @@ unsigned dp_poll(struct dp *dp)
  * off) is the production setting. */
 #define DP_DPDK_IDLE_US 50
 
-static void dp_wait_fd(int fd, unsigned timeout_us, bool *woke)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)timeout_us * 1000 };
-
-	*woke = ppoll(&p, fd >= 0, &ts, NULL) > 0 && (p.revents & POLLIN);
-}
-
 /* Queue 0's loop with several loops: anything to forward? */
 static bool dp_multi_pending(const struct dp *dp)
 {
@@ -621,14 +612,13 @@ static void dp_loop(struct dp *dp)
 			if (!dp_resp_pending(dp->rings) &&
 			    !(dp->multi && dp_multi_pending(dp))) {
 				dp->sess.dp_ctr[DP_CTR_idle_sleeps]++;
-				if (IS_ENABLED(CONFIG_DP_DPDK) && dp->dpdk)
-					dp_wait_fd(w->fd, MIN(dp->cfg.idle_sleep_us,
-							      DP_DPDK_IDLE_US),
-						   &woke);
-				else
-					dp_sock_wait(&dp->sock,
-						     dp->cfg.idle_sleep_us,
-						     w->fd, &woke);
+				/* a DPDK loop's sock.fd is -1: ppoll skips
+				 * it and the nap is bounded instead */
+				dp_sock_wait(&dp->sock,
+					     IS_ENABLED(CONFIG_DP_DPDK) && dp->dpdk ?
+					     MIN(dp->cfg.idle_sleep_us, DP_DPDK_IDLE_US) :
+					     dp->cfg.idle_sleep_us,
+					     w->fd, &woke);
 			}
 			dp_wake_done(w, woke);
 		} else {

@@ -384,17 +384,19 @@ int cuda_lt_mv(struct cuda_lt *lt, CUstream st, int dt, struct cuda_mv_args *a)
 	if (!nb)
 		return 1;
 	if (dt == CUDA_DT_FP8) {
-		/* E4M3 GEMMs if every part has its plan, else as BF16 */
+		/* E4M3 GEMMs if every part has its plan (kept in pl[]), else
+		 * as BF16 */
 		gt = lt->fp8_bf16 ? CUDA_DT_BF16 : CUDA_DT_FP8;
 		for (uint32_t p = 0; p < np && gt == CUDA_DT_FP8; p++)
-			if (!plan_find(lt, CUDA_DT_FP8, a->rows[p], K, nb))
+			if (!(pl[p] = plan_find(lt, CUDA_DT_FP8, a->rows[p], K, nb)))
 				gt = CUDA_DT_BF16;
 		deq = gt == CUDA_DT_BF16;
 	}
 	for (uint32_t p = 0; p < np; p++) {
 		bool in_place = a->mode != CUDA_MV_ADD && a->ldy[p] == a->rows[p];
 
-		pl[p] = plan_find(lt, gt, a->rows[p], K, nb);
+		if (gt != CUDA_DT_FP8)
+			pl[p] = plan_find(lt, gt, a->rows[p], K, nb);
 		if (!pl[p] || (!in_place && a->rows[p] > lt->n_acc) ||
 		    (deq && (size_t)a->rows[p] * K > lt->wdeq_elems))
 			return 1;

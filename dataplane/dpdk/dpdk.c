@@ -15,6 +15,9 @@
  * bytes, ~40 ns for 1400 bytes here; the session layer then reads it once
  * for the tag).  Transmit: the session layer writes into the txq's buffers;
  * each datagram is copied behind headers written in place in an mbuf.
+ * Mbufs are taken from and given back to the pool once per burst
+ * (rte_pktmbuf_alloc_bulk / rte_pktmbuf_free_bulk): one ring operation for
+ * the burst instead of one per frame.
  */
 #include <errno.h>
 #include <sched.h>
@@ -67,6 +70,9 @@ struct dp_dpdk_q {
 	struct rte_mbuf *rx[DP_DPDK_BURST_MAX];
 	struct rte_mbuf *tx[DP_DPDK_BURST_MAX];
 	unsigned n_tx;
+	/* frames of this rx burst done with: freed in one call at its end */
+	struct rte_mbuf *done[DP_DPDK_BURST_MAX];
+	unsigned n_done;
 	char name_dpdk[24], name_pkt[24];	/* counter block prefixes */
 	uint64_t ctr[DP_DPDK_CTR__COUNT];
 } __cache_aligned;
@@ -540,7 +546,7 @@ static __always_inline void rx_one(struct dp_dpdk_q *d, struct dp_sess_table *t,
 
 	if (unlikely(m->nb_segs != 1)) {
 		d->ctr[DP_DPDK_CTR_rx_multiseg]++;
-		rte_pktmbuf_free(m);
+		d->done[d->n_done++] = m;
 		return;
 	}
 	/* The port's verdict replaces the software checksums when it has
@@ -576,7 +582,7 @@ static __always_inline void rx_one(struct dp_dpdk_q *d, struct dp_sess_table *t,
 			dp_sess_rx(t, d->scratch, n, &info.from);
 		}
 	}
-	rte_pktmbuf_free(m);
+	d->done[d->n_done++] = m;
 }
 
 unsigned dp_dpdk_rx(struct dp_dpdk_q *d, struct dp_sess_table *t,
@@ -598,48 +604,81 @@ unsigned dp_dpdk_rx(struct dp_dpdk_q *d, struct dp_sess_table *t,
 			rte_prefetch0(rte_pktmbuf_mtod(d->rx[i + 2], void *));
 		rx_one(d, t, loss, d->rx[i]);
 	}
+	/* (n <= burst <= DP_DPDK_BURST_MAX: done[] never overflows) */
+	if (d->n_done) {
+		rte_pktmbuf_free_bulk(d->done, d->n_done);
+		d->n_done = 0;
+	}
 	if (d->n_tx)
 		tx_push(d);
 	return n;
 }
 
+/*
+ * @k mbufs for the next frames: one bulk get from the pool.  The bulk get
+ * is all or nothing; a pool too low for it (a leak, or a burst bigger than
+ * the budget) falls back to one get per frame so as many frames as there
+ * are mbufs still go out.  Return: how many of @mb were filled (the
+ * caller counts the frames left without one).
+ */
+static unsigned tx_alloc(struct dp_dpdk_q *d, struct rte_mbuf **mb, unsigned k)
+{
+	unsigned got = 0;
+
+	if (likely(!rte_pktmbuf_alloc_bulk(d->pool, mb, k)))
+		return k;
+	while (got < k && (mb[got] = rte_pktmbuf_alloc(d->pool)))
+		got++;
+	return got;
+}
+
 unsigned dp_dpdk_tx(struct dp_dpdk_q *d, const struct dp_pkt *pkts, unsigned n)
 {
 	unsigned hl = dp_pkt_hdr_len(&d->ifc), ok = 0;
+	struct rte_mbuf *mb[DP_DPDK_BURST_MAX];
 
-	for (unsigned i = 0; i < n; i++) {
-		struct rte_mbuf *m;
-		uint8_t *frame;
-		int len;
+	for (unsigned i = 0; i < n; ) {
+		unsigned k = MIN(n - i, (unsigned)DP_DPDK_BURST_MAX), got, used = 0;
 
-		if (unlikely(pkts[i].len + hl > RTE_MBUF_DEFAULT_DATAROOM))
-			continue;	/* cannot happen: mtu checked at open */
-		m = rte_pktmbuf_alloc(d->pool);
-		if (unlikely(!m)) {
-			d->ctr[DP_DPDK_CTR_tx_alloc_fail]++;
-			continue;
+		got = tx_alloc(d, mb, k);
+		for (unsigned j = 0; j < k; j++) {
+			const struct dp_pkt *p = &pkts[i + j];
+			struct rte_mbuf *m;
+			uint8_t *frame;
+			int len;
+
+			if (unlikely(p->len + hl > RTE_MBUF_DEFAULT_DATAROOM))
+				continue;	/* cannot happen: mtu checked at open */
+			if (unlikely(used == got)) {
+				/* the pool ran dry: these frames had none */
+				d->ctr[DP_DPDK_CTR_tx_alloc_fail] += k - j;
+				break;
+			}
+			m = mb[used];
+			frame = rte_pktmbuf_mtod(m, uint8_t *);
+			memcpy(frame + hl, p->data, p->len);
+			len = dp_pkt_udp_build(&d->ifc, frame, p->len, &p->addr);
+			if (unlikely(len < 0))
+				continue;	/* m is reused for the next frame */
+			used++;
+			m->data_len = (uint16_t)len;
+			m->pkt_len = (uint32_t)len;
+			if (d->tx_offload) {
+				m->ol_flags = RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM |
+					      RTE_MBUF_F_TX_UDP_CKSUM;
+				m->l2_len = hl - DP_PKT_IP_LEN - DP_PKT_UDP_LEN;
+				m->l3_len = DP_PKT_IP_LEN;
+			}
+			/* frames the rx path queued (ARP, ICMP replies) may be
+			 * among those dropped: ok never goes below zero */
+			if (d->n_tx == DP_DPDK_BURST_MAX)
+				ok -= MIN(ok, tx_push(d));
+			d->tx[d->n_tx++] = m;
+			ok++;
 		}
-		frame = rte_pktmbuf_mtod(m, uint8_t *);
-		memcpy(frame + hl, pkts[i].data, pkts[i].len);
-		len = dp_pkt_udp_build(&d->ifc, frame, pkts[i].len, &pkts[i].addr);
-		if (unlikely(len < 0)) {
-			rte_pktmbuf_free(m);
-			continue;
-		}
-		m->data_len = (uint16_t)len;
-		m->pkt_len = (uint32_t)len;
-		if (d->tx_offload) {
-			m->ol_flags = RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM |
-				      RTE_MBUF_F_TX_UDP_CKSUM;
-			m->l2_len = hl - DP_PKT_IP_LEN - DP_PKT_UDP_LEN;
-			m->l3_len = DP_PKT_IP_LEN;
-		}
-		/* frames the rx path queued (ARP, ICMP replies) may be
-		 * among those dropped: ok never goes below zero */
-		if (d->n_tx == DP_DPDK_BURST_MAX)
-			ok -= MIN(ok, tx_push(d));
-		d->tx[d->n_tx++] = m;
-		ok++;
+		if (unlikely(used < got))	/* frames that were not built */
+			rte_pktmbuf_free_bulk(mb + used, got - used);
+		i += k;
 	}
 	if (d->n_tx)
 		ok -= MIN(ok, tx_push(d));

@@ -63,9 +63,8 @@ struct dp_dpdk_q {
 	uint16_t queue;
 	unsigned burst;
 	unsigned mtu;
-	bool tx_offload;
 	struct rte_mempool *pool;
-	struct dp_pkt_if ifc;
+	struct dp_pkt_if ifc;		/* .tx_csum_offload: the port's tx checksums */
 	uint8_t *scratch;		/* (mtu + 64), 64-byte aligned */
 	struct rte_mbuf *rx[DP_DPDK_BURST_MAX];
 	struct rte_mbuf *tx[DP_DPDK_BURST_MAX];
@@ -80,7 +79,6 @@ struct dp_dpdk_q {
 struct dp_dpdk {
 	uint16_t port;
 	unsigned nq;
-	bool tx_offload;
 	struct rte_mempool *pool;
 	struct dp_xdp *xdp;		/* our XDP program under net_af_xdp */
 	struct dp_dpdk_q *q[DP_DPDK_QUEUES_MAX];
@@ -183,7 +181,10 @@ err:
 	return NULL;
 }
 
-static int port_setup(struct dp_dpdk *d, const struct dp_dpdk_config *cfg)
+/* Configure and start the port; *@tx_offload: whether it fills the IPv4 and
+ * UDP checksums of what we send (each queue's packet layer keeps it). */
+static int port_setup(struct dp_dpdk *d, const struct dp_dpdk_config *cfg,
+		      bool *tx_offload)
 {
 	struct rte_eth_dev_info info;
 	struct rte_eth_conf conf;
@@ -200,6 +201,7 @@ static int port_setup(struct dp_dpdk *d, const struct dp_dpdk_config *cfg)
 		return rc;
 	}
 	memset(&conf, 0, sizeof(conf));
+	*tx_offload = false;
 	if (cfg->queues > 1) {
 		/* Several dataplane lcores: spread sessions by the UDP
 		 * 5-tuple, so one client's datagrams stay on one lcore. */
@@ -211,7 +213,7 @@ static int port_setup(struct dp_dpdk *d, const struct dp_dpdk_config *cfg)
 		conf.rxmode.offloads |= rx_ck;
 	if (cfg->offloads && (info.tx_offload_capa & tx_ck) == tx_ck) {
 		conf.txmode.offloads |= tx_ck;
-		d->tx_offload = true;
+		*tx_offload = true;
 	}
 	rc = rte_eth_dev_configure(d->port, (uint16_t)cfg->queues,
 				   (uint16_t)cfg->queues, &conf);
@@ -248,7 +250,7 @@ static int port_setup(struct dp_dpdk *d, const struct dp_dpdk_config *cfg)
 	LOG_I(dp, "dpdk: port %u (%s) started: %u queue(s), %u/%u descriptors, "
 	      "checksums rx %s tx %s", d->port, info.driver_name, cfg->queues,
 	      nrx, ntx, conf.rxmode.offloads ? "offloaded" : "software",
-	      d->tx_offload ? "offloaded" : "software");
+	      *tx_offload ? "offloaded" : "software");
 	return 0;
 }
 
@@ -315,7 +317,7 @@ static int xdp_attach(struct dp_dpdk *d, const char *eal)
 static int queue_open(struct dp_dpdk *d, unsigned i,
 		      const struct dp_dpdk_config *cfg,
 		      const struct dp_addr *local, const uint8_t mac[6],
-		      unsigned mtu, unsigned burst)
+		      unsigned mtu, unsigned burst, bool tx_offload)
 {
 	struct dp_dpdk_q *q = aligned_alloc(VELO_CACHE_LINE, sizeof(*q));
 	int rc;
@@ -328,7 +330,6 @@ static int queue_open(struct dp_dpdk *d, unsigned i,
 	q->queue = (uint16_t)i;
 	q->burst = burst;
 	q->mtu = mtu;
-	q->tx_offload = d->tx_offload;
 	q->pool = d->pool;
 	q->scratch = aligned_alloc(VELO_CACHE_LINE, ALIGN_UP(mtu + 64, 64u));
 	if (!q->scratch) {
@@ -341,7 +342,7 @@ static int queue_open(struct dp_dpdk *d, unsigned i,
 		LOG_E(dp, "dpdk: bad local address or MAC");
 		goto err_free;
 	}
-	q->ifc.tx_csum_offload = d->tx_offload;
+	q->ifc.tx_csum_offload = tx_offload;
 	if (i) {
 		snprintf(q->name_dpdk, sizeof(q->name_dpdk), "dpdk.q%u", i);
 		snprintf(q->name_pkt, sizeof(q->name_pkt), "pkt.q%u", i);
@@ -387,6 +388,7 @@ struct dp_dpdk *dp_dpdk_open(const struct dp_dpdk_config *cfg,
 	struct rte_ether_addr mac;
 	struct dp_dpdk *d;
 	unsigned mbufs;
+	bool tx_offload;
 	char name[32];
 	int rc;
 
@@ -438,7 +440,7 @@ struct dp_dpdk *dp_dpdk_open(const struct dp_dpdk_config *cfg,
 		LOG_E(dp, "dpdk: mbuf pool of %u: %s", mbufs, rte_strerror(-rc));
 		goto err_free;
 	}
-	rc = port_setup(d, cfg);
+	rc = port_setup(d, cfg, &tx_offload);
 	if (rc)
 		goto err_free_pool;
 	rc = rte_eth_macaddr_get(d->port, &mac);
@@ -447,7 +449,8 @@ struct dp_dpdk *dp_dpdk_open(const struct dp_dpdk_config *cfg,
 		goto err_stop;
 	}
 	for (unsigned i = 0; i < d->nq; i++) {
-		rc = queue_open(d, i, cfg, local, mac.addr_bytes, mtu, burst);
+		rc = queue_open(d, i, cfg, local, mac.addr_bytes, mtu, burst,
+				tx_offload);
 		if (rc)
 			goto err_queues;
 	}
@@ -663,7 +666,7 @@ unsigned dp_dpdk_tx(struct dp_dpdk_q *d, const struct dp_pkt *pkts, unsigned n)
 			used++;
 			m->data_len = (uint16_t)len;
 			m->pkt_len = (uint32_t)len;
-			if (d->tx_offload) {
+			if (d->ifc.tx_csum_offload) {
 				m->ol_flags = RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM |
 					      RTE_MBUF_F_TX_UDP_CKSUM;
 				m->l2_len = hl - DP_PKT_IP_LEN - DP_PKT_UDP_LEN;

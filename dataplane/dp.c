@@ -23,6 +23,7 @@
 #include "../tools/lib/cpu.h"
 #include "../tools/lib/log.h"
 #include "dp.h"
+#include "rx.h"
 
 void dp_config_default(struct dp_config *c)
 {
@@ -535,17 +536,10 @@ static __always_inline unsigned dp_poll_worker(struct dp *dp, const bool loss)
 
 		if (i + 1 < n)
 			__builtin_prefetch(dp_sock_rx_data(&dp->sock, (unsigned)i + 1));
-		if (loss && dp_loss_drop(&dp->loss, DP_LOSS_RX, buf,
-					 MIN(len, dp->sock.buf_size)))
-			continue;
-		if (unlikely(len > t->cfg.mtu)) {
-			/* Truncated by the kernel: longer than any buffer. */
-			t->dp_ctr[DP_CTR_rx_datagrams]++;
-			t->dp_ctr[DP_CTR_rx_bytes] += len;
-			t->dp_ctr[DP_CTR_drop_oversize]++;
-			continue;
-		}
-		dp_sess_rx(t, buf, len, &dp->sock.rx_addr[i]);
+		/* (one longer than the MTU was truncated by the kernel: its
+		 * buffer holds mtu + 8 rounded up) */
+		dp_rx_datagram(t, loss ? &dp->loss : NULL, buf, len,
+			       &dp->sock.rx_addr[i], NULL);
 	}
 	work += (unsigned)n;
 	work += dp_sess_resp_poll(t, DP_RESP_BURST);

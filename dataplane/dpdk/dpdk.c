@@ -31,6 +31,7 @@
 
 #include "../../tools/lib/counters.h"
 #include "../../tools/lib/log.h"
+#include "../rx.h"
 #include "../xdp/xdp.h"
 #include "dpdk.h"
 
@@ -572,18 +573,11 @@ static __always_inline void rx_one(struct dp_dpdk_q *d, struct dp_sess_table *t,
 		return;
 	}
 	if (v == DP_PKT_UDP) {
-		const uint8_t *p = frame + info.payload_off;
-		unsigned n = info.payload_len;
-
-		if (unlikely(n > d->mtu)) {
+		/* (the session layer's counters too: dp_rx_datagram) */
+		if (unlikely(info.payload_len > d->mtu))
 			d->ctr[DP_DPDK_CTR_rx_oversize]++;
-			t->dp_ctr[DP_CTR_rx_datagrams]++;
-			t->dp_ctr[DP_CTR_rx_bytes] += n;
-			t->dp_ctr[DP_CTR_drop_oversize]++;
-		} else if (!loss || !dp_loss_drop(loss, DP_LOSS_RX, p, n)) {
-			memcpy(d->scratch, p, n);
-			dp_sess_rx(t, d->scratch, n, &info.from);
-		}
+		dp_rx_datagram(t, loss, frame + info.payload_off,
+			       info.payload_len, &info.from, d->scratch);
 	}
 	d->done[d->n_done++] = m;
 }

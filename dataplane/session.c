@@ -703,9 +703,28 @@ static bool nonce_insert_at(struct dp_sess_table *t, uint64_t now,
 	return true;
 }
 
-static bool nonce_insert(struct dp_sess_table *t, const uint8_t *n)
+/*
+ * Claim a LOGON's client nonce: new -> remembered, 0; seen inside the
+ * window -> -EALREADY (a replay); the cache full of entries younger than
+ * two windows -> -ENOBUFS.  One path for a table's own cache and for the
+ * cache several loops share (nonce_tab, under nonce_lock): look-up and
+ * insert in one critical section, so two loops can not both find a
+ * replayed nonce new.  Cost: one scan of at most nonce_cache entries.
+ */
+static int nonce_claim(struct dp_sess_table *t, const uint8_t *n)
 {
-	return nonce_insert_at(t, t->now_ns, n);
+	struct dp_sess_table *c = t->nonce_lock ? t->nonce_tab : t;
+	int rc = 0;
+
+	if (t->nonce_lock)
+		pthread_spin_lock(t->nonce_lock);
+	if (nonce_seen(c, n))
+		rc = -EALREADY;
+	else if (!nonce_insert_at(c, t->now_ns, n))
+		rc = -ENOBUFS;
+	if (t->nonce_lock)
+		pthread_spin_unlock(t->nonce_lock);
+	return rc;
 }
 
 void dp_sess_nonces_share(struct dp_sess_table *t, struct dp_sess_table *owner,
@@ -811,10 +830,6 @@ static void rx_logon(struct dp_sess_table *t, const struct proto_pkt_view *v,
 		drop(t, PROTO_DROP_stale_logon);
 		return;
 	}
-	if (!t->nonce_lock && nonce_seen(t, lb.client_nonce)) {
-		drop(t, PROTO_DROP_replay);
-		return;
-	}
 	rc = proto_decode_logon(&m, &lv);
 	if (rc) {
 		drop(t, -rc);
@@ -822,26 +837,14 @@ static void rx_logon(struct dp_sess_table *t, const struct proto_pkt_view *v,
 	}
 	lc = (struct logon_ctx){ .from = from, .lk = &t->logon_keys[k],
 				 .client_nonce = lb.client_nonce };
-	if (t->nonce_lock) {
-		/* Shared cache: look up and insert in one critical section
-		 * (two loops must not both find a replayed nonce new). */
-		int verdict;
-
-		pthread_spin_lock(t->nonce_lock);
-		verdict = nonce_seen(t->nonce_tab, lb.client_nonce) ? 1
-			  : !nonce_insert_at(t->nonce_tab, t->now_ns,
-					     lb.client_nonce) ? 2 : 0;
-		pthread_spin_unlock(t->nonce_lock);
-		if (verdict == 1) {
-			drop(t, PROTO_DROP_replay);
-			return;
-		}
-		if (verdict == 2) {
-			ctr(t, SESS_CTR_nonce_cache_full);
-			drop(t, PROTO_DROP_no_buffer);
-			return;
-		}
-	} else if (!nonce_insert(t, lb.client_nonce)) {
+	/* (after the decode: a logon that does not decode is never
+	 * remembered, so its replays fail the decode the same way) */
+	rc = nonce_claim(t, lb.client_nonce);
+	if (rc == -EALREADY) {
+		drop(t, PROTO_DROP_replay);
+		return;
+	}
+	if (rc) {
 		/* No answer: a logon whose nonce can not be remembered could
 		 * be replayed, and every copy would be answered (reflection).
 		 * The client retries with a new nonce. */

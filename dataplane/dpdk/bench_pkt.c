@@ -5,7 +5,7 @@
  * the PMD, on frames built in memory beforehand.
  *
  *   velo-bench-dp [--seconds S] [--reps N] [--frames F] [--burst B]
- *                 [--core C] [--json FILE]
+ *                 [--neigh K] [--core C] [--json FILE]
  *
  * One session is logged on (a real LOGON, sealed with a random key); then
  * F Ethernet/IPv4/UDP frames, each an authenticated TEST_REQUEST with the
@@ -18,6 +18,9 @@
  *   and sealed) -> per burst dp_sess_flush + txq flush: each answer copied
  *   behind Ethernet/IPv4/UDP headers (dp_pkt_udp_build, software checksums)
  *   into a frame buffer, as into an mbuf.
+ * --neigh K (1..DP_PKT_NEIGH_MAX, default 1): the server's neighbour table
+ * holds K - 1 other peers, learned before the client, so the client's
+ * entry is the K-th (the worst case of a full table is K = 64).
  * The session's replay window is reset between passes (the same packet
  * numbers come again).  What is not in it: rte_eth_rx_burst/tx_burst and
  * mbuf alloc/free (on a NIC a few ns per packet amortised over the burst;
@@ -71,7 +74,7 @@ struct bench {
 	_Alignas(64) uint8_t scratch[PROTO_MTU_MAX + 64];
 	uint8_t *frames;		/* (nframes, FRAME_BYTES) */
 	unsigned *lens;
-	unsigned nframes, burst;
+	unsigned nframes, burst, neigh;
 };
 
 static struct dp_addr v4(uint32_t ip, uint16_t port)
@@ -192,6 +195,12 @@ static int setup(struct bench *b)
 			   b->cli_addr.u.in4.sin_port, 0))
 		return -EINVAL;
 	dp_pkt_neigh_learn(&b->cli, b->srv_addr.u.in4.sin_addr.s_addr, smac);
+	/* other peers first (10.0.1.x): the client's entry comes after them */
+	for (unsigned i = 1; i < b->neigh; i++) {
+		uint8_t m[6] = { 0x02, 0, 0, 0, 1, (uint8_t)i };
+
+		dp_pkt_neigh_learn(&b->srv, htonl(0x0a000100u + i), m);
+	}
 	if (velo_auth_init())
 		return -EIO;
 	b->psk.key_id = 1;
@@ -349,12 +358,13 @@ static int measure(struct bench *b, int (*pass)(struct bench *), double secs,
 
 int main(int argc, char **argv)
 {
-	enum { O_SECS = 256, O_REPS, O_FRAMES, O_BURST, O_CORE, O_JSON };
+	enum { O_SECS = 256, O_REPS, O_FRAMES, O_BURST, O_NEIGH, O_CORE, O_JSON };
 	static const struct option opts[] = {
 		{ "seconds", required_argument, NULL, O_SECS },
 		{ "reps", required_argument, NULL, O_REPS },
 		{ "frames", required_argument, NULL, O_FRAMES },
 		{ "burst", required_argument, NULL, O_BURST },
+		{ "neigh", required_argument, NULL, O_NEIGH },
 		{ "core", required_argument, NULL, O_CORE },
 		{ "json", required_argument, NULL, O_JSON },
 		{ NULL, 0, NULL, 0 },
@@ -370,6 +380,7 @@ int main(int argc, char **argv)
 
 	b.nframes = 1024;
 	b.burst = 32;
+	b.neigh = 1;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (o) {
 		case O_SECS:
@@ -391,6 +402,11 @@ int main(int argc, char **argv)
 			if (tool_u64(optarg, 1, 64, &v))
 				goto usage;
 			b.burst = (unsigned)v;
+			break;
+		case O_NEIGH:
+			if (tool_u64(optarg, 1, DP_PKT_NEIGH_MAX, &v))
+				goto usage;
+			b.neigh = (unsigned)v;
 			break;
 		case O_CORE:
 			if (tool_u64(optarg, 0, 4095, &v))
@@ -426,8 +442,8 @@ int main(int argc, char **argv)
 	velo_bench_date(date, sizeof(date));
 	velo_bench_loadavg(load, sizeof(load));
 	printf("velo-bench-dp: %u TEST_REQUEST frames of %u bytes, burst %u, "
-	       "%u x %.2f s, core %d, load %s\n", b.nframes, b.lens[0], b.burst,
-	       reps, secs, core, load);
+	       "neighbour %u of the table, %u x %.2f s, core %d, load %s\n",
+	       b.nframes, b.lens[0], b.burst, b.neigh, reps, secs, core, load);
 	printf("%-34s %9s %9s %9s\n", "path (per datagram)", "ns wall",
 	       "ns cpu", "Mpps/lcore");
 	printf("%-34s %9.1f %9.1f %9.2f\n", "full: pkt + session + auth + answer",
@@ -445,13 +461,14 @@ int main(int argc, char **argv)
 		}
 		fprintf(f, "{\"bench\": \"velo-bench-dp\", \"commit\": \"%s\", "
 			"\"date\": \"%s\", \"loadavg\": \"%s\", \"frames\": %u, "
-			"\"frame_bytes\": %u, \"burst\": %u, \"reps\": %u, "
-			"\"seconds\": %.3f, \"core\": %d, \"suites\": %u,\n"
+			"\"frame_bytes\": %u, \"burst\": %u, \"neigh\": %u, "
+			"\"reps\": %u, \"seconds\": %.3f, \"core\": %d, "
+			"\"suites\": %u,\n"
 			" \"full\": {\"ns_wall\": %.2f, \"ns_cpu\": %.2f, \"mpps\": %.3f},\n"
 			" \"pkt_only\": {\"ns_wall\": %.2f, \"ns_cpu\": %.2f, \"mpps\": %.3f},\n"
 			" \"memcpy\": {\"ns_wall\": %.2f, \"ns_cpu\": %.2f},\n"
 			" \"full_over_memcpy\": %.2f}\n", commit, date, load,
-			b.nframes, b.lens[0], b.burst, reps, secs, core,
+			b.nframes, b.lens[0], b.burst, b.neigh, reps, secs, core,
 			velo_auth_suites_local(), full.wall, full.cpu,
 			1e3 / full.wall, pkt.wall, pkt.cpu, 1e3 / pkt.wall,
 			copy.wall, copy.cpu, full.wall / copy.wall);
@@ -465,7 +482,7 @@ int main(int argc, char **argv)
 	return 0;
 usage:
 	fprintf(stderr, "usage: velo-bench-dp [--seconds S] [--reps N] "
-		"[--frames F<=%d] [--burst B<=64] [--core C] [--json FILE]\n",
-		FRAMES_MAX);
+		"[--frames F<=%d] [--burst B<=64] [--neigh K<=%d] [--core C] "
+		"[--json FILE]\n", FRAMES_MAX, DP_PKT_NEIGH_MAX);
 	return 2;
 }

@@ -105,20 +105,39 @@ int dp_pkt_if_init(struct dp_pkt_if *ifc, const uint8_t mac[6], uint32_t ip,
 	return 0;
 }
 
+/* A known neighbour's MAC refreshed (counted when it changed). */
+static void neigh_refresh(struct dp_pkt_if *ifc, struct dp_pkt_neigh *n,
+			  const uint8_t mac[6])
+{
+	if (memcmp(n->mac, mac, 6)) {
+		memcpy(n->mac, mac, 6);
+		ifc->ctr[DP_PKT_CTR_neigh_learned]++;
+	}
+}
+
+/*
+ * Every UDP datagram for our port learns its sender: the last entry first
+ * (one compare: the usual case), else a scan of DP_PKT_NEIGH_MAX entries.
+ * velo-bench-dp --neigh 64 (the peer 64th, learn on rx and lookup on tx):
+ * packet layer 158-169 ns CPU per datagram with the scans, 73 with the
+ * last-hit entry, as with the peer first (--neigh 1); here, loaded 2 cores.
+ */
 void dp_pkt_neigh_learn(struct dp_pkt_if *ifc, uint32_t ip, const uint8_t mac[6])
 {
 	struct dp_pkt_neigh *free_ent = NULL;
 
 	if (ip_is_special(ip) || mac_is_multicast(mac))
 		return;
+	if (likely(ifc->neigh[ifc->neigh_last].ip == ip)) {
+		neigh_refresh(ifc, &ifc->neigh[ifc->neigh_last], mac);
+		return;
+	}
 	for (unsigned i = 0; i < DP_PKT_NEIGH_MAX; i++) {
 		struct dp_pkt_neigh *n = &ifc->neigh[i];
 
 		if (n->ip == ip) {
-			if (memcmp(n->mac, mac, 6)) {
-				memcpy(n->mac, mac, 6);
-				ifc->ctr[DP_PKT_CTR_neigh_learned]++;
-			}
+			neigh_refresh(ifc, n, mac);
+			ifc->neigh_last = i;
 			return;
 		}
 		if (!n->ip && !free_ent)
@@ -130,14 +149,19 @@ void dp_pkt_neigh_learn(struct dp_pkt_if *ifc, uint32_t ip, const uint8_t mac[6]
 	}
 	free_ent->ip = ip;
 	memcpy(free_ent->mac, mac, 6);
+	ifc->neigh_last = (unsigned)(free_ent - ifc->neigh);
 	ifc->ctr[DP_PKT_CTR_neigh_learned]++;
 }
 
-const uint8_t *dp_pkt_neigh_lookup(const struct dp_pkt_if *ifc, uint32_t ip)
+const uint8_t *dp_pkt_neigh_lookup(struct dp_pkt_if *ifc, uint32_t ip)
 {
+	if (likely(ifc->neigh[ifc->neigh_last].ip == ip))
+		return ifc->neigh[ifc->neigh_last].mac;
 	for (unsigned i = 0; i < DP_PKT_NEIGH_MAX; i++)
-		if (ifc->neigh[i].ip == ip)
+		if (ifc->neigh[i].ip == ip) {
+			ifc->neigh_last = i;
 			return ifc->neigh[i].mac;
+		}
 	return NULL;
 }
 

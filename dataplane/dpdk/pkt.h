@@ -19,7 +19,10 @@
  * of a payload (in place, the payload already at DP_PKT_HDR_LEN).
  *
  * Nothing allocates after dp_pkt_if_init(); the neighbour table is a small
- * fixed array (DP_PKT_NEIGH_MAX), replaced round robin when full.
+ * fixed array (DP_PKT_NEIGH_MAX), replaced round robin when full, with the
+ * entry last found or learned tried first: a datagram's sender is learned
+ * on receive and its answer looked up on transmit, so both find it without
+ * a scan while one peer is busy.
  */
 #ifndef VELO_DP_PKT_H
 #define VELO_DP_PKT_H
@@ -99,6 +102,7 @@ struct dp_pkt_if {
 	bool tx_csum_offload;	/* the port fills IP/UDP checksums */
 	uint16_t ip_id;
 	unsigned neigh_next;	/* round-robin victim when full */
+	unsigned neigh_last;	/* entry last found or learned: tried first */
 	struct dp_pkt_neigh neigh[DP_PKT_NEIGH_MAX];
 	uint64_t ctr[DP_PKT_CTR__COUNT];
 };
@@ -144,9 +148,11 @@ static inline unsigned dp_pkt_hdr_len(const struct dp_pkt_if *ifc)
 	return ifc->vlan ? DP_PKT_HDR_LEN_MAX : DP_PKT_HDR_LEN;
 }
 
-/* Learn (or refresh) a neighbour; returns its entry. */
+/* Learn (or refresh) a neighbour (ignored for a broadcast, multicast or
+ * zero IP or a multicast MAC). */
 void dp_pkt_neigh_learn(struct dp_pkt_if *ifc, uint32_t ip, const uint8_t mac[6]);
-const uint8_t *dp_pkt_neigh_lookup(const struct dp_pkt_if *ifc, uint32_t ip);
+/* The MAC of neighbour @ip, or NULL; remembers the entry (neigh_last). */
+const uint8_t *dp_pkt_neigh_lookup(struct dp_pkt_if *ifc, uint32_t ip);
 
 /* The Internet checksum (RFC 1071) of @len bytes, folded, not inverted,
  * added to @sum. */

@@ -225,6 +225,61 @@ static void test_neigh_table_bounded(void **state)
 	assert_null(dp_pkt_neigh_lookup(&X, htonl(0x0a020001u)));
 }
 
+/*
+ * The last-hit entry never answers for a peer that is no longer there:
+ * random learns and lookups over 80 peers (more than the table holds, so
+ * entries are replaced, the last hit among them) against a plain model of
+ * the documented policy (refresh in place, else the first free entry, else
+ * round robin), which scans every time.
+ */
+static void test_neigh_last_hit(void **state)
+{
+	struct { uint32_t ip; uint8_t mac[6]; } ref[DP_PKT_NEIGH_MAX];
+	unsigned ref_next = 0, ref_learned = 0;
+	uint64_t rnd = 0x9e3779b97f4a7c15ull;
+	struct dp_pkt_if X;
+
+	memset(ref, 0, sizeof(ref));
+	assert_int_equal(dp_pkt_if_init(&X, mac_b, ip_b, htons(7400), 0), 0);
+	for (unsigned it = 0; it < 20000; it++) {
+		uint32_t ip, r;
+		uint8_t m[6] = { 2, 0, 0, 0, 0, 0 };
+		const uint8_t *got, *want = NULL;
+		unsigned k;
+
+		rnd ^= rnd << 13, rnd ^= rnd >> 7, rnd ^= rnd << 17;
+		r = (uint32_t)(rnd >> 32);
+		ip = htonl(0x0a030000u + 1 + r % 80);
+		m[5] = (uint8_t)(r >> 8) & 3;	/* MACs change now and then */
+		for (k = 0; k < DP_PKT_NEIGH_MAX && ref[k].ip != ip; k++)
+			;
+		if ((r >> 16) & 1) {
+			dp_pkt_neigh_learn(&X, ip, m);
+			if (k == DP_PKT_NEIGH_MAX) {
+				for (k = 0; k < DP_PKT_NEIGH_MAX && ref[k].ip; k++)
+					;
+				if (k == DP_PKT_NEIGH_MAX) {
+					k = ref_next;
+					ref_next = (ref_next + 1) % DP_PKT_NEIGH_MAX;
+				}
+				ref[k].ip = ip;
+				ref_learned++;
+			} else if (memcmp(ref[k].mac, m, 6)) {
+				ref_learned++;
+			}
+			memcpy(ref[k].mac, m, 6);
+		}
+		if (k < DP_PKT_NEIGH_MAX && ref[k].ip == ip)
+			want = ref[k].mac;
+		got = dp_pkt_neigh_lookup(&X, ip);
+		if (!want)
+			assert_null(got);
+		else
+			assert_memory_equal(got, want, 6);
+	}
+	assert_int_equal(X.ctr[DP_PKT_CTR_neigh_learned], ref_learned);
+}
+
 static void test_icmp_echo(void **state)
 {
 	struct dp_pkt_rx_info info;
@@ -382,6 +437,7 @@ int main(void)
 		cmocka_unit_test(test_no_neighbour),
 		cmocka_unit_test(test_arp),
 		cmocka_unit_test(test_neigh_table_bounded),
+		cmocka_unit_test(test_neigh_last_hit),
 		cmocka_unit_test_setup(test_icmp_echo, setup),
 		cmocka_unit_test_setup(test_vlan, setup),
 		cmocka_unit_test_setup(test_malformed, setup),

@@ -607,56 +607,62 @@ static uint64_t rd64(const uint64_t *p)
 	return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
 
-/* Racy reads of the dataplane's session table: display only. */
+/* Racy reads of the dataplane's session tables: display only.  Every
+ * dataplane loop's sessions (one table per DPDK queue), read from
+ * this thread while the loops run: see dp_loop_sess(). */
 static void sessions_out(struct velod *v, FILE *f, bool as_json)
 {
-	struct dp_sess_table *t = &v->dp.sess;
 	uint64_t now = clock_mono_ns();
 	json_t *arr = as_json ? json_array() : NULL;
 
 	if (!as_json)
-		fprintf(f, "%-18s %-22s %6s %9s %8s %6s %10s %10s %4s %9s %9s %s\n",
-			"id", "peer", "key", "age_ms", "idle_ms", "hb_ms",
+		fprintf(f, "%-18s %4s %-22s %6s %9s %8s %6s %10s %10s %4s %9s %9s %s\n",
+			"id", "loop", "peer", "key", "age_ms", "idle_ms", "hb_ms",
 			"next_seq", "peer_ack", "infl", "rx", "tx", "name");
-	for (unsigned i = 0; i < t->cfg.sessions_max; i++) {
-		struct dp_sess *s = &t->sess[i];
-		struct dp_sess c;
-		char peer[64];
-		uint64_t id = rd64(&s->id);
+	for (unsigned l = 0; l < dp_loops(&v->dp); l++) {
+		struct dp_sess_table *t = dp_loop_sess(&v->dp, l);
 
-		if (!id || __atomic_load_n(&s->state, __ATOMIC_RELAXED) != DP_SESS_ACTIVE)
-			continue;
-		memcpy(&c, s, sizeof(c));	/* a snapshot, torn at worst */
-		c.client_name[sizeof(c.client_name) - 1] = 0;
-		dp_addr_format(&c.peer, peer, sizeof(peer));
-		if (as_json) {
-			json_t *o = json_object();
-			char hex[24];
+		for (unsigned i = 0; i < t->cfg.sessions_max; i++) {
+			struct dp_sess *s = &t->sess[i];
+			struct dp_sess c;
+			char peer[64];
+			uint64_t id = rd64(&s->id);
 
-			snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)id);
-			set(o, "id", json_string(hex));
-			set(o, "peer", json_string(peer));
-			set(o, "key_id", json_integer(c.key_id));
-			set(o, "age_ms", json_integer((json_int_t)((now - c.opened_ns) / 1000000)));
-			set(o, "idle_ms", json_integer((json_int_t)((now - c.last_rx_ns) / 1000000)));
-			set(o, "heartbeat_ms", json_integer(c.heartbeat_ms));
-			set(o, "mtu", json_integer(c.mtu));
-			set(o, "next_seq", json_integer((json_int_t)c.tx_seq));
-			set(o, "peer_ack", json_integer((json_int_t)c.peer_ack));
-			set(o, "in_flight", json_integer(c.inflight_reqs));
-			set(o, "rx_datagrams", json_integer((json_int_t)c.rx_datagrams));
-			set(o, "tx_datagrams", json_integer((json_int_t)c.tx_datagrams));
-			set(o, "name", json_string(c.client_name));
-			json_array_append_new(arr, o);
-		} else {
-			fprintf(f, "%016llx %-22s %6u %9llu %8llu %6u %10llu %10llu %4u %9llu %9llu %s\n",
-				(unsigned long long)id, peer, c.key_id,
-				(unsigned long long)((now - c.opened_ns) / 1000000),
-				(unsigned long long)((now - c.last_rx_ns) / 1000000),
-				c.heartbeat_ms, (unsigned long long)c.tx_seq,
-				(unsigned long long)c.peer_ack, c.inflight_reqs,
-				(unsigned long long)c.rx_datagrams,
-				(unsigned long long)c.tx_datagrams, c.client_name);
+			if (!id || __atomic_load_n(&s->state, __ATOMIC_RELAXED) != DP_SESS_ACTIVE)
+				continue;
+			memcpy(&c, s, sizeof(c));	/* a snapshot, torn at worst */
+			c.client_name[sizeof(c.client_name) - 1] = 0;
+			dp_addr_format(&c.peer, peer, sizeof(peer));
+			if (as_json) {
+				json_t *o = json_object();
+				char hex[24];
+
+				snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)id);
+				set(o, "id", json_string(hex));
+				set(o, "loop", json_integer(l));
+				set(o, "peer", json_string(peer));
+				set(o, "key_id", json_integer(c.key_id));
+				set(o, "age_ms", json_integer((json_int_t)((now - c.opened_ns) / 1000000)));
+				set(o, "idle_ms", json_integer((json_int_t)((now - c.last_rx_ns) / 1000000)));
+				set(o, "heartbeat_ms", json_integer(c.heartbeat_ms));
+				set(o, "mtu", json_integer(c.mtu));
+				set(o, "next_seq", json_integer((json_int_t)c.tx_seq));
+				set(o, "peer_ack", json_integer((json_int_t)c.peer_ack));
+				set(o, "in_flight", json_integer(c.inflight_reqs));
+				set(o, "rx_datagrams", json_integer((json_int_t)c.rx_datagrams));
+				set(o, "tx_datagrams", json_integer((json_int_t)c.tx_datagrams));
+				set(o, "name", json_string(c.client_name));
+				json_array_append_new(arr, o);
+			} else {
+				fprintf(f, "%016llx %4u %-22s %6u %9llu %8llu %6u %10llu %10llu %4u %9llu %9llu %s\n",
+					(unsigned long long)id, l, peer, c.key_id,
+					(unsigned long long)((now - c.opened_ns) / 1000000),
+					(unsigned long long)((now - c.last_rx_ns) / 1000000),
+					c.heartbeat_ms, (unsigned long long)c.tx_seq,
+					(unsigned long long)c.peer_ack, c.inflight_reqs,
+					(unsigned long long)c.rx_datagrams,
+					(unsigned long long)c.tx_datagrams, c.client_name);
+			}
 		}
 	}
 	if (as_json) {
@@ -670,10 +676,23 @@ static void sessions_out(struct velod *v, FILE *f, bool as_json)
 
 static void stats_out(struct velod *v, FILE *f, bool as_json)
 {
-	struct dp_sess_table *t = &v->dp.sess;
 	const struct dp_loss_config *l = &v->cfg.dp.loss;
 	json_t *o = json_object(), *loss = json_object();
+	/* every dataplane loop's table summed (dp_loop_sess) */
+	uint64_t active = 0, smax = 0, frags = 0, rxd = 0, txd = 0, rxb = 0, txb = 0;
 	char *s;
+
+	for (unsigned i = 0; i < dp_loops(&v->dp); i++) {
+		struct dp_sess_table *t = dp_loop_sess(&v->dp, i);
+
+		active += __atomic_load_n(&t->n_active, __ATOMIC_RELAXED);
+		smax += t->cfg.sessions_max;
+		frags += __atomic_load_n(&t->frags_used, __ATOMIC_RELAXED);
+		rxd += rd64(&t->dp_ctr[DP_CTR_rx_datagrams]);
+		txd += rd64(&t->dp_ctr[DP_CTR_tx_datagrams]);
+		rxb += rd64(&t->dp_ctr[DP_CTR_rx_bytes]);
+		txb += rd64(&t->dp_ctr[DP_CTR_tx_bytes]);
+	}
 
 	set(o, "uptime_s", json_integer((json_int_t)((clock_mono_ns() - v->start_ns) / 1000000000ull)));
 	{
@@ -682,11 +701,12 @@ static void stats_out(struct velod *v, FILE *f, bool as_json)
 		set(o, "listen", json_string(dp_addr_format(&v->dp.sock.local, a,
 							    sizeof(a))));
 	}
-	set(o, "sessions_active", json_integer(__atomic_load_n(&t->n_active, __ATOMIC_RELAXED)));
-	set(o, "sessions_max", json_integer(t->cfg.sessions_max));
+	set(o, "dataplane_loops", json_integer(dp_loops(&v->dp)));
+	set(o, "sessions_active", json_integer((json_int_t)active));
+	set(o, "sessions_max", json_integer((json_int_t)smax));
 	set(o, "request_slots_in_use", json_integer(dp_rings_slots_in_use(&v->rings)));
 	set(o, "request_slots", json_integer(v->rings.n_slots));
-	set(o, "reassembly_in_use", json_integer(__atomic_load_n(&t->frags_used, __ATOMIC_RELAXED)));
+	set(o, "reassembly_in_use", json_integer((json_int_t)frags));
 	set(o, "engine_state", json_string(dp_rings_engine_state(&v->rings) ==
 					   PROTO_STATE_READY ? "ready" : "not_ready"));
 	{
@@ -719,10 +739,10 @@ static void stats_out(struct velod *v, FILE *f, bool as_json)
 			set(o, "loaded", arr);
 		}
 	}
-	set(o, "rx_datagrams", json_integer((json_int_t)rd64(&t->dp_ctr[DP_CTR_rx_datagrams])));
-	set(o, "tx_datagrams", json_integer((json_int_t)rd64(&t->dp_ctr[DP_CTR_tx_datagrams])));
-	set(o, "rx_bytes", json_integer((json_int_t)rd64(&t->dp_ctr[DP_CTR_rx_bytes])));
-	set(o, "tx_bytes", json_integer((json_int_t)rd64(&t->dp_ctr[DP_CTR_tx_bytes])));
+	set(o, "rx_datagrams", json_integer((json_int_t)rxd));
+	set(o, "tx_datagrams", json_integer((json_int_t)txd));
+	set(o, "rx_bytes", json_integer((json_int_t)rxb));
+	set(o, "tx_bytes", json_integer((json_int_t)txb));
 	set(loss, "active", json_boolean(v->dp.loss_on));
 	set(loss, "seed", json_integer((json_int_t)l->seed));
 	set(loss, "rx_data", json_real(l->rate[0][0]));

@@ -120,4 +120,27 @@ unsigned dp_poll(struct dp *dp);
 void dp_run(struct dp *dp);
 void dp_stop(struct dp *dp);
 
+/*
+ * dp_loops() / dp_loop_sess() - the session table of each dataplane loop,
+ * for velod's control commands (sessions, stats): one, or one per DPDK
+ * queue (dpdk.queues > 1; loop @i's table belongs to thread velo-dp<i>).
+ * The set is fixed from dp_init() to dp_fini(), so another thread may walk
+ * it while the loops run; what it reads of a table it must read as velod
+ * does for loop 0's: counters and gauges with relaxed atomic loads
+ * (__atomic_load_n), a session copied whole and used only if its
+ * id and ACTIVE state were seen first (torn at worst, never invalid
+ * memory: the tables are never reallocated).  Nothing is locked: the
+ * loops never wait for a reader.
+ */
+static inline unsigned dp_loops(const struct dp *dp)
+{
+	return dp->multi ? dp->multi->n : 1;
+}
+
+/* @i < dp_loops(dp). */
+static inline struct dp_sess_table *dp_loop_sess(struct dp *dp, unsigned i)
+{
+	return i ? &dp->multi->loops[i]->sess : &dp->sess;
+}
+
 #endif /* VELO_DP_H */

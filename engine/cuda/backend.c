@@ -32,6 +32,8 @@ _Static_assert(sizeof(struct cuda_attn_args) == 8 * 8 + 8 + 4 * 10,
 	       "cuda_attn_args layout shared with kernels.cu");
 _Static_assert(sizeof(struct cuda_lt_epi_args) == 5 * 8 + 6 * 4,
 	       "cuda_lt_epi_args layout shared with kernels.cu");
+_Static_assert(sizeof(struct cuda_mma_args) == 3 * 8 + 2 * 4,
+	       "cuda_mma_args layout shared with k_mma.cuh");
 
 static const struct ctr_desc cuda_ctr_desc[] = { foreach_cuda_counter(CTR_DESC) };
 
@@ -83,8 +85,15 @@ static int get_functions(struct cuda_backend *be)
 		}
 		snprintf(name, sizeof(name), "k_mm_%s", dt_names[d]);
 		rc = rc ?: CU_CHECK(be, a->cuModuleGetFunction(&be->f_mm[d], be->mod, name));
+		/* the tensor-core GEMM: every weight dtype but F32 */
+		for (int sp = 1; sp <= 2 && d != CUDA_DT_F32 && !rc; sp++) {
+			snprintf(name, sizeof(name), "k_mma_%s_%d", dt_names[d], sp);
+			rc = CU_CHECK(be, a->cuModuleGetFunction(&be->f_mma[d][sp - 1], be->mod,
+								 name));
+		}
 	}
 	return rc ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_mma_xq, be->mod, "k_mma_xq")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_embed, be->mod, "k_embed")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_rmsnorm, be->mod, "k_rmsnorm")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_swiglu, be->mod, "k_swiglu")) ?:
@@ -122,6 +131,14 @@ static int get_functions(struct cuda_backend *be)
  *                       E4M3) lay 0.52 rel L2 from the reference besides
  */
 #define CUDA_LT_DEFAULT 0
+/*
+ * VELO_CUDA_MMA: products of more than 16 tokens on the tensor-core GEMM
+ * (k_mma.cuh) instead of the CUDA-core k_mm: 2 = activations as f16 hi +
+ * lo (~22 bits, two MMAs), 1 = hi only (11 bits), 0 = k_mm.  Batch
+ * invariant and allocation-free either way; 2 keeps the products within
+ * the f32 parity bounds (docs/cuda.md "Tensor-core GEMM").
+ */
+#define CUDA_MMA_DEFAULT 2
 #define CUDA_FLASH_DEFAULT 1
 #define CUDA_GRAPHS_DEFAULT 1
 
@@ -426,6 +443,25 @@ static void layout_act(struct cuda_model *cm, struct dev_arena *a)
 		lt->acc = dcarve(a, f * T * lt->n_acc);
 		lt->wdeq = lt->wdeq_elems ? dcarve(a, 2 * lt->wdeq_elems) : 0;
 	}
+	if (cm->mma.split)
+		cm->mma.ws = dcarve(a, cm->mma.bytes);
+}
+
+/* The tensor-core GEMM's workspace (struct cuda_mma): every product's
+ * input columns (hidden, q_dim, ffn) for step_tokens_max tokens; the LM
+ * head's seqs_max rows fit too.  Llama-3-8B, 2048 tokens, split 2: 117 MiB. */
+static void mma_size(struct cuda_model *cm)
+{
+	struct cuda_mma *mm = &cm->mma;
+	uint32_t v = env_uint("VELO_CUDA_MMA", CUDA_MMA_DEFAULT);
+
+	memset(mm, 0, sizeof(*mm));
+	mm->split = MIN(v, 2u);
+	if (!mm->split)
+		return;
+	mm->t_max = MAX(cm->bud.step_tokens_max, cm->bud.seqs_max);
+	mm->k_max = MAX(MAX(cm->hidden, cm->q_dim), cm->ffn);
+	mm->bytes = (size_t)mm->t_max * (2 * mm->split * ALIGN_UP(mm->k_max, CUDA_MMA_TK) + 4);
 }
 
 /*
@@ -812,6 +848,7 @@ static int cuda_model_load(struct eng_backend *ebe, const struct eng_model *m,
 	if (be->lt.lib && env_uint("VELO_CUDA_LT", CUDA_LT_DEFAULT))
 		lt_size(cm);
 	cm->flash_on = env_uint("VELO_CUDA_FLASH", CUDA_FLASH_DEFAULT) != 0;
+	mma_size(cm);
 
 	/* Pass 1: sizes; then the budget; then pass 2 hands out addresses. */
 	layout_weights(cm, &wa);
@@ -883,14 +920,15 @@ static int cuda_model_load(struct eng_backend *ebe, const struct eng_model *m,
 	cm->load_ms = now_ms() - t0;
 	__atomic_add_fetch(&be->n_models, 1, __ATOMIC_ACQ_REL);
 	ctr_add(be, CTR_models_loaded, 1);
-	LOG_I(eng, "cuda: loaded %s: %u layers, hidden %u, weights %llu MiB, KV %s %u blocks of %u, ctx %u, device memory %llu MiB, load %.0f ms (%.2f GB/s), decode graphs %s, cuBLASLt %s (%u plans, %u shapes refused, from %u tokens), flash prefill attention %s",
+	LOG_I(eng, "cuda: loaded %s: %u layers, hidden %u, weights %llu MiB, KV %s %u blocks of %u, ctx %u, device memory %llu MiB, load %.0f ms (%.2f GB/s), decode graphs %s, cuBLASLt %s (%u plans, %u shapes refused, from %u tokens), flash prefill attention %s, tensor-core GEMM %s",
 	      m->name[0] ? m->name : "model", cm->n_layers, cm->hidden,
 	      (unsigned long long)(cm->wbytes >> 20), cm->kv_bf16 ? "bf16" : "f32",
 	      b->kv_blocks, cm->B, cm->ctx_max, (unsigned long long)(need >> 20),
 	      cm->load_ms, (double)cm->wbytes / (cm->load_ms * 1e6),
 	      cm->graph_t_max ? "on" : "off", cm->lt ? "on" : "off",
 	      cm->lt ? cm->lt->n_plans : 0, cm->lt ? cm->lt->unsupported : 0,
-	      cm->lt ? cm->lt->min_nt : 0, cm->flash_on ? "on" : "off");
+	      cm->lt ? cm->lt->min_nt : 0, cm->flash_on ? "on" : "off",
+	      cm->mma.split == 2 ? "on (f16 hi+lo)" : cm->mma.split ? "on (f16)" : "off");
 	*out = &cm->base;
 	return 0;
 

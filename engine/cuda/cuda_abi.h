@@ -60,6 +60,27 @@ struct cuda_mv_args {
 	uint32_t pad_;
 };
 
+/*
+ * Tensor-core GEMM (k_mma.cuh, VELO_CUDA_MMA): 128 weight rows x 64 tokens
+ * per block, k steps of 32.  The activations come from the pre-pass
+ * k_mma_xq: each token's row times a power of two (its largest magnitude
+ * to [2^14, 2^15)), as f16 (bf16 for BF16 weights) hi and, for split 2,
+ * lo = x - hi; rows padded with zeros to ldk = cols rounded up to 32, the
+ * 32 columns of each step stored in the order the weight fragments are
+ * read in (k_mma.cuh mma_perm); xs[t] undoes the power of two.
+ */
+#define CUDA_MMA_TN 128
+#define CUDA_MMA_TM 64
+#define CUDA_MMA_TK 32
+
+struct cuda_mma_args {
+	const uint16_t *xh;			/* [nt][ldk] hi */
+	const uint16_t *xl;			/* [nt][ldk] lo (split 2) or NULL */
+	const float *xs;			/* [nt] */
+	uint32_t ldk;
+	uint32_t pad_;
+};
+
 /* Paged attention over the KV pool of one layer. */
 struct cuda_attn_args {
 	const float *q;			/* [T][q_ld], RoPE applied */

@@ -40,4 +40,15 @@ struct cuda_lt;
 int cuda_mv_launch_lt(struct cuda_backend *be, struct cuda_lt *lt, CUstream st,
 		      int dt, struct cuda_mv_args *a);
 
+/*
+ * cuda_mv_launch_mma() - the same, and a product beyond the GEMV range
+ * that cuBLASLt did not take runs on the tensor-core GEMM (k_mma.cuh)
+ * when @mm is not NULL, has a split (1 or 2), a kernel for @dt (not F32)
+ * and room in its workspace for a->nt x a->cols (else the CUDA-core
+ * k_mm).  The workspace is overwritten; a->x may not lie in it.
+ */
+struct cuda_mma;
+int cuda_mv_launch_mma(struct cuda_backend *be, struct cuda_lt *lt, const struct cuda_mma *mm,
+		       CUstream st, int dt, struct cuda_mv_args *a);
+
 #endif

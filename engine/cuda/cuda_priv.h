@@ -87,7 +87,8 @@ struct cuda_lt_api {
 	X(load_errors, "model loads refused")                                 \
 	X(faults, "driver calls that failed (backend marked down)")           \
 	X(lt_gemms, "matrix products run by cuBLASLt")                       \
-	X(flash_steps, "steps whose attention ran the tiled prefill kernel")
+	X(flash_steps, "steps whose attention ran the tiled prefill kernel")   \
+	X(mma_gemms, "matrix products run by the tensor-core GEMM")
 
 enum {
 	foreach_cuda_counter(CTR_ENUM) CUDA_CTR__COUNT
@@ -108,6 +109,7 @@ struct cuda_backend {
 	CUfunction f_embed, f_rmsnorm, f_swiglu, f_rope, f_attn[2], f_merge;
 	CUfunction f_argmax, f_copy;
 	CUfunction f_ltq_fp8, f_ltq_bf16, f_lt_deq4, f_lt_deq8, f_lt_epi, f_flash[2];
+	CUfunction f_mma[CUDA_N_DT][2], f_mma_xq;	/* [dt][split - 1]; F32: none */
 	struct cuda_lt_api lt;		/* lt.lib NULL: cuBLASLt not in use */
 	int sm_count, cc_major, cc_minor;
 	char name[96];
@@ -190,6 +192,20 @@ struct cuda_lt {
 	size_t k_max, n_acc, wdeq_elems;
 };
 
+/*
+ * The tensor-core GEMM (k_mma.cuh) for products of more than 16 tokens
+ * (VELO_CUDA_MMA at load: 0 off, 1 f16 activations, 2 hi + lo): its
+ * activation workspace, carved from the model's block at load:
+ * split x [tokens][ldk] 16-bit halves, then [tokens] f32 scales, for
+ * t_max tokens of up to k_max columns (ldk = k_max rounded up to 32).
+ */
+struct cuda_mma {
+	uint32_t split;				/* 0: off (k_mm) */
+	uint32_t t_max, k_max;
+	CUdeviceptr ws;
+	size_t bytes;
+};
+
 struct cuda_model {
 	struct eng_be_model base;
 	struct cuda_backend *be;
@@ -244,6 +260,7 @@ struct cuda_model {
 
 	struct cuda_lt lt_ctx;
 	struct cuda_lt *lt;		/* &lt_ctx when cuBLASLt is on, else NULL */
+	struct cuda_mma mma;		/* mma.split 0: the CUDA-core GEMM */
 	bool flash_on;			/* VELO_CUDA_FLASH at load */
 	bool flash_step;		/* this step: tiled prefill attention */
 	uint32_t n_tiles;		/* query tiles of this step */

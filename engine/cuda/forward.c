@@ -26,8 +26,64 @@ static int launch(struct cuda_backend *be, CUstream st, CUfunction f,
 						   args, NULL));
 }
 
-int cuda_mv_launch_lt(struct cuda_backend *be, struct cuda_lt *lt, CUstream st,
+/*
+ * The tensor-core GEMM (k_mma.cuh): the pre-pass writes x as f16 (bf16)
+ * halves into the workspace, then one launch of 64-token x 128-row tiles
+ * over every part; SWIGLU as two stores and k_swiglu, as k_mm's.  1:
+ * not taken (no kernel for the dtype, or the workspace is too small),
+ * the caller goes on with k_mm.
+ */
+static int mma_launch(struct cuda_backend *be, const struct cuda_mma *mm, CUstream st,
 		      int dt, struct cuda_mv_args *a)
+{
+	uint32_t ldk = ALIGN_UP(a->cols, (uint32_t)CUDA_MMA_TK), nt = a->nt;
+	size_t half = (size_t)nt * ldk * 2;
+	uint32_t flags = (dt == CUDA_DT_BF16 ? 1u : 0u) | (dt == CUDA_DT_INT4 ? 2u : 0u);
+	struct cuda_mma_args m;
+	void *px = (void *)a->x, *pxh, *pxl, *pxs;
+	void *qargs[] = { &px, &a->ldx, &a->cols, &ldk, &flags, &pxh, &pxl, &pxs };
+	void *args[] = { a, &m };
+	uint32_t mode = a->mode, tiles;
+	int rc;
+
+	if (!mm || !mm->split || dt < 0 || dt >= CUDA_N_DT || !be->f_mma[dt][0] ||
+	    half * mm->split + 4 * (size_t)nt > mm->bytes)
+		return 1;
+	memset(&m, 0, sizeof(m));
+	m.xh = DP(mm->ws);
+	m.xl = mm->split == 2 ? DP(mm->ws + half) : NULL;
+	m.xs = DP(mm->ws + half * mm->split);
+	m.ldk = ldk;
+	pxh = (void *)m.xh, pxl = (void *)m.xl, pxs = (void *)m.xs;
+	a->row_base[0] = a->tile_base[0] = 0;
+	for (uint32_t p = 0; p < CUDA_MV_PARTS; p++) {
+		uint32_t rows = p < a->n_parts ? a->rows[p] : 0;
+
+		a->row_base[p + 1] = a->row_base[p] + rows;
+		a->tile_base[p + 1] = a->tile_base[p] + (rows + CUDA_MMA_TN - 1) / CUDA_MMA_TN;
+	}
+	tiles = a->tile_base[a->n_parts];
+	rc = launch(be, st, be->f_mma_xq, nt, 1, 1, 256, qargs);
+	if (rc)
+		return rc;
+	if (mode == CUDA_MV_SWIGLU)
+		a->mode = CUDA_MV_STORE;
+	rc = launch(be, st, be->f_mma[dt][mm->split - 1], (nt + CUDA_MMA_TM - 1) / CUDA_MMA_TM,
+		    tiles, 1, 256, args);
+	a->mode = mode;
+	if (!rc && mode == CUDA_MV_SWIGLU) {
+		uint32_t n = nt * a->rows[0];
+		void *sa[] = { &a->y[0], &a->y[1], &n };
+
+		rc = launch(be, st, be->f_swiglu, (n + 255) / 256, 1, 1, 256, sa);
+	}
+	if (!rc)
+		__atomic_fetch_add(&be->ctr[CTR_mma_gemms], 1, __ATOMIC_RELAXED);
+	return rc;
+}
+
+int cuda_mv_launch_mma(struct cuda_backend *be, struct cuda_lt *lt, const struct cuda_mma *mm,
+		       CUstream st, int dt, struct cuda_mv_args *a)
 {
 	bool gemv = a->nt <= 2 * CUDA_MV_NT_MAX;
 	/* rows per unit: GEMM tile, or the GEMV's rows per block (kernels.cu
@@ -41,6 +97,12 @@ int cuda_mv_launch_lt(struct cuda_backend *be, struct cuda_lt *lt, CUstream st,
 
 		if (rc <= 0)
 			return rc;	/* done, or the backend is down */
+	}
+	if (mm && !gemv) {
+		int rc = mma_launch(be, mm, st, dt, a);
+
+		if (rc <= 0)
+			return rc;
 	}
 	a->row_base[0] = a->tile_base[0] = 0;
 	for (uint32_t p = 0; p < CUDA_MV_PARTS; p++) {
@@ -74,10 +136,22 @@ int cuda_mv_launch_lt(struct cuda_backend *be, struct cuda_lt *lt, CUstream st,
 		      (a->nt + CUDA_MM_TILE - 1) / CUDA_MM_TILE, 1, 256, args);
 }
 
+int cuda_mv_launch_lt(struct cuda_backend *be, struct cuda_lt *lt, CUstream st,
+		      int dt, struct cuda_mv_args *a)
+{
+	return cuda_mv_launch_mma(be, lt, NULL, st, dt, a);
+}
+
 int cuda_mv_launch(struct cuda_backend *be, CUstream st, int dt,
 		   struct cuda_mv_args *a)
 {
-	return cuda_mv_launch_lt(be, NULL, st, dt, a);
+	return cuda_mv_launch_mma(be, NULL, NULL, st, dt, a);
+}
+
+/* The model's tensor-core GEMM, or NULL (VELO_CUDA_MMA=0). */
+static const struct cuda_mma *mma_of(const struct cuda_model *cm)
+{
+	return cm->mma.split ? &cm->mma : NULL;
 }
 
 static void mv_part(struct cuda_mv_args *a, const struct cuda_tensor *w,
@@ -114,7 +188,7 @@ static int mv_parts(struct cuda_model *cm, struct cuda_lt *lt, struct cuda_mv_ar
 	for (uint32_t p = 1; p < a->n_parts; p++)
 		same &= w[p]->dt == w[0]->dt;
 	if (same)
-		return cuda_mv_launch_lt(be, lt, cm->st, w[0]->dt, a);
+		return cuda_mv_launch_mma(be, lt, mma_of(cm), cm->st, w[0]->dt, a);
 	for (uint32_t p = 0; p < a->n_parts; p++) {
 		struct cuda_mv_args one = *a;
 
@@ -125,7 +199,7 @@ static int mv_parts(struct cuda_model *cm, struct cuda_lt *lt, struct cuda_mv_ar
 		one.y[0] = a->y[p];
 		one.rows[0] = a->rows[p];
 		one.ldy[0] = a->ldy[p];
-		if (cuda_mv_launch_lt(be, lt, cm->st, w[p]->dt, &one))
+		if (cuda_mv_launch_mma(be, lt, mma_of(cm), cm->st, w[p]->dt, &one))
 			return -EIO;
 	}
 	return 0;
@@ -236,7 +310,7 @@ static int layer(struct cuda_model *cm, uint32_t l, uint32_t nsplit)
 		mv_init(&a, cm->xb, cm->hidden, cm->hidden, T, CUDA_MV_SWIGLU);
 		mv_part(&a, &d->w_gate, 0, cm->hb, cm->ffn);
 		mv_part(&a, &d->w_up, 0, cm->hb2, cm->ffn);
-		rc = cuda_mv_launch_lt(be, cm->lt, cm->st, d->w_gate.dt, &a);
+		rc = cuda_mv_launch_mma(be, cm->lt, mma_of(cm), cm->st, d->w_gate.dt, &a);
 	} else {
 		uint32_t n = T * cm->ffn;
 		void *phb = DP(cm->hb), *phb2 = DP(cm->hb2);

@@ -1156,3 +1156,6 @@ extern "C" __global__ void k_copy16(const uint4 *x, uint4 *y, size_t n)
 	     i += (size_t)gridDim.x * blockDim.x)
 		y[i] = x[i];
 }
+
+/* ---- tensor-core GEMM (gpumma) ------------------------------------------- */
+#include "k_mma.cuh"

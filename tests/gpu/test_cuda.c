@@ -185,17 +185,77 @@ static double silu_d(double g)
 	return g / (1.0 + exp(-g));
 }
 
-/* y = W x over up to 3 parts of one dtype; mode CUDA_MV_*. */
-static void op_mv(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
-		  uint32_t cols, uint32_t nt, uint32_t mode, bool bias)
+/* The products' routes the per-op checks drive: the GEMV (<= 16 tokens)
+ * or CUDA-core k_mm (MV_CORE), the tensor-core GEMM with f16 hi + lo
+ * (MV_MMA2) or hi only (MV_MMA1) activations. */
+#define MV_CORE 0
+#define MV_MMA1 1
+#define MV_MMA2 2
+
+/* The tensor-core GEMM's workspace for the per-op checks (the model's is
+ * carved at load): 2048 tokens x 14336 columns, split 2; split 1 uses
+ * the same buffer. */
+static struct cuda_mma tmma[2];
+static bool tmma_ready;
+static int mma_default = MV_MMA2;	/* VELO_CUDA_MMA of the run (main) */
+
+static const struct cuda_mma *tmma_get(int route)
+{
+	if (!tmma_ready) {
+		struct cuda_mma m = { .split = 2, .t_max = 2048, .k_max = 14336 };
+
+		m.bytes = (size_t)m.t_max * (2 * 2 * ALIGN_UP(m.k_max, (uint32_t)CUDA_MMA_TK) + 4);
+		m.ws = dalloc(m.bytes);
+		tmma[1] = m;
+		m.split = 1;
+		tmma[0] = m;
+		tmma_ready = true;
+	}
+	return &tmma[route - 1];
+}
+
+static const char *route_name(int route, uint32_t nt)
+{
+	if (nt <= 16)
+		return "gemv";
+	return route == MV_MMA2 ? "mma2" : route == MV_MMA1 ? "mma1" : "k_mm";
+}
+
+/* Parity bound of a route: f32-class (1e-5) but for split 1's 11-bit
+ * activations (f16; bf16 8 bits for BF16 weights). */
+static double route_bound(int route, enum eng_dtype dt, uint32_t nt)
+{
+	if (nt <= 16 || route != MV_MMA1)
+		return 1e-5;
+	return dt == ENG_DT_BF16 ? 4e-3 : 5e-4;
+}
+
+/* One product on @route (nt <= 16: always the GEMV).  0, or -EIO. */
+static int mv_launch_route(int route, enum eng_dtype dt, struct cuda_mv_args *a)
+{
+	if (route == MV_CORE || dt == ENG_DT_F32)
+		return cuda_mv_launch(gbe, NULL, (int)dt, a);
+	return cuda_mv_launch_mma(gbe, NULL, tmma_get(route), NULL, (int)dt, a);
+}
+
+/*
+ * y = W x over up to 3 parts of one dtype; mode CUDA_MV_*; on each of
+ * @routes (n_routes of them; F32 weights and nt <= 16: the first only),
+ * against one double-precision reference of the decoded weights; the line
+ * names the route and where the largest error lies.  @tag prefixes it.
+ */
+static void mv_check(const char *tag, enum eng_dtype dt, const uint32_t *rows,
+		     uint32_t n_parts, uint32_t cols, uint32_t nt, uint32_t mode, bool bias,
+		     const int *routes, unsigned n_routes)
 {
 	struct eng_synth s;
 	struct eng_tensor w[3];
 	CUdeviceptr dw[3], ds[3], db[3], dy[3], dx;
 	struct cuda_mv_args a;
-	float *x, *y[3], *b[3], *y0[3];
-	double worst = 0.0;
+	float *x, *y[3], *b[3], *y0[3], *wd[3];
+	double *ref[3];
 	size_t yn[3];
+	uint32_t n_out = mode == CUDA_MV_SWIGLU ? 1 : n_parts;
 
 	memset(&s, 0, sizeof(s));
 	memset(&a, 0, sizeof(a));
@@ -206,7 +266,7 @@ static void op_mv(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
 	dput(dx, x, sizeof(float) * nt * cols);
 	for (uint32_t p = 0; p < n_parts; p++) {
 		if (eng_synth_matrix(&s, &w[p], dt, rows[p], cols, urand())) {
-			result(false, "op mv: synth %s %ux%u", dtn[dt], rows[p], cols);
+			result(false, "%s: synth %s %ux%u", tag, dtn[dt], rows[p], cols);
 			return;
 		}
 		dw[p] = dalloc(rows[p] * eng_row_bytes(dt, cols));
@@ -214,6 +274,11 @@ static void op_mv(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
 		ds[p] = t_scale_bytes(&w[p]) ? dalloc(t_scale_bytes(&w[p])) : 0;
 		if (ds[p])
 			dput(ds[p], w[p].scales, t_scale_bytes(&w[p]));
+		/* the decoded weights, once (the reference's inner loop) */
+		wd[p] = malloc(sizeof(float) * rows[p] * cols);
+		for (uint32_t r = 0; r < rows[p]; r++)
+			for (uint32_t k = 0; k < cols; k++)
+				wd[p][(size_t)r * cols + k] = cpu_weight_at(&w[p], r, k);
 		b[p] = malloc(sizeof(float) * rows[p]);
 		for (uint32_t r = 0; r < rows[p]; r++)
 			b[p][r] = frand();
@@ -225,10 +290,6 @@ static void op_mv(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
 		dy[p] = dalloc(sizeof(float) * yn[p]);
 		for (size_t i = 0; i < yn[p]; i++)
 			y0[p][i] = frand();
-		if (mode == CUDA_MV_ADD)
-			dput(dy[p], y0[p], sizeof(float) * yn[p]);
-		else
-			dpoison(dy[p], sizeof(float) * yn[p]);
 		a.w[p] = (void *)(uintptr_t)dw[p];
 		a.scales[p] = (void *)(uintptr_t)ds[p];
 		a.bias[p] = bias && mode != CUDA_MV_SWIGLU ? (float *)(uintptr_t)db[p] : NULL;
@@ -242,37 +303,74 @@ static void op_mv(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
 	a.nt = nt;
 	a.n_parts = n_parts;
 	a.mode = mode;
-	CK(cuda_mv_launch(gbe, NULL, (int)dt, &a) ? CUDA_ERROR_UNKNOWN : CUDA_SUCCESS);
-	dsync();
-	for (uint32_t p = 0; p < (mode == CUDA_MV_SWIGLU ? 1 : n_parts); p++) {
-		double *ref = malloc(sizeof(double) * yn[p]);
-
-		dget(y[p], dy[p], sizeof(float) * yn[p]);
+	for (uint32_t p = 0; p < n_out; p++) {
+		ref[p] = malloc(sizeof(double) * yn[p]);
 		for (uint32_t t = 0; t < nt; t++)
 			for (uint32_t r = 0; r < rows[p]; r++) {
+				const float *xr = x + (size_t)t * cols;
+				const float *w0 = wd[p] + (size_t)r * cols;
 				double acc = 0.0, acc2 = 0.0;
 
-				for (uint32_t k = 0; k < cols; k++) {
-					acc += (double)cpu_weight_at(&w[p], r, k) * x[t * cols + k];
-					if (mode == CUDA_MV_SWIGLU)
-						acc2 += (double)cpu_weight_at(&w[1], r, k) *
-							x[t * cols + k];
-				}
-				if (mode == CUDA_MV_SWIGLU)
+				for (uint32_t k = 0; k < cols; k++)
+					acc += (double)w0[k] * xr[k];
+				if (mode == CUDA_MV_SWIGLU) {
+					const float *w1 = wd[1] + (size_t)r * cols;
+
+					for (uint32_t k = 0; k < cols; k++)
+						acc2 += (double)w1[k] * xr[k];
 					acc = silu_d(acc) * acc2;
-				else if (a.bias[p])
+				} else if (a.bias[p]) {
 					acc += b[p][r];
+				}
 				if (mode == CUDA_MV_ADD)
 					acc += y0[p][t * rows[p] + r];
-				ref[t * rows[p] + r] = acc;
+				ref[p][t * rows[p] + r] = acc;
 			}
-		worst = fmax(worst, rel_l2(y[p], ref, yn[p]));
-		free(ref);
 	}
-	result(worst <= 1e-5, "op mv %-4s %u part(s) rows %u cols %u nt %3u mode %s%s: rel L2 %.2e (bound 1e-5, %s)",
-	       dtn[dt], n_parts, rows[0], cols, nt,
-	       mode == CUDA_MV_STORE ? "store" : mode == CUDA_MV_ADD ? "add" : "swiglu",
-	       bias ? "+bias" : "", worst, nt <= 16 ? "gemv" : "gemm");
+	for (unsigned ri = 0; ri < n_routes; ri++) {
+		int route = dt == ENG_DT_F32 ? MV_CORE : routes[ri];
+		uint64_t m0 = gbe->ctr[CTR_mma_gemms];
+		double worst = 0.0, emax = -1.0, gv = 0.0, rv = 0.0;
+		uint32_t wp = 0, wt = 0, wr = 0;
+		bool ran = true;
+
+		if (ri > 0 && (nt <= 16 || dt == ENG_DT_F32))
+			break;		/* one route there */
+		for (uint32_t p = 0; p < n_parts; p++) {
+			if (mode == CUDA_MV_ADD)
+				dput(dy[p], y0[p], sizeof(float) * yn[p]);
+			else
+				dpoison(dy[p], sizeof(float) * yn[p]);
+		}
+		CK(mv_launch_route(route, dt, &a) ? CUDA_ERROR_UNKNOWN : CUDA_SUCCESS);
+		dsync();
+		if (route != MV_CORE && nt > 16 && dt != ENG_DT_F32)
+			ran = gbe->ctr[CTR_mma_gemms] == m0 + 1;
+		for (uint32_t p = 0; p < n_out; p++) {
+			dget(y[p], dy[p], sizeof(float) * yn[p]);
+			worst = fmax(worst, rel_l2(y[p], ref[p], yn[p]));
+			for (size_t i = 0; i < yn[p]; i++) {
+				double e = fabs(y[p][i] - ref[p][i]);
+
+				if (!(e <= emax)) {	/* NaN too */
+					emax = isnan(e) ? INFINITY : e;
+					wp = p, wt = (uint32_t)(i / rows[p]), wr = (uint32_t)(i % rows[p]);
+					gv = y[p][i], rv = ref[p][i];
+				}
+				if (isinf(emax))
+					break;
+			}
+		}
+		result(worst <= route_bound(route, dt, nt) && ran,
+		       "%s %-4s %u part(s) rows %u cols %u nt %4u mode %s%s: rel L2 %.2e (bound %.0e, %s%s); max |err| %.2e at part %u token %u row %u (gpu %.6g, ref %.6g)",
+		       tag, dtn[dt], n_parts, rows[0], cols, nt,
+		       mode == CUDA_MV_STORE ? "store" : mode == CUDA_MV_ADD ? "add" : "swiglu",
+		       bias ? "+bias" : "", worst, route_bound(route, dt, nt),
+		       route_name(route, nt), ran ? "" : ", NOT RUN by the tensor-core GEMM",
+		       emax, wp, wt, wr, gv, rv);
+	}
+	for (uint32_t p = 0; p < n_out; p++)
+		free(ref[p]);
 	for (uint32_t p = 0; p < n_parts; p++) {
 		dfree(dw[p]);
 		if (ds[p])
@@ -282,10 +380,23 @@ static void op_mv(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
 		free(b[p]);
 		free(y[p]);
 		free(y0[p]);
+		free(wd[p]);
 	}
 	dfree(dx);
 	free(x);
 	eng_synth_free(&s);
+}
+
+/* y = W x over up to 3 parts of one dtype; mode CUDA_MV_*: products of
+ * more than 16 tokens on the run's default route (VELO_CUDA_MMA, 2 unless
+ * set) and, when that is the tensor-core GEMM, on k_mm as well. */
+static void op_mv(enum eng_dtype dt, const uint32_t *rows, uint32_t n_parts,
+		  uint32_t cols, uint32_t nt, uint32_t mode, bool bias)
+{
+	int routes[2] = { mma_default, MV_CORE };
+
+	mv_check("op mv", dt, rows, n_parts, cols, nt, mode, bias, routes,
+		 mma_default == MV_CORE ? 1 : 2);
 }
 
 static void test_ops_mv(void)
@@ -310,6 +421,307 @@ static void test_ops_mv(void)
 	op_mv(ENG_DT_FP8_E4M3, r1, 1, 14336, 1, CUDA_MV_STORE, false);
 	op_mv(ENG_DT_INT4_G128, r1, 1, 14336, 1, CUDA_MV_STORE, false);
 	op_mv(ENG_DT_BF16, r1, 1, 14336, 1, CUDA_MV_STORE, false);
+}
+
+/* ---- 1b. the tensor-core GEMM (k_mma.cuh, VELO_CUDA_MMA) ---------------- */
+
+/*
+ * Odd shapes on both splits: 17..2048 tokens (partial 64-token tiles),
+ * rows not a multiple of the 128-row tile, columns a multiple of 16 but
+ * not of the 32-column k step (BF16/F16/FP8) or of 128 only (INT4), 1-3
+ * parts, store / add / SwiGLU, bias; against the f64 reference (bounds as
+ * op mv's: 1e-5 for split 2).
+ */
+static void mma_shapes(void)
+{
+	static const enum eng_dtype dts[] = { ENG_DT_BF16, ENG_DT_F16, ENG_DT_FP8_E4M3,
+					      ENG_DT_INT4_G128 };
+	static const struct { uint32_t nt, rows; } sh[] = {
+		{ 17, 1000 }, { 33, 300 }, { 100, 130 }, { 511, 257 }, { 2048, 136 },
+	};
+	int both[2] = { MV_MMA2, MV_MMA1 }, two[1] = { MV_MMA2 };
+	uint32_t r3[3] = { 200, 72, 40 }, r1[1] = { 300 }, r2[2] = { 130, 130 };
+
+	for (unsigned d = 0; d < 4; d++) {
+		enum eng_dtype dt = dts[d];
+		bool i4 = dt == ENG_DT_INT4_G128;
+		uint32_t cols = i4 ? 1152 : 1040;
+
+		for (unsigned i = 0; i < sizeof(sh) / sizeof(sh[0]); i++)
+			mv_check("mma", dt, &sh[i].rows, 1, cols, sh[i].nt, CUDA_MV_STORE, true,
+				 sh[i].nt == 100 ? both : two, sh[i].nt == 100 ? 2 : 1);
+		mv_check("mma", dt, r1, 1, i4 ? 128 : 16, 40, CUDA_MV_STORE, true, two, 1);
+		mv_check("mma", dt, r3, 3, cols, 100, CUDA_MV_STORE, true, both, 2);
+		mv_check("mma", dt, r3, 3, i4 ? 384 : 48, 65, CUDA_MV_STORE, false, two, 1);
+		mv_check("mma", dt, r1, 1, cols, 33, CUDA_MV_ADD, true, both, 2);
+		mv_check("mma", dt, r2, 2, cols, 511, CUDA_MV_SWIGLU, false, two, 1);
+		mv_check("mma", dt, r1, 1, 4096, 64, CUDA_MV_ADD, false, two, 1);
+	}
+}
+
+/*
+ * Batch invariance: a token's output row must not depend on the other
+ * tokens of the product or on its place in it.  One token (a row of x) at
+ * positions 7 and 300 of a 512-token product (different tiles, warps and
+ * fragment rows) and 3 and 16 of a 17-token product of other tokens: the
+ * four output rows bit for bit equal, on both splits, every dtype.
+ */
+static void mma_invariance(enum eng_dtype dt, int route)
+{
+	const uint32_t rows = 1000, cols = 1024;
+	static const uint32_t at512[2] = { 7, 300 }, at17[2] = { 3, 16 };
+	struct eng_synth s;
+	struct eng_tensor w;
+	CUdeviceptr dw, ds = 0, db, dx5, dx1, dy5, dy1;
+	struct cuda_mv_args a;
+	float *x5, *x1, *y5, *y1, *bias;
+	uint32_t ndiff = 0;
+	double dmax = 0.0;
+	bool fin = true;
+
+	memset(&s, 0, sizeof(s));
+	if (eng_synth_matrix(&s, &w, dt, rows, cols, urand())) {
+		result(false, "mma invariance: synth %s", dtn[dt]);
+		return;
+	}
+	x5 = malloc(4 * 512 * cols);
+	x1 = malloc(4 * 17 * cols);
+	y5 = malloc(4 * 512 * rows);
+	y1 = malloc(4 * 17 * rows);
+	bias = malloc(4 * rows);
+	for (uint32_t i = 0; i < 512 * cols; i++)
+		x5[i] = frand() * 4.0f;
+	for (uint32_t i = 0; i < 17 * cols; i++)
+		x1[i] = frand() * 0.25f;	/* other tokens, other scales */
+	for (uint32_t r = 0; r < rows; r++)
+		bias[r] = frand();
+	memcpy(x5 + (size_t)at512[0] * cols, x5 + (size_t)at512[1] * cols, 4 * cols);
+	for (int i = 0; i < 2; i++)
+		memcpy(x1 + (size_t)at17[i] * cols, x5 + (size_t)at512[1] * cols, 4 * cols);
+	dw = dalloc(rows * eng_row_bytes(dt, cols));
+	dput(dw, w.data, rows * eng_row_bytes(dt, cols));
+	if (t_scale_bytes(&w)) {
+		ds = dalloc(t_scale_bytes(&w));
+		dput(ds, w.scales, t_scale_bytes(&w));
+	}
+	db = dalloc(4 * rows);
+	dput(db, bias, 4 * rows);
+	dx5 = dalloc(4 * 512 * cols);
+	dput(dx5, x5, 4 * 512 * cols);
+	dx1 = dalloc(4 * 17 * cols);
+	dput(dx1, x1, 4 * 17 * cols);
+	dy5 = dalloc(4 * 512 * rows);
+	dy1 = dalloc(4 * 17 * rows);
+	dpoison(dy5, 4 * 512 * rows);
+	dpoison(dy1, 4 * 17 * rows);
+	for (int pass = 0; pass < 2; pass++) {
+		memset(&a, 0, sizeof(a));
+		a.w[0] = (void *)(uintptr_t)dw;
+		a.scales[0] = (void *)(uintptr_t)ds;
+		a.bias[0] = (float *)(uintptr_t)db;
+		a.y[0] = (float *)(uintptr_t)(pass ? dy1 : dy5);
+		a.rows[0] = rows;
+		a.ldy[0] = rows;
+		a.x = (float *)(uintptr_t)(pass ? dx1 : dx5);
+		a.ldx = cols;
+		a.cols = cols;
+		a.nt = pass ? 17 : 512;
+		a.n_parts = 1;
+		a.mode = CUDA_MV_STORE;
+		CK(mv_launch_route(route, dt, &a) ? CUDA_ERROR_UNKNOWN : CUDA_SUCCESS);
+	}
+	dsync();
+	dget(y5, dy5, 4 * 512 * rows);
+	dget(y1, dy1, 4 * 17 * rows);
+	{
+		const float *ref = y5 + (size_t)at512[1] * rows;
+		const float *cand[3] = { y5 + (size_t)at512[0] * rows, y1 + (size_t)at17[0] * rows,
+					 y1 + (size_t)at17[1] * rows };
+
+		for (uint32_t r = 0; r < rows; r++)
+			fin &= isfinite(ref[r]) != 0;
+		for (int c = 0; c < 3; c++)
+			for (uint32_t r = 0; r < rows; r++)
+				if (memcmp(&cand[c][r], &ref[r], 4)) {
+					ndiff++;
+					dmax = fmax(dmax, fabs((double)cand[c][r] - ref[r]));
+				}
+	}
+	result(fin && !ndiff,
+	       "mma invariance %-4s %s: one token at 7 and 300 of 512, 3 and 16 of 17 others, %u rows: %u of %u outputs differ from token 300's (max |diff| %.3g)%s",
+	       dtn[dt], route_name(route, 17), rows, ndiff, 3 * rows, dmax,
+	       fin ? "" : ", NOT FINITE");
+	dfree(dw);
+	if (ds)
+		dfree(ds);
+	dfree(db);
+	dfree(dx5);
+	dfree(dx1);
+	dfree(dy5);
+	dfree(dy1);
+	free(x5);
+	free(x1);
+	free(y5);
+	free(y1);
+	free(bias);
+	eng_synth_free(&s);
+}
+
+/*
+ * Throughput on the Llama-3-8B products (rows x cols: QKV 6144x4096, O
+ * 4096x4096, gate+up 28672x4096, down 4096x14336) at 512 and 2048 tokens:
+ * the tensor-core GEMM (pre-pass included) beside k_mm and, when the
+ * library opens, cuBLASLt (FP8: E4M3 x E4M3; BF16/INT4 BF16 GEMMs; its
+ * quantise/epilogue launches included), same buffers, same run.  Weights
+ * are a constant pattern (timing only), stores, no bias.  TFLOP/s =
+ * 2 rows cols tokens / time (the useful work: split 2's second MMA not
+ * counted), mean of 5 after one warm-up.  Reported, not checked.
+ */
+static struct cuda_lt blt;
+
+static double mv_time_ms(int which, enum eng_dtype dt, struct cuda_mv_args *a)
+{
+	CUevent e0, e1;
+	float ms = 0.0f;
+	int rc = 0;
+
+	for (int i = 0; i < 6 && !rc; i++) {
+		if (i == 1) {
+			CK(gbe->api.cuEventCreate(&e0, 0));
+			CK(gbe->api.cuEventCreate(&e1, 0));
+			CK(gbe->api.cuEventRecord(e0, NULL));
+		}
+		rc = which == 2 ? cuda_mv_launch_lt(gbe, &blt, NULL, (int)dt, a) :
+		     mv_launch_route(which ? mma_default : MV_CORE, dt, a);
+	}
+	if (rc)
+		return -1.0;
+	CK(gbe->api.cuEventRecord(e1, NULL));
+	CK(gbe->api.cuEventSynchronize(e1));
+	CK(gbe->api.cuEventElapsedTime(&ms, e0, e1));
+	gbe->api.cuEventDestroy(e0);
+	gbe->api.cuEventDestroy(e1);
+	return ms / 5.0;
+}
+
+static void mma_bench(void)
+{
+	static const struct { const char *name; uint32_t rows, cols; } sh[] = {
+		{ "qkv", 6144, 4096 }, { "o", 4096, 4096 }, { "gate+up", 28672, 4096 },
+		{ "down", 4096, 14336 },
+	};
+	static const enum eng_dtype dts[] = { ENG_DT_FP8_E4M3, ENG_DT_BF16, ENG_DT_INT4_G128 };
+	const size_t wmax = (size_t)28672 * 4096 * 2, ymax = (size_t)2048 * 28672 * 4;
+	CUdeviceptr dw = dalloc(wmax), ds = dalloc((size_t)4 << 20), dx, dy;
+	bool lt = false;
+	int route = mma_default == MV_CORE ? MV_MMA2 : mma_default;
+
+	dx = dalloc((size_t)2048 * 14336 * 4);
+	dy = dalloc(ymax);
+	/* finite patterns: FP8 0x38 = 1.0, BF16 0x3838 ~ 4.4e-5, INT4 q = 8 /
+	 * 3; scales 1.0 (f32 for FP8; INT4's f16 pairs read from the same
+	 * buffer); x = 0.5 */
+	CK(gbe->api.cuMemsetD32Async(dw, 0x38383838u, wmax / 4, NULL));
+	CK(gbe->api.cuMemsetD32Async(ds, 0x3f800000u, (size_t)1 << 20, NULL));
+	CK(gbe->api.cuMemsetD32Async(dx, 0x3f000000u, (size_t)2048 * 14336, NULL));
+	dsync();
+	if (!gbe->lt.lib)
+		cuda_lt_open(gbe);
+	if (gbe->lt.lib) {
+		memset(&blt, 0, sizeof(blt));
+		blt.min_nt = 17;
+		blt.t_max = 2048;
+		blt.k_max = 14336;
+		blt.n_acc = 4096;
+		blt.wdeq_elems = (size_t)28672 * 4096;
+		blt.ws_bytes = (size_t)32 << 20;
+		blt.ws = dalloc(blt.ws_bytes);
+		blt.xq = dalloc(2 * (size_t)blt.t_max * blt.k_max);
+		blt.tscale = dalloc(4 * (size_t)blt.t_max);
+		blt.acc = dalloc(4 * (size_t)blt.t_max * blt.n_acc);
+		blt.wdeq = dalloc(2 * blt.wdeq_elems);
+		lt = !cuda_lt_init(&blt, gbe);
+	}
+	printf("# mma bench (%s, TFLOP/s = 2 rows cols tokens / time, mean of 5; ratios mma / k_mm and mma / cuBLASLt)%s\n",
+	       route_name(route, 17), lt ? "" : "; cuBLASLt not available");
+	for (unsigned d = 0; d < 3; d++) {
+		enum eng_dtype dt = dts[d];
+		/* INT4 scales: f16 1.0 pairs */
+		if (dt == ENG_DT_INT4_G128)
+			CK(gbe->api.cuMemsetD32Async(ds, 0x3c003c00u, (size_t)1 << 20, NULL));
+		for (unsigned i = 0; i < 4; i++) {
+			bool lt_shape = lt && !cuda_lt_plan_add(&blt, (int)dt, sh[i].rows,
+								  sh[i].cols, 2048);
+
+			for (uint32_t nt = 512; nt <= 2048; nt *= 4) {
+				struct cuda_mv_args a;
+				double fl = 2.0 * sh[i].rows * sh[i].cols * nt, tm, tc, tl = -1.0;
+
+				memset(&a, 0, sizeof(a));
+				a.w[0] = (void *)(uintptr_t)dw;
+				a.scales[0] = (void *)(uintptr_t)ds;
+				a.y[0] = (float *)(uintptr_t)dy;
+				a.rows[0] = sh[i].rows;
+				a.ldy[0] = sh[i].rows;
+				a.x = (float *)(uintptr_t)dx;
+				a.ldx = sh[i].cols;
+				a.cols = sh[i].cols;
+				a.nt = nt;
+				a.n_parts = 1;
+				a.mode = CUDA_MV_STORE;
+				tm = mv_time_ms(1, dt, &a);
+				tc = mv_time_ms(0, dt, &a);
+				if (lt_shape) {
+					uint64_t g0 = gbe->ctr[CTR_lt_gemms];
+
+					tl = mv_time_ms(2, dt, &a);
+					if (gbe->ctr[CTR_lt_gemms] == g0)
+						tl = -1.0;	/* the library refused the shape */
+				}
+				if (tm <= 0.0 || tc <= 0.0) {
+					result(false, "mma bench %s %s nt %u: a product failed: %s",
+					       dtn[dt], sh[i].name, nt, gbe->why);
+					goto out;
+				}
+				printf("# mma bench %-4s %-7s %5ux%-5u nt %4u: mma %7.3f ms %6.1f TFLOP/s | k_mm %7.3f ms %5.1f TFLOP/s (x%.1f)",
+				       dtn[dt], sh[i].name, sh[i].rows, sh[i].cols, nt, tm,
+				       fl / tm * 1e-9, tc, fl / tc * 1e-9, tc / tm);
+				if (tl > 0.0)
+					printf(" | cuBLASLt %7.3f ms %6.1f TFLOP/s (mma/lt %.2f)\n", tl,
+					       fl / tl * 1e-9, tl / tm);
+				else
+					printf(" | cuBLASLt -\n");
+			}
+		}
+	}
+out:
+	fflush(stdout);
+	if (lt)
+		cuda_lt_fini(&blt);
+	if (blt.ws) {
+		dfree(blt.ws);
+		dfree(blt.xq);
+		dfree(blt.tscale);
+		dfree(blt.acc);
+		dfree(blt.wdeq);
+	}
+	dfree(dw);
+	dfree(ds);
+	dfree(dx);
+	dfree(dy);
+}
+
+static void test_mma(void)
+{
+	static const enum eng_dtype dts[] = { ENG_DT_BF16, ENG_DT_F16, ENG_DT_FP8_E4M3,
+					      ENG_DT_INT4_G128 };
+
+	mma_shapes();
+	for (unsigned d = 0; d < 4; d++) {
+		mma_invariance(dts[d], MV_MMA2);
+		mma_invariance(dts[d], MV_MMA1);
+	}
+	mma_bench();
 }
 
 /*
@@ -819,16 +1231,29 @@ static void test_ops_argmax(void)
 #define P_FLASH 2u
 #define P_LT16 4u	/* with P_LT: FP8 weights through BF16 GEMMs (VELO_CUDA_LT=2) */
 
+#define P_KMM 8u	/* the CUDA-core k_mm for > 16 tokens (VELO_CUDA_MMA=0) */
+
+/* VELO_CUDA_MMA as the run was started with (main): the models' default */
+static char mma_env0[16];
+
 static void paths_env(unsigned paths)
 {
 	setenv("VELO_CUDA_LT", paths & P_LT ? (paths & P_LT16 ? "2" : "1") : "0", 1);
 	setenv("VELO_CUDA_FLASH", paths & P_FLASH ? "1" : "0", 1);
+	if (paths & P_KMM)
+		setenv("VELO_CUDA_MMA", "0", 1);
+	else if (mma_env0[0])
+		setenv("VELO_CUDA_MMA", mma_env0, 1);
+	else
+		unsetenv("VELO_CUDA_MMA");
 }
 
 static const char *paths_name(unsigned paths)
 {
 	static const char *const n[4] = { "", " [flash]", " [lt]", " [lt+flash]" };
 
+	if (paths & P_KMM)
+		return paths & P_FLASH ? " [k_mm+flash]" : " [k_mm]";
 	if (paths & P_LT16)
 		return paths & P_FLASH ? " [lt2+flash]" : " [lt2]";
 	return n[((paths & P_LT) ? 2 : 0) | ((paths & P_FLASH) ? 1 : 0)];
@@ -840,8 +1265,9 @@ static bool paths_ran(const struct eng_backend *be, unsigned paths, char *why, s
 	const struct cuda_backend *b = (const struct cuda_backend *)be;
 	uint64_t ng = b->ctr[CTR_lt_gemms], nf = b->ctr[CTR_flash_steps];
 
-	snprintf(why, len, "%llu cuBLASLt GEMMs, %llu flash steps",
-		 (unsigned long long)ng, (unsigned long long)nf);
+	snprintf(why, len, "%llu cuBLASLt GEMMs, %llu flash steps, %llu tensor-core GEMMs",
+		 (unsigned long long)ng, (unsigned long long)nf,
+		 (unsigned long long)b->ctr[CTR_mma_gemms]);
 	return (!(paths & P_LT) || ng > 0) && (!(paths & P_FLASH) || nf > 0);
 }
 
@@ -1415,8 +1841,10 @@ out:
  */
 static void bench_paths(const char *path)
 {
-	static const unsigned pl_list[5] = { 0, P_FLASH, P_LT, P_LT | P_FLASH,
-					     P_LT | P_LT16 | P_FLASH };
+	/* the first (CUDA-core k_mm, per-token attention) is the logits'
+	 * reference; [mma+flash] is the default */
+	static const unsigned pl_list[7] = { P_KMM, P_KMM | P_FLASH, 0, P_FLASH, P_LT,
+					     P_LT | P_FLASH, P_LT | P_LT16 | P_FLASH };
 	struct eng_image *im;
 	const struct eng_model *m;
 	char err[256];
@@ -1438,7 +1866,7 @@ static void bench_paths(const char *path)
 		blocks[i] = (i * 7) % 130;
 	for (uint32_t i = 0; i < 2048; i++)
 		ids[i] = (1000 + (i * 7919) % 5000) % V;
-	for (unsigned pi = 0; pi < 5; pi++) {
+	for (unsigned pi = 0; pi < sizeof(pl_list) / sizeof(pl_list[0]); pi++) {
 		unsigned paths = pl_list[pi];
 		struct rig g;
 		struct eng_sampler_params pp;
@@ -1497,13 +1925,33 @@ static void bench_paths(const char *path)
 		}
 		paths_ran(g.be, paths, ran, sizeof(ran));
 		printf("# ttft%-14s prefill 128 %.1f ms, 512 %.1f ms, 2048 %.1f ms (+ first token, best of 3); 512-token logits vs CUDA-core route rel L2 %.2e, first token %s; %s\n",
-		       paths ? paths_name(paths) : " [cuda-core]", ms[0], ms[1], ms[2], e512,
+		       paths == P_KMM ? " [cuda-core]" : paths == 0 ? " [mma]" :
+		       paths == P_FLASH ? " [mma+flash]" : paths_name(paths), ms[0], ms[1], ms[2], e512,
 		       tok512 == ref_tok ? "same" : "DIFFERENT", ran);
 next:
 		rig_down(&g);
 	}
 	free(ref);
 	eng_image_close(im);
+}
+
+/*
+ * --only NAME[,NAME...]: run only these sections (and no other check):
+ * "mma" (the tensor-core GEMM's shapes, batch invariance and throughput).
+ * Without --only every section runs.
+ */
+static const char *only_list;
+
+static bool section_on(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (!only_list)
+		return true;
+	for (const char *p = only_list; (p = strstr(p, name)); p += n)
+		if ((p == only_list || p[-1] == ',') && (p[n] == 0 || p[n] == ','))
+			return true;
+	return false;
 }
 
 static bool have_fixtures(void)
@@ -1537,6 +1985,8 @@ int main(int argc, char **argv)
 			bench_kv = argv[++i];
 		else if (!strcmp(argv[i], "--only-bench"))
 			only_bench = true;
+		else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+			only_list = argv[++i];
 		else if (!strcmp(argv[i], "--routes") && i + 1 < argc) {
 			/* all (default), none (the default route only), only
 			 * (the optional routes only) */
@@ -1549,6 +1999,10 @@ int main(int argc, char **argv)
 	      strtoull(argv[argc - 1] + 7, NULL, 0) : (uint64_t)time(NULL) * 2654435761u;
 	rng |= 1;
 	printf("# velo-test-cuda: seed %llu\n", (unsigned long long)rng);
+	if (getenv("VELO_CUDA_MMA")) {
+		snprintf(mma_env0, sizeof(mma_env0), "%s", getenv("VELO_CUDA_MMA"));
+		mma_default = MIN(atoi(mma_env0), MV_MMA2);
+	}
 	/* the per-op tests drive cuBLASLt directly: open it here; models
 	 * choose their routes with paths_env at load */
 	if (!only_bench && routes)
@@ -1577,7 +2031,7 @@ int main(int argc, char **argv)
 	if (!mkdtemp(tmpdir))
 		return 1;
 
-	if (!only_bench && base) {
+	if (!only_bench && base && !only_list) {
 		test_ops_mv();
 		test_ops_rmsnorm();
 		op_attn(false, 0, 1, false);
@@ -1599,7 +2053,11 @@ int main(int argc, char **argv)
 		}
 		test_faults();
 	}
-	if (!only_bench && routes) {
+	/* the tensor-core GEMM's own section (the default route for > 16
+	 * tokens, so in the default route's process) */
+	if (!only_bench && base && section_on("mma"))
+		test_mma();
+	if (!only_bench && routes && !only_list) {
 		/* the optional routes (off by default), after the default
 		 * route's checks or in a process of their own (--routes only),
 		 * so that a fault of theirs cannot hide those */
@@ -1620,6 +2078,9 @@ int main(int argc, char **argv)
 		model_vs_cpu(ENG_DT_BF16, ENG_KV_BF16, 3e-2, P_LT | P_FLASH);
 		model_vs_cpu(ENG_DT_FP8_E4M3, ENG_KV_BF16, 0.2, P_LT | P_FLASH);
 		model_vs_cpu(ENG_DT_FP8_E4M3, ENG_KV_F32, 2e-2, P_LT | P_LT16);
+		/* the CUDA-core GEMM (VELO_CUDA_MMA=0), off by default now */
+		model_vs_cpu(ENG_DT_FP8_E4M3, ENG_KV_F32, 1e-4, P_KMM);
+		model_vs_cpu(ENG_DT_INT4_G128, ENG_KV_F32, 1e-4, P_KMM);
 		if (have_fixtures()) {
 			fixture("llama3", P_LT | P_FLASH);
 			fixture("spm", P_LT | P_FLASH);

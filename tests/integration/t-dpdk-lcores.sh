@@ -8,7 +8,8 @@
 # unknown-session drops), every text equals the kernel socket's, every
 # request of velo-itest (4 sessions x 8 in flight, 5 % loss each way in
 # both loops) answered exactly once, the loops' request slots all back
-# when idle, and velod stops cleanly (the loop threads joined).
+# when idle, 'sessions' and 'stats' cover both loops' tables, and velod
+# stops cleanly (the loop threads joined).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/dpdk.inc"
 
@@ -47,6 +48,36 @@ note "16 sessions: loop 0 opened $o0, loop 1 opened $o1; datagrams $f0 / $f1; al
 [ $((o0 + o1)) -ge 16 ] || fail "$((o0 + o1)) sessions opened, expected >= 16"
 unk=$(counter_sum '^dp\.(q[0-9]+\.)?drop_unknown_session$')
 [ "$unk" = 0 ] || fail "$unk datagrams reached a loop without their session"
+
+# sessions / stats list every loop's table: 8 sessions held open (PINGs
+# 150 ms apart), spread over both loops by their source ports.  (Sessions
+# of the clients above may linger until their timeout: a logon answered
+# twice leaves one; the held ones are those idle less than a second.)
+pids=()
+for i in $(seq 0 7); do
+	cl "$BIN/velo-client" --server "$SERVER" --key "$KEY" ping -n 30 \
+		--interval-ms 150 >"$T/hold.$i" 2>&1 &
+	pids+=($!)
+done
+sleep 1.5
+ctl "sessions json" >"$T/sess.json"
+ctl "stats json" >"$T/stats.json"
+ctl "sessions" >"$T/sess.txt"
+for p in "${pids[@]}"; do wait "$p" || fail "held session: $(cat "$T"/hold.*)"; done
+read -r ns n0 n1 act loops smax <<<"$(/usr/bin/python3 - "$T/sess.json" "$T/stats.json" <<'PY'
+import json, sys
+s, st = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+s = [x for x in s if x["idle_ms"] < 1000]
+print(len(s), sum(x["loop"] == 0 for x in s), sum(x["loop"] == 1 for x in s),
+      st["sessions_active"], st["dataplane_loops"], st["sessions_max"])
+PY
+)"
+note "8 sessions held open: 'sessions' lists $ns in use (loop 0: $n0, loop 1: $n1); stats: $act active, $loops loops, sessions_max $smax"
+[ "$ns" = 8 ] || fail "'sessions json' lists $ns sessions in use, expected 8: $(cat "$T/sess.txt")"
+[ "$act" -ge 8 ] || fail "stats sessions_active $act, expected at least 8"
+[ "$loops" = 2 ] || fail "stats dataplane_loops $loops, expected 2"
+[ "$(($(wc -l <"$T/sess.txt") - 1))" -ge 8 ] || fail "'sessions' text lists $(($(wc -l <"$T/sess.txt") - 1)) sessions"
+[ "$n0" -ge 1 ] && [ "$n1" -ge 1 ] || note "(all 8 sessions on one loop: the other's listing not exercised)"
 
 # A captured LOGON replayed from 12 other source ports (so, other loops):
 # refused by every loop (one shared nonce cache), zero bytes back.

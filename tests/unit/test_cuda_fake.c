@@ -39,6 +39,7 @@
 #include "../../engine/backend.h"
 #include "../../engine/core/sampler.h"
 #include "../../engine/cpu/synth.h"
+#include "../../tools/lib/counters.h"
 
 static const struct eng_backend_ops *ops = &eng_cuda_ops;
 static char fake_path[PATH_MAX];
@@ -348,6 +349,54 @@ static void test_lt_fp8_up_down(void **st)
 	RM = &S.m;
 }
 
+/*
+ * The tensor-core GEMM (VELO_CUDA_MMA=1/2, the default 2) takes every
+ * product of the 25-token prefill step: 2 layers x (QKV, O, gate/up,
+ * down), counted in eng_cuda.mma_gemms; =0 leaves them to k_mm.  BF16 and
+ * FP8 weights; nothing left behind.
+ */
+static void test_mma_routes(void **st)
+{
+	long base = fake_outstanding();
+	uint32_t ids[25], b0[8] = { 3, 4, 5, 6, 7, 8, 9, 10 }, b1[8] = { 11, 12, 13 };
+
+	(void)st;
+	for (uint32_t i = 0; i < 25; i++)
+		ids[i] = 3 + i * 7;
+	for (int mode = 0; mode <= 2; mode++) {
+		for (int w = 0; w < 2; w++) {
+			struct eng_seq_in in[2] = {
+				{ ids, 20, 0, b0, 8, ENG_SEQ_LOGITS },
+				{ ids + 20, 5, 0, b1, 3, ENG_SEQ_LOGITS },
+			};
+			struct eng_batch b = { in, 2 };
+			struct eng_backend *be;
+			struct eng_be_model *bm;
+			char v[4];
+			uint64_t n0, n1;
+
+			snprintf(v, sizeof(v), "%d", mode);
+			setenv("VELO_CUDA_MMA", v, 1);
+			assert_int_equal(ops->init(NULL, &be), 0);
+			assert_int_equal(ops->model_load(be, w ? &S8.m : &S.m, &bud, &bm), 0);
+			n0 = ctr_lookup("eng_cuda.mma_gemms");
+			assert_int_equal(ops->step(bm, &b), 0);
+			n1 = ctr_lookup("eng_cuda.mma_gemms");
+			assert_int_equal(n1 - n0, mode ? 2 * 4 : 0);
+			/* a decode step (2 tokens) stays on the GEMV */
+			in[0] = (struct eng_seq_in){ ids, 1, 20, b0, 8, ENG_SEQ_LOGITS };
+			in[1] = (struct eng_seq_in){ ids, 1, 5, b1, 3, ENG_SEQ_LOGITS };
+			assert_int_equal(ops->step(bm, &b), 0);
+			assert_int_equal(ctr_lookup("eng_cuda.mma_gemms"), n1);
+			assert_int_equal(ops->health(be, NULL), 0);
+			ops->model_unload(bm);
+			ops->fini(be);
+		}
+	}
+	setenv("VELO_CUDA_MMA", "2", 1);
+	assert_int_equal(fake_outstanding(), base);
+}
+
 static void ladder(bool graphs, bool lt)
 {
 	long base = fake_outstanding();
@@ -469,6 +518,7 @@ int main(void)
 		cmocka_unit_test(test_lt_up_down),
 		cmocka_unit_test(test_lt_fp8_up_down),
 		cmocka_unit_test(test_fault_ladder_lt),
+		cmocka_unit_test(test_mma_routes),
 	};
 
 	/* The backend's defaults turn graphs, cuBLASLt and tiled attention
@@ -476,5 +526,8 @@ int main(void)
 	 * all three off. */
 	setenv("VELO_CUDA_GRAPHS", "0", 1);
 	lt_env(false);
+	/* the tensor-core GEMM named too (its default): every plain test,
+	 * the plain fault ladder included, runs its products on it */
+	setenv("VELO_CUDA_MMA", "2", 1);
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,394 @@
+// SPDX-License-Identifier: MIT
+/*
+ * k_mma.cuh — the tensor-core GEMM for products of more than 16 tokens
+ * (prefill, large batches), #included at the end of kernels.cu (it uses
+ * part_of, bf16_rne).  docs/cuda.md "Tensor-core GEMM" says why it looks
+ * like this; in short:
+ *
+ *   y[t][r] = (sum_k W[r][k] x[t][k]) * (FP8 row scale) + bias[r]
+ *
+ * with mma.sync m16n8k16 (f16 x f16 -> f32, bf16 for BF16 weights): A =
+ * the activations [tokens][K] (row), B = the weights [rows][K] in the
+ * image's layout (col), both K-major.  Weights are exact in the MMA's
+ * type: FP8 E4M3 -> f16 by cvt.rn.f16x2.e4m3x2, INT4 (q - 8) -> f16 by
+ * the 0x6400 exponent trick (the group's f16 scale applied in f32 to a
+ * partial sum per 128-column group), BF16 and F16 as they are.  The
+ * activations are split (k_mma_xq) into hi + lo halves of 11 bits each
+ * (22 bits, split 2) or hi only (split 1) after a per-token power-of-two
+ * scale.  Accumulation in f32, in one fixed K order: an output element
+ * depends on its token's row and the weights only, never on the other
+ * tokens of the product or the token's place in it (no split-K, no
+ * atomics): batch invariant.
+ *
+ * Block: 256 threads (8 warps as 2 token halves x 4 row quarters), 64
+ * tokens x 128 rows, each warp 32 x 32 = 2 x 4 MMA tiles of 16 x 8.  K in
+ * steps of 32 through a 3-stage cp.async ring in static shared memory
+ * (<= 48 KiB: no dynamic-size attribute needed): per stage the hi (and
+ * lo) activations, 64 rows of 64 bytes XOR-swizzled by 16-byte chunk so
+ * that ldmatrix.x4 is conflict-free, and the raw weight bytes, 128 rows
+ * of 16 (INT4), 32 (FP8) or 64 (BF16/F16) bytes, read back as one 4-,
+ * 8- or 16-byte word per lane and row, contiguous across the warp.
+ *
+ * Fragment layouts (PTX ISA, mma.m16n8k16 .f16/.bf16): g = lane / 4,
+ * c = lane % 4.  A (16 x 16): a0a1 (row g, k 2c..2c+1), a2a3 (row g+8,
+ * k 2c..), a4a5 (row g, k 2c+8..), a6a7 (row g+8, k 2c+8..).  B (16 x 8):
+ * b0b1 (k 2c..2c+1, col g), b2b3 (k 2c+8.., col g).  C (16 x 8): c0c1
+ * (row g, cols 2c, 2c+1), c2c3 (row g+8, cols 2c, 2c+1).
+ *
+ * The weight words a lane reads from one row do not hold the columns of
+ * the B layout: lane (g, c) reads bytes [8c, 8c + 8) of an FP8 row step,
+ * i.e. columns 8c..8c+7, and uses them as the B registers of both k16
+ * halves.  A dot product does not care in which order its K terms are
+ * numbered as long as both operands agree, so the pre-pass stores each
+ * step's 32 activation columns permuted to match (mma_perm): storage
+ * column j of a step holds the real column mma_perm(j), and ldmatrix then
+ * hands every lane the activations of exactly its weight columns.
+ */
+
+#define MMA_STAGES 3
+#define MMA_THREADS 256
+
+/* Storage column j (0..31) of a k step -> the real column it holds. */
+DEV uint32_t mma_perm(uint32_t j, bool int4)
+{
+	uint32_t s = j >> 4, h = (j >> 3) & 1, c = (j >> 1) & 3, e = j & 1;
+
+	/* s: k16 half, h: b0b1 (0) or b2b3 (1), c: the lane's column
+	 * quad, e: the element of the f16x2 register */
+	if (int4)	/* word of 8 nibbles: register m = (nibble m, m + 4) */
+		return 8 * c + 2 * s + h + 4 * e;
+	return 8 * c + 4 * s + 2 * h + e;	/* bytes/halves in order */
+}
+
+/* Flags of k_mma_xq. */
+#define MMA_XQ_BF16 1u		/* bf16 halves (BF16 weights), else f16 */
+#define MMA_XQ_INT4 2u		/* INT4's column order */
+
+/*
+ * The pre-pass: token row blockIdx.x of x (cols columns, ld ldx) scaled by
+ * 2^(14 - e), e the exponent of its largest magnitude (clamped to
+ * +-100), so the largest lies in [2^14, 2^15) and nothing overflows f16;
+ * hi = round(v), lo = round(v - hi) (exact in f32) to f16 or bf16,
+ * nearest even; columns past cols are 0; xs[t] = 2^(e - 14).  xl NULL:
+ * hi only.  256 threads.
+ */
+extern "C" __global__ void __launch_bounds__(256)
+k_mma_xq(const float *x, uint32_t ldx, uint32_t cols, uint32_t ldk, uint32_t flags,
+	 uint16_t *xh, uint16_t *xl, float *xs)
+{
+	__shared__ float red[8];
+	uint32_t t = blockIdx.x;
+	const float *xr = x + (size_t)t * ldx;
+	uint16_t *hr = xh + (size_t)t * ldk, *lr = xl ? xl + (size_t)t * ldk : NULL;
+	bool bf = flags & MMA_XQ_BF16, i4 = flags & MMA_XQ_INT4;
+	float m = 0.0f, mul;
+	int e;
+
+	for (uint32_t i = threadIdx.x; i < cols; i += 256)
+		m = fmaxf(m, fabsf(xr[i]));
+#pragma unroll
+	for (int o = 16; o; o >>= 1)
+		m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+	if ((threadIdx.x & 31) == 0)
+		red[threadIdx.x >> 5] = m;
+	__syncthreads();
+	m = 0.0f;
+#pragma unroll
+	for (int k = 0; k < 8; k++)
+		m = fmaxf(m, red[k]);
+	e = (int)((__float_as_uint(m) >> 23) & 0xff) - 127;
+	e = max(-100, min(100, e));
+	mul = __uint_as_float((uint32_t)(127 + 14 - e) << 23);
+	if (threadIdx.x == 0)
+		xs[t] = __uint_as_float((uint32_t)(127 + e - 14) << 23);
+	for (uint32_t i = threadIdx.x; i < ldk; i += 256) {
+		uint32_t k = (i & ~31u) + mma_perm(i & 31, i4);
+		float v = k < cols ? xr[k] * mul : 0.0f, hf;
+		uint16_t h;
+
+		if (bf) {
+			h = bf16_rne(v);
+			hf = __uint_as_float((uint32_t)h << 16);
+		} else {
+			__half hh = __float2half_rn(v);
+
+			h = __half_as_ushort(hh);
+			hf = __half2float(hh);
+		}
+		hr[i] = h;
+		if (lr)
+			lr[i] = bf ? bf16_rne(v - hf) : __half_as_ushort(__float2half_rn(v - hf));
+	}
+}
+
+DEV uint32_t smem_u32(const void *p)
+{
+	return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* 16 bytes global -> shared, asynchronously; n = 0 writes zeros. */
+DEV void cp_async16(void *dst, const void *src, uint32_t n)
+{
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+		     :: "r"(smem_u32(dst)), "l"(src), "r"(n) : "memory");
+}
+
+DEV void cp_async_commit(void)
+{
+	asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int N>
+DEV void cp_async_wait(void)
+{
+	asm volatile("cp.async.wait_group %0;\n" :: "n"(N) : "memory");
+}
+
+DEV void ldsm_x4(uint32_t *r, const void *p)
+{
+	asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+		     : "r"(smem_u32(p)));
+}
+
+template <bool BF>
+DEV void mma16816(float *d, const uint32_t *a, const uint32_t *b)
+{
+	if (BF)
+		asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+		    "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+		    : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+		    : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+	else
+		asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+		    "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+		    : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+		    : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* Two E4M3 bytes (low first) -> f16x2, exactly. */
+DEV uint32_t e4m3x2_h2(uint32_t two)
+{
+	uint32_t h2;
+	unsigned short in = (unsigned short)two;
+
+	asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(h2) : "h"(in));
+	return h2;
+}
+
+/* Nibbles m and m + 4 of a word -> f16x2 (q - 8): 0x6400 | q is 1024 + q
+ * exactly, minus 1032. */
+DEV uint32_t i4x2_h2(uint32_t w, int m)
+{
+	uint32_t v = ((w >> (4 * m)) & 0x000F000Fu) | 0x64006400u;
+	__half2 h = __hsub2(*reinterpret_cast<__half2 *>(&v),
+			    __halves2half2(__ushort_as_half(0x6408), __ushort_as_half(0x6408)));
+
+	return *reinterpret_cast<uint32_t *>(&h);
+}
+
+/* Weight bytes per row and k step. */
+template <int DT> struct mma_w {
+	enum { BYTES = DT == CUDA_DT_FP8 ? 32 : DT == CUDA_DT_INT4 ? 16 : 64,
+	       EPC = DT == CUDA_DT_FP8 ? 16 : DT == CUDA_DT_INT4 ? 32 : 8 };	/* per 16 B */
+};
+
+template <int DT, int SPLIT>
+DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
+{
+	constexpr bool BF = DT == CUDA_DT_BF16, I4 = DT == CUDA_DT_INT4;
+	constexpr int WB = mma_w<DT>::BYTES, CPR = WB / 16;
+	constexpr int AB = CUDA_MMA_TM * CUDA_MMA_TK * 2;	/* one half's bytes */
+	__shared__ __align__(128) uint8_t sa[MMA_STAGES][SPLIT][AB];
+	__shared__ __align__(128) uint8_t sb[MMA_STAGES][CUDA_MMA_TN * WB];
+	uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+	uint32_t g = lane >> 2, c = lane & 3;
+	uint32_t wm = (warp & 1) * 32, wn = (warp >> 1) * 32;
+	uint32_t p = part_of(a.tile_base, a.n_parts, blockIdx.y);
+	uint32_t r0 = (blockIdx.y - a.tile_base[p]) * CUDA_MMA_TN;
+	uint32_t t0 = blockIdx.x * CUDA_MMA_TM, rows = a.rows[p], cols = a.cols;
+	uint32_t nk = m.ldk / CUDA_MMA_TK;
+	const uint8_t *w = (const uint8_t *)a.w[p];
+	size_t pitch = DT == CUDA_DT_FP8 ? cols : I4 ? cols / 2 : (size_t)cols * 2;
+	float acc[2][4][4], accg[I4 ? 2 : 1][4][4], gs[4][2];
+
+#pragma unroll
+	for (int i = 0; i < 2; i++)
+#pragma unroll
+		for (int j = 0; j < 4; j++)
+#pragma unroll
+			for (int q = 0; q < 4; q++) {
+				acc[i][j][q] = 0.0f;
+				if (I4)
+					accg[i][j][q] = 0.0f;
+			}
+
+	auto load = [&](uint32_t kt, int st) {
+		/* activations: 64 rows x 4 chunks per half */
+#pragma unroll
+		for (int i = 0; i < SPLIT; i++) {
+			uint32_t row = tid >> 2, ch = tid & 3, t = t0 + row;
+			const uint16_t *src = (i ? m.xl : m.xh);
+			bool ok = t < a.nt;
+
+			cp_async16(&sa[st][i][row * 64 + ((ch ^ ((row >> 1) & 3)) << 4)],
+				   ok ? src + (size_t)t * m.ldk + kt * CUDA_MMA_TK + ch * 8 : src,
+				   ok ? 16 : 0);
+		}
+		/* weights: 128 rows x CPR chunks */
+#pragma unroll
+		for (int i = 0; i < (CUDA_MMA_TN * CPR + MMA_THREADS - 1) / MMA_THREADS; i++) {
+			uint32_t n = tid + i * MMA_THREADS, row = n / CPR, ch = n % CPR;
+			uint32_t r = r0 + row, k = kt * CUDA_MMA_TK + ch * mma_w<DT>::EPC;
+			bool ok = r < rows && k < cols;
+
+			if (CUDA_MMA_TN * CPR % MMA_THREADS && n >= CUDA_MMA_TN * CPR)
+				break;
+			cp_async16(&sb[st][row * WB + ch * 16],
+				   ok ? w + r * pitch + (size_t)kt * WB + ch * 16 : w, ok ? 16 : 0);
+		}
+	};
+
+#pragma unroll
+	for (int s = 0; s < MMA_STAGES - 1; s++) {
+		if ((uint32_t)s < nk)
+			load(s, s);
+		cp_async_commit();
+	}
+	for (uint32_t kt = 0; kt < nk; kt++) {
+		int st = kt % MMA_STAGES;
+		uint32_t b[2][4][2];	/* [k16 half][n8 tile][reg] */
+
+		if (I4 && kt % 4 == 0) {
+			/* this 128-column group's scales for the lane's 8 rows,
+			 * used 4 steps later */
+			const __half *sc = (const __half *)a.scales[p];
+			uint32_t grp = kt / 4, ng = cols / 128;
+
+#pragma unroll
+			for (int j = 0; j < 4; j++)
+#pragma unroll
+				for (int e = 0; e < 2; e++) {
+					uint32_t r = r0 + wn + 8 * j + 2 * c + e;
+
+					gs[j][e] = r < rows ? __half2float(sc[(size_t)r * ng + grp]) : 0.0f;
+				}
+		}
+		cp_async_wait<MMA_STAGES - 2>();
+		__syncthreads();
+		if (kt + MMA_STAGES - 1 < nk)
+			load(kt + MMA_STAGES - 1, (kt + MMA_STAGES - 1) % MMA_STAGES);
+		cp_async_commit();
+
+#pragma unroll
+		for (int j = 0; j < 4; j++) {
+			const uint8_t *rp = &sb[st][(wn + 8 * j + g) * WB];
+
+			if (DT == CUDA_DT_FP8) {
+				uint2 v = *reinterpret_cast<const uint2 *>(rp + 8 * c);
+
+				b[0][j][0] = e4m3x2_h2(v.x);
+				b[0][j][1] = e4m3x2_h2(v.x >> 16);
+				b[1][j][0] = e4m3x2_h2(v.y);
+				b[1][j][1] = e4m3x2_h2(v.y >> 16);
+			} else if (I4) {
+				uint32_t v = *reinterpret_cast<const uint32_t *>(rp + 4 * c);
+
+				b[0][j][0] = i4x2_h2(v, 0);
+				b[0][j][1] = i4x2_h2(v, 1);
+				b[1][j][0] = i4x2_h2(v, 2);
+				b[1][j][1] = i4x2_h2(v, 3);
+			} else {
+				uint4 v = *reinterpret_cast<const uint4 *>(rp + 16 * c);
+
+				b[0][j][0] = v.x;
+				b[0][j][1] = v.y;
+				b[1][j][0] = v.z;
+				b[1][j][1] = v.w;
+			}
+		}
+#pragma unroll
+		for (int s = 0; s < 2; s++) {
+#pragma unroll
+			for (int i = 0; i < 2; i++) {
+				uint32_t ah[4], al[4];
+				uint32_t row = wm + 16 * i + (lane & 7) + 8 * ((lane >> 3) & 1);
+				uint32_t ch = 2 * s + (lane >> 4);
+				uint32_t off = row * 64 + ((ch ^ ((row >> 1) & 3)) << 4);
+
+				ldsm_x4(ah, &sa[st][0][off]);
+				if (SPLIT == 2)
+					ldsm_x4(al, &sa[st][SPLIT - 1][off]);
+#pragma unroll
+				for (int j = 0; j < 4; j++) {
+					float *d = I4 ? accg[I4 ? i : 0][j] : acc[i][j];
+
+					mma16816<BF>(d, ah, b[s][j]);
+					if (SPLIT == 2)
+						mma16816<BF>(d, al, b[s][j]);
+				}
+			}
+		}
+		if (I4 && (kt % 4 == 3 || kt + 1 == nk)) {
+#pragma unroll
+			for (int i = 0; i < 2; i++)
+#pragma unroll
+				for (int j = 0; j < 4; j++)
+#pragma unroll
+					for (int q = 0; q < 4; q++) {
+						acc[i][j][q] = fmaf(accg[I4 ? i : 0][j][q], gs[j][q & 1],
+								    acc[i][j][q]);
+						accg[I4 ? i : 0][j][q] = 0.0f;
+					}
+		}
+	}
+	cp_async_wait<0>();
+
+	/* epilogue: c0c1 (token g, rows 2c, 2c+1), c2c3 (token g + 8) */
+#pragma unroll
+	for (int i = 0; i < 2; i++)
+#pragma unroll
+		for (int q2 = 0; q2 < 2; q2++) {
+			uint32_t t = t0 + wm + 16 * i + g + 8 * q2;
+			float ts;
+
+			if (t >= a.nt)
+				continue;
+			ts = m.xs[t];
+#pragma unroll
+			for (int j = 0; j < 4; j++)
+#pragma unroll
+				for (int e = 0; e < 2; e++) {
+					uint32_t r = r0 + wn + 8 * j + 2 * c + e;
+					float v, *y;
+
+					if (r >= rows)
+						continue;
+					v = acc[i][j][2 * q2 + e] * ts;
+					if (DT == CUDA_DT_FP8)
+						v *= ((const float *)a.scales[p])[r];
+					if (a.bias[p])
+						v += a.bias[p][r];
+					y = a.y[p] + (size_t)t * a.ldy[p] + r;
+					if (a.mode == CUDA_MV_ADD)
+						*y += v;
+					else
+						*y = v;
+				}
+		}
+}
+
+#define MMA_ENTRY(name, DT, SPLIT)                                              \
+	extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2)            \
+	k_mma_##name##_##SPLIT(cuda_mv_args a, cuda_mma_args m)                 \
+	{                                                                       \
+		mma_body<DT, SPLIT>(a, m);                                      \
+	}
+MMA_ENTRY(bf16, CUDA_DT_BF16, 1)
+MMA_ENTRY(bf16, CUDA_DT_BF16, 2)
+MMA_ENTRY(f16, CUDA_DT_F16, 1)
+MMA_ENTRY(f16, CUDA_DT_F16, 2)
+MMA_ENTRY(fp8, CUDA_DT_FP8, 1)
+MMA_ENTRY(fp8, CUDA_DT_FP8, 2)
+MMA_ENTRY(int4, CUDA_DT_INT4, 1)
+MMA_ENTRY(int4, CUDA_DT_INT4, 2)

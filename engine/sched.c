@@ -574,6 +574,59 @@ static void sampler_params(const struct proto_infer *f,
 	p->seed = f->seed;
 }
 
+/* @r's sampler, in its slot's share of sampler_mem.  Return: NULL for a
+ * parameter out of range (eng_sampler_init). */
+static struct eng_sampler *req_sampler_init(struct eng_sched *s,
+					    struct eng_sched_req *r,
+					    const struct eng_sampler_params *sp)
+{
+	r->sampler = eng_sampler_init(s->sampler_mem + (size_t)r->slot * sampler_bytes(),
+				      sampler_bytes(), sp, SAMPLER_WINDOW);
+	return r->sampler;
+}
+
+/*
+ * The stream parameters every request of model @sm starts from, for @r's
+ * max_tokens, min_tokens and ignore_eos (set first): token streaming, every
+ * EOS of the model ends it (Llama 3: <|end_of_text|>, <|eom_id|>,
+ * <|eot_id|>), no stop ids or sequences.  The output always continues a
+ * prompt, text or token ids: no SentencePiece leading-space strip on its
+ * first token.
+ */
+static void req_stream_params(const struct eng_sched_model *sm,
+			      const struct eng_sched_req *r,
+			      struct eng_stream_params *stp)
+{
+	memset(stp, 0, sizeof(*stp));
+	stp->mode = PROTO_STREAM_TOKEN;
+	stp->max_tokens = r->max_tokens;
+	stp->min_tokens = r->min_tokens;
+	stp->eos_id = ENG_TOK_NONE;
+	stp->eos_ids = sm->m->cfg.eos_ids;
+	stp->n_eos_ids = MIN(sm->m->cfg.n_eos, (uint32_t)ENG_STREAM_EOS_MAX);
+	stp->ignore_eos = r->ignore_eos;
+	stp->detok_flags = ENG_DETOK_SKIP_SPECIAL | ENG_DETOK_CONTINUE;
+}
+
+/*
+ * A request about to wait for its first step, its prompt in r->toks: the
+ * prompt fed to its sampler's penalty window, nothing computed or cached
+ * yet, no timestamps, no deadline (the caller sets one), arrived at
+ * @arrival_ns.
+ */
+static void req_reset(struct eng_sched_req *r, uint64_t arrival_ns)
+{
+	for (uint32_t i = 0; i < r->n_prompt; i++)
+		eng_sampler_accept(r->sampler, r->toks[i]);
+	r->n_tot = r->n_prompt;
+	r->n_kv = 0;
+	r->n_cached = 0;
+	r->preempted = 0;
+	r->arrival_ns = arrival_ns;
+	r->run_ns = r->prefill_ns = r->first_tok_ns = r->last_tok_ns = 0;
+	r->deadline_ns = UINT64_MAX;
+}
+
 /*
  * The time before @r would get its first step, from measured costs: the
  * prompt positions still to compute of the waiting requests that sort
@@ -651,36 +704,21 @@ static void shadow_copy(struct eng_sched *s, const struct eng_sched_model *sm,
 		c->toks[i] = r->toks[i];
 	}
 	sampler_params(&q->f, &sp);
-	c->sampler = eng_sampler_init(s->sampler_mem + (size_t)c->slot * sampler_bytes(),
-				      sampler_bytes(), &sp, SAMPLER_WINDOW);
-	memset(&stp, 0, sizeof(stp));
-	stp.mode = PROTO_STREAM_TOKEN;
-	stp.max_tokens = MIN(r->max_tokens, x->ctx_max);
-	stp.min_tokens = r->min_tokens;
-	stp.eos_id = ENG_TOK_NONE;
-	stp.eos_ids = x->m->cfg.eos_ids;
-	stp.n_eos_ids = MIN(x->m->cfg.n_eos, (uint32_t)ENG_STREAM_EOS_MAX);
-	stp.ignore_eos = r->ignore_eos;
-	stp.detok_flags = ENG_DETOK_SKIP_SPECIAL | ENG_DETOK_CONTINUE;
-	if (!c->sampler || eng_stream_init(&c->stream, x->tok, &stp)) {
+	c->max_tokens = MIN(r->max_tokens, x->ctx_max);
+	c->min_tokens = r->min_tokens;
+	c->ignore_eos = r->ignore_eos;
+	req_stream_params(x, c, &stp);
+	if (!req_sampler_init(s, c, &sp) || eng_stream_init(&c->stream, x->tok, &stp)) {
 		s->ctr[ENG_SCHED_CTR_shadow_dropped]++;
 		return;
 	}
-	for (uint32_t i = 0; i < r->n_prompt; i++)
-		eng_sampler_accept(c->sampler, c->toks[i]);
 	c->model = (uint8_t)x->index;
 	c->request_id = r->request_id;
 	c->sess_slot = r->sess_slot;
 	c->sess_gen = r->sess_gen;
-	c->n_prompt = c->n_tot = r->n_prompt;
-	c->n_kv = c->n_cached = c->preempted = 0;
-	c->max_tokens = stp.max_tokens;
-	c->min_tokens = r->min_tokens;
-	c->ignore_eos = r->ignore_eos;
+	c->n_prompt = r->n_prompt;
 	c->prio = r->prio;
-	c->arrival_ns = clock_mono_ns();
-	c->run_ns = c->prefill_ns = c->first_tok_ns = c->last_tok_ns = 0;
-	c->deadline_ns = UINT64_MAX;
+	req_reset(c, clock_mono_ns());
 	c->order = ++s->order;
 	waiting_insert(s, x, c);
 	s->ctr[ENG_SCHED_CTR_shadow_admitted]++;
@@ -838,29 +876,17 @@ static void handle_infer(struct eng_sched *s, const struct dp_req_msg *m)
 		sp.bias[i] = q->logit_bias[i].bias;
 	}
 	sp.n_bias = MIN(q->n_logit_bias, (uint32_t)ENG_SAMPLER_BIAS_MAX);
-	r->sampler = eng_sampler_init(s->sampler_mem + (size_t)r->slot * sampler_bytes(),
-				      sampler_bytes(), &sp, SAMPLER_WINDOW);
-	if (!r->sampler) {
+	if (!req_sampler_init(s, r, &sp)) {
 		reject(s, r, PROTO_E_INVALID_PARAM, 0, "sampling parameter out of range",
 		       ENG_SCHED_CTR_reject_invalid);
 		return;
 	}
 	r->max_tokens = q->f.max_tokens ? q->f.max_tokens : sm->ctx_max;
 	r->min_tokens = q->f.min_tokens;
-	memset(&stp, 0, sizeof(stp));
+	r->ignore_eos = !!(q->f.flags & PROTO_INFER_IGNORE_EOS);
+	req_stream_params(sm, r, &stp);
 	stp.mode = (enum proto_stream)q->f.stream;
 	stp.every_k = q->f.stream_k;
-	stp.max_tokens = r->max_tokens;
-	stp.min_tokens = r->min_tokens;
-	/* Every EOS of the model ends a request (Llama 3: <|end_of_text|>,
-	 * <|eom_id|>, <|eot_id|>). */
-	stp.eos_id = ENG_TOK_NONE;
-	stp.eos_ids = sm->m->cfg.eos_ids;
-	stp.n_eos_ids = MIN(sm->m->cfg.n_eos, (uint32_t)ENG_STREAM_EOS_MAX);
-	stp.ignore_eos = !!(q->f.flags & PROTO_INFER_IGNORE_EOS);
-	/* The output always continues a prompt, text or token ids: no
-	 * SentencePiece leading-space strip on its first token. */
-	stp.detok_flags = ENG_DETOK_SKIP_SPECIAL | ENG_DETOK_CONTINUE;
 	stp.stop_ids = q->stop_tokens;
 	stp.n_stop_ids = q->n_stop_tokens;
 	for (uint32_t i = 0; i < q->n_stop_seqs && i < ENG_STREAM_STOP_SEQS_MAX; i++) {
@@ -875,17 +901,8 @@ static void handle_infer(struct eng_sched *s, const struct dp_req_msg *m)
 		       ENG_SCHED_CTR_reject_invalid);
 		return;
 	}
-	for (uint32_t i = 0; i < r->n_prompt; i++)
-		eng_sampler_accept(r->sampler, r->toks[i]);
-	r->n_tot = r->n_prompt;
-	r->n_kv = 0;
-	r->n_cached = 0;
-	r->preempted = 0;
 	r->prio = q->f.priority;
-	r->ignore_eos = !!(q->f.flags & PROTO_INFER_IGNORE_EOS);
-	r->arrival_ns = q->arrival_ns ? q->arrival_ns : now;
-	r->run_ns = r->prefill_ns = r->first_tok_ns = r->last_tok_ns = 0;
-	r->deadline_ns = UINT64_MAX;
+	req_reset(r, q->arrival_ns ? q->arrival_ns : now);
 	if (q->f.deadline_ns) {
 		uint64_t real = clock_real_ns();
 

@@ -2001,7 +2001,7 @@ int main(int argc, char **argv)
 	printf("# velo-test-cuda: seed %llu\n", (unsigned long long)rng);
 	if (getenv("VELO_CUDA_MMA")) {
 		snprintf(mma_env0, sizeof(mma_env0), "%s", getenv("VELO_CUDA_MMA"));
-		mma_default = MIN(atoi(mma_env0), MV_MMA2);
+		mma_default = MAX(MIN(atoi(mma_env0), MV_MMA2), MV_CORE);
 	}
 	/* the per-op tests drive cuBLASLt directly: open it here; models
 	 * choose their routes with paths_env at load */

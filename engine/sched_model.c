@@ -29,9 +29,14 @@
  * Run the known-answer record through the loaded model: the prompt
  * (chunked by step_tokens_max), then greedy decodes; every expected token
  * must match exactly and every recorded logit lie within the tolerance.
- * Uses KV blocks 0.. of the fresh pool before the KV cache hands any out.
+ * The greedy token comes from the backend's own sample() with a plain
+ * greedy sampler, the path requests take: one rule (ties to the lowest id,
+ * NaN as -inf) on every backend, whether it samples on the host or on the
+ * device.  Uses KV blocks 0.. of the fresh pool before the KV cache hands
+ * any out.
  */
-int sched_model_selftest(struct eng_sched_model *sm, char *err, size_t errlen)
+static int selftest_run(struct eng_sched_model *sm, struct eng_sampler *greedy,
+			char *err, size_t errlen)
 {
 	const struct eng_model *m = sm->m;
 	const struct eng_backend_ops *ops = sm->ops;
@@ -75,7 +80,7 @@ int sched_model_selftest(struct eng_sched_model *sm, char *err, size_t errlen)
 		pos += n;
 	}
 	for (uint32_t s = 0; s < steps; s++) {
-		uint32_t best = 0;
+		uint32_t best;
 
 		if (s) {
 			struct eng_seq_in in = {
@@ -113,9 +118,12 @@ int sched_model_selftest(struct eng_sched_model *sm, char *err, size_t errlen)
 				}
 			}
 		}
-		for (uint32_t i = 1; i < sm->vocab; i++)
-			if (lg[i] > lg[best])
-				best = i;
+		rc = ops->sample(sm->bm, &greedy, 1, &best);
+		if (rc) {
+			snprintf(err, errlen, "self-test sample %u: %s%s", s,
+				 strerror(-rc), rc == -EDOM ? " (no finite logit)" : "");
+			return rc;
+		}
 		if (s < ne && best != m->ka_expect[s]) {
 			snprintf(err, errlen, "self-test: greedy token %u is %u, expected %u",
 				 s, best, m->ka_expect[s]);
@@ -130,6 +138,31 @@ int sched_model_selftest(struct eng_sched_model *sm, char *err, size_t errlen)
 	sm->st.ka_prompt = np;
 	sm->st.ka_expect = ne;
 	return 0;
+}
+
+int sched_model_selftest(struct eng_sched_model *sm, char *err, size_t errlen)
+{
+	struct eng_sampler_params p;
+	struct eng_sampler *g;
+	void *mem;
+	int rc;
+
+	/* load time, not a step: the one allocation is freed below */
+	mem = aligned_alloc(64, ALIGN_UP(eng_sampler_size(0), 64));
+	if (!mem) {
+		snprintf(err, errlen, "self-test: no memory for its sampler");
+		return -ENOMEM;
+	}
+	eng_sampler_params_default(&p);		/* greedy, no penalties */
+	g = eng_sampler_init(mem, eng_sampler_size(0), &p, 0);
+	if (!g) {
+		rc = -errno;
+		snprintf(err, errlen, "self-test sampler: %s", strerror(errno));
+	} else {
+		rc = selftest_run(sm, g, err, errlen);
+	}
+	free(mem);
+	return rc;
 }
 
 /* Drop this slot's use of its backend instance: its own (CPU) is torn

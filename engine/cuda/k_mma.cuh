@@ -193,29 +193,34 @@ template <int DT> struct mma_w {
 	       EPC = DT == CUDA_DT_FP8 ? 16 : DT == CUDA_DT_INT4 ? 32 : 8 };	/* per 16 B */
 };
 
-template <int DT, int SPLIT>
+/*
+ * TN weight rows per block (128: the backend's; 256: a wide variant the
+ * throughput test measures beside it), ST pipeline stages; each warp owns
+ * 32 tokens x TN / 4 rows (J = TN / 32 tiles of 8 rows).
+ */
+template <int DT, int SPLIT, int TN, int ST>
 DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 {
 	constexpr bool BF = DT == CUDA_DT_BF16, I4 = DT == CUDA_DT_INT4;
-	constexpr int WB = mma_w<DT>::BYTES, CPR = WB / 16;
+	constexpr int WB = mma_w<DT>::BYTES, CPR = WB / 16, J = TN / 32;
 	constexpr int AB = CUDA_MMA_TM * CUDA_MMA_TK * 2;	/* one half's bytes */
-	__shared__ __align__(128) uint8_t sa[MMA_STAGES][SPLIT][AB];
-	__shared__ __align__(128) uint8_t sb[MMA_STAGES][CUDA_MMA_TN * WB];
+	__shared__ __align__(128) uint8_t sa[ST][SPLIT][AB];
+	__shared__ __align__(128) uint8_t sb[ST][TN * WB];
 	uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 	uint32_t g = lane >> 2, c = lane & 3;
-	uint32_t wm = (warp & 1) * 32, wn = (warp >> 1) * 32;
+	uint32_t wm = (warp & 1) * 32, wn = (warp >> 1) * (TN / 4);
 	uint32_t p = part_of(a.tile_base, a.n_parts, blockIdx.y);
-	uint32_t r0 = (blockIdx.y - a.tile_base[p]) * CUDA_MMA_TN;
+	uint32_t r0 = (blockIdx.y - a.tile_base[p]) * TN;
 	uint32_t t0 = blockIdx.x * CUDA_MMA_TM, rows = a.rows[p], cols = a.cols;
 	uint32_t nk = m.ldk / CUDA_MMA_TK;
 	const uint8_t *w = (const uint8_t *)a.w[p];
 	size_t pitch = DT == CUDA_DT_FP8 ? cols : I4 ? cols / 2 : (size_t)cols * 2;
-	float acc[2][4][4], accg[I4 ? 2 : 1][4][4], gs[4][2];
+	float acc[2][J][4], accg[I4 ? 2 : 1][J][4], gs[J][2];
 
 #pragma unroll
 	for (int i = 0; i < 2; i++)
 #pragma unroll
-		for (int j = 0; j < 4; j++)
+		for (int j = 0; j < J; j++)
 #pragma unroll
 			for (int q = 0; q < 4; q++) {
 				acc[i][j][q] = 0.0f;
@@ -237,12 +242,12 @@ DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 		}
 		/* weights: 128 rows x CPR chunks */
 #pragma unroll
-		for (int i = 0; i < (CUDA_MMA_TN * CPR + MMA_THREADS - 1) / MMA_THREADS; i++) {
+		for (int i = 0; i < (TN * CPR + MMA_THREADS - 1) / MMA_THREADS; i++) {
 			uint32_t n = tid + i * MMA_THREADS, row = n / CPR, ch = n % CPR;
 			uint32_t r = r0 + row, k = kt * CUDA_MMA_TK + ch * mma_w<DT>::EPC;
 			bool ok = r < rows && k < cols;
 
-			if (CUDA_MMA_TN * CPR % MMA_THREADS && n >= CUDA_MMA_TN * CPR)
+			if (TN * CPR % MMA_THREADS && n >= TN * CPR)
 				break;
 			cp_async16(&sb[st][row * WB + ch * 16],
 				   ok ? w + r * pitch + (size_t)kt * WB + ch * 16 : w, ok ? 16 : 0);
@@ -250,14 +255,14 @@ DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 	};
 
 #pragma unroll
-	for (int s = 0; s < MMA_STAGES - 1; s++) {
+	for (int s = 0; s < ST - 1; s++) {
 		if ((uint32_t)s < nk)
 			load(s, s);
 		cp_async_commit();
 	}
 	for (uint32_t kt = 0; kt < nk; kt++) {
-		int st = kt % MMA_STAGES;
-		uint32_t b[2][4][2];	/* [k16 half][n8 tile][reg] */
+		int st = kt % ST;
+		uint32_t b[2][J][2];	/* [k16 half][n8 tile][reg] */
 
 		if (I4 && kt % 4 == 0) {
 			/* this 128-column group's scales for the lane's 8 rows,
@@ -266,7 +271,7 @@ DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 			uint32_t grp = kt / 4, ng = cols / 128;
 
 #pragma unroll
-			for (int j = 0; j < 4; j++)
+			for (int j = 0; j < J; j++)
 #pragma unroll
 				for (int e = 0; e < 2; e++) {
 					uint32_t r = r0 + wn + 8 * j + 2 * c + e;
@@ -274,14 +279,14 @@ DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 					gs[j][e] = r < rows ? __half2float(sc[(size_t)r * ng + grp]) : 0.0f;
 				}
 		}
-		cp_async_wait<MMA_STAGES - 2>();
+		cp_async_wait<ST - 2>();
 		__syncthreads();
-		if (kt + MMA_STAGES - 1 < nk)
-			load(kt + MMA_STAGES - 1, (kt + MMA_STAGES - 1) % MMA_STAGES);
+		if (kt + ST - 1 < nk)
+			load(kt + ST - 1, (kt + ST - 1) % ST);
 		cp_async_commit();
 
 #pragma unroll
-		for (int j = 0; j < 4; j++) {
+		for (int j = 0; j < J; j++) {
 			const uint8_t *rp = &sb[st][(wn + 8 * j + g) * WB];
 
 			if (DT == CUDA_DT_FP8) {
@@ -320,7 +325,7 @@ DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 				if (SPLIT == 2)
 					ldsm_x4(al, &sa[st][SPLIT - 1][off]);
 #pragma unroll
-				for (int j = 0; j < 4; j++) {
+				for (int j = 0; j < J; j++) {
 					float *d = I4 ? accg[I4 ? i : 0][j] : acc[i][j];
 
 					mma16816<BF>(d, ah, b[s][j]);
@@ -333,7 +338,7 @@ DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 #pragma unroll
 			for (int i = 0; i < 2; i++)
 #pragma unroll
-				for (int j = 0; j < 4; j++)
+				for (int j = 0; j < J; j++)
 #pragma unroll
 					for (int q = 0; q < 4; q++) {
 						acc[i][j][q] = fmaf(accg[I4 ? i : 0][j][q], gs[j][q & 1],
@@ -356,7 +361,7 @@ DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 				continue;
 			ts = m.xs[t];
 #pragma unroll
-			for (int j = 0; j < 4; j++)
+			for (int j = 0; j < J; j++)
 #pragma unroll
 				for (int e = 0; e < 2; e++) {
 					uint32_t r = r0 + wn + 8 * j + 2 * c + e;
@@ -382,7 +387,7 @@ DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 	extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2)            \
 	k_mma_##name##_##SPLIT(cuda_mv_args a, cuda_mma_args m)                 \
 	{                                                                       \
-		mma_body<DT, SPLIT>(a, m);                                      \
+		mma_body<DT, SPLIT, CUDA_MMA_TN, MMA_STAGES>(a, m);             \
 	}
 MMA_ENTRY(bf16, CUDA_DT_BF16, 1)
 MMA_ENTRY(bf16, CUDA_DT_BF16, 2)
@@ -392,3 +397,16 @@ MMA_ENTRY(fp8, CUDA_DT_FP8, 1)
 MMA_ENTRY(fp8, CUDA_DT_FP8, 2)
 MMA_ENTRY(int4, CUDA_DT_INT4, 1)
 MMA_ENTRY(int4, CUDA_DT_INT4, 2)
+
+/* The wide variant (256 rows, one block per SM; 16-bit weights in 2
+ * stages to stay within 48 KiB): not used by the backend, measured by
+ * velo-test-cuda's throughput table beside the default tiles. */
+#define MMA_WIDE(name, DT, ST)                                                  \
+	extern "C" __global__ void __launch_bounds__(MMA_THREADS, 1)            \
+	k_mma_##name##_2_w(cuda_mv_args a, cuda_mma_args m)                     \
+	{                                                                       \
+		mma_body<DT, 2, 256, ST>(a, m);                                 \
+	}
+MMA_WIDE(bf16, CUDA_DT_BF16, 2)
+MMA_WIDE(fp8, CUDA_DT_FP8, 3)
+MMA_WIDE(int4, CUDA_DT_INT4, 3)

@@ -191,6 +191,7 @@ static double silu_d(double g)
 #define MV_CORE 0
 #define MV_MMA1 1
 #define MV_MMA2 2
+#define MV_WIDE 3	/* k_mma_<dt>_2_w: 256-row tiles, split 2 (BF16, FP8, INT4) */
 
 /* The tensor-core GEMM's workspace for the per-op checks (the model's is
  * carved at load): 2048 tokens x 14336 columns, split 2; split 1 uses
@@ -211,14 +212,15 @@ static const struct cuda_mma *tmma_get(int route)
 		tmma[0] = m;
 		tmma_ready = true;
 	}
-	return &tmma[route - 1];
+	return &tmma[route == MV_MMA1 ? 0 : 1];
 }
 
 static const char *route_name(int route, uint32_t nt)
 {
 	if (nt <= 16)
 		return "gemv";
-	return route == MV_MMA2 ? "mma2" : route == MV_MMA1 ? "mma1" : "k_mm";
+	return route == MV_MMA2 ? "mma2" : route == MV_MMA1 ? "mma1" :
+	       route == MV_WIDE ? "mma2 wide" : "k_mm";
 }
 
 /* Parity bound of a route: f32-class (1e-5) but for split 1's 11-bit
@@ -230,11 +232,71 @@ static double route_bound(int route, enum eng_dtype dt, uint32_t nt)
 	return dt == ENG_DT_BF16 ? 4e-3 : 5e-4;
 }
 
+/*
+ * The wide variant (k_mma.cuh MMA_WIDE), launched here as forward.c
+ * launches the default one (pre-pass, then 256-row tiles); counted in
+ * CTR_mma_gemms like it.  0, or -EIO.
+ */
+static int mma_wide_launch(enum eng_dtype dt, struct cuda_mv_args *a)
+{
+	static CUfunction f[CUDA_N_DT];
+	const struct cuda_mma *mm = tmma_get(MV_MMA2);
+	uint32_t ldk = ALIGN_UP(a->cols, (uint32_t)CUDA_MMA_TK), nt = a->nt;
+	uint32_t flags = (dt == ENG_DT_BF16 ? 1u : 0u) | (dt == ENG_DT_INT4_G128 ? 2u : 0u);
+	size_t half = (size_t)nt * ldk * 2;
+	struct cuda_mma_args m = {
+		.xh = (const uint16_t *)(uintptr_t)mm->ws,
+		.xl = (const uint16_t *)(uintptr_t)(mm->ws + half),
+		.xs = (const float *)(uintptr_t)(mm->ws + 2 * half), .ldk = ldk,
+	};
+	void *px = (void *)a->x, *pxh = (void *)m.xh, *pxl = (void *)m.xl, *pxs = (void *)m.xs;
+	void *qargs[] = { &px, &a->ldx, &a->cols, &ldk, &flags, &pxh, &pxl, &pxs };
+	void *args[] = { a, &m };
+	uint32_t mode = a->mode;
+	CUresult r;
+
+	if (!f[dt]) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "k_mma_%s_2_w", dtn[dt]);
+		if (gbe->api.cuModuleGetFunction(&f[dt], gbe->mod, name) != CUDA_SUCCESS)
+			return -EIO;
+	}
+	a->row_base[0] = a->tile_base[0] = 0;
+	for (uint32_t p = 0; p < CUDA_MV_PARTS; p++) {
+		uint32_t rows = p < a->n_parts ? a->rows[p] : 0;
+
+		a->row_base[p + 1] = a->row_base[p] + rows;
+		a->tile_base[p + 1] = a->tile_base[p] + (rows + 255) / 256;
+	}
+	if (mode == CUDA_MV_SWIGLU)
+		a->mode = CUDA_MV_STORE;
+	r = gbe->api.cuLaunchKernel(gbe->f_mma_xq, nt, 1, 1, 256, 1, 1, 0, NULL, qargs, NULL);
+	if (r == CUDA_SUCCESS)
+		r = gbe->api.cuLaunchKernel(f[dt], (nt + CUDA_MMA_TM - 1) / CUDA_MMA_TM,
+					    a->tile_base[a->n_parts], 1, 256, 1, 1, 0, NULL, args,
+					    NULL);
+	a->mode = mode;
+	if (r == CUDA_SUCCESS && mode == CUDA_MV_SWIGLU) {
+		uint32_t n = nt * a->rows[0];
+		void *sa[] = { &a->y[0], &a->y[1], &n };
+
+		r = gbe->api.cuLaunchKernel(gbe->f_swiglu, (n + 255) / 256, 1, 1, 256, 1, 1, 0,
+					    NULL, sa, NULL);
+	}
+	if (r != CUDA_SUCCESS)
+		return -EIO;
+	gbe->ctr[CTR_mma_gemms]++;
+	return 0;
+}
+
 /* One product on @route (nt <= 16: always the GEMV).  0, or -EIO. */
 static int mv_launch_route(int route, enum eng_dtype dt, struct cuda_mv_args *a)
 {
 	if (route == MV_CORE || dt == ENG_DT_F32)
 		return cuda_mv_launch(gbe, NULL, (int)dt, a);
+	if (route == MV_WIDE && a->nt > 16)
+		return mma_wide_launch(dt, a);
 	return cuda_mv_launch_mma(gbe, NULL, tmma_get(route), NULL, (int)dt, a);
 }
 
@@ -456,6 +518,15 @@ static void mma_shapes(void)
 		mv_check("mma", dt, r1, 1, cols, 33, CUDA_MV_ADD, true, both, 2);
 		mv_check("mma", dt, r2, 2, cols, 511, CUDA_MV_SWIGLU, false, two, 1);
 		mv_check("mma", dt, r1, 1, 4096, 64, CUDA_MV_ADD, false, two, 1);
+		if (dt != ENG_DT_F16) {
+			/* the wide variant the throughput table measures */
+			int wide[1] = { MV_WIDE };
+			uint32_t rw[1] = { 600 };
+
+			mv_check("mma", dt, rw, 1, cols, 100, CUDA_MV_STORE, true, wide, 1);
+			mv_check("mma", dt, r3, 3, cols, 511, CUDA_MV_ADD, true, wide, 1);
+			mv_check("mma", dt, r2, 2, cols, 33, CUDA_MV_SWIGLU, false, wide, 1);
+		}
 	}
 }
 
@@ -592,6 +663,7 @@ static double mv_time_ms(int which, enum eng_dtype dt, struct cuda_mv_args *a)
 			CK(gbe->api.cuEventRecord(e0, NULL));
 		}
 		rc = which == 2 ? cuda_mv_launch_lt(gbe, &blt, NULL, (int)dt, a) :
+		     which == 3 ? mv_launch_route(MV_WIDE, dt, a) :
 		     mv_launch_route(which ? mma_default : MV_CORE, dt, a);
 	}
 	if (rc)
@@ -655,7 +727,7 @@ static void mma_bench(void)
 
 			for (uint32_t nt = 512; nt <= 2048; nt *= 4) {
 				struct cuda_mv_args a;
-				double fl = 2.0 * sh[i].rows * sh[i].cols * nt, tm, tc, tl = -1.0;
+				double fl = 2.0 * sh[i].rows * sh[i].cols * nt, tm, tw, tc, tl = -1.0;
 
 				memset(&a, 0, sizeof(a));
 				a.w[0] = (void *)(uintptr_t)dw;
@@ -670,6 +742,7 @@ static void mma_bench(void)
 				a.n_parts = 1;
 				a.mode = CUDA_MV_STORE;
 				tm = mv_time_ms(1, dt, &a);
+				tw = mv_time_ms(3, dt, &a);
 				tc = mv_time_ms(0, dt, &a);
 				if (lt_shape) {
 					uint64_t g0 = gbe->ctr[CTR_lt_gemms];
@@ -683,9 +756,10 @@ static void mma_bench(void)
 					       dtn[dt], sh[i].name, nt, gbe->why);
 					goto out;
 				}
-				printf("# mma bench %-4s %-7s %5ux%-5u nt %4u: mma %7.3f ms %6.1f TFLOP/s | k_mm %7.3f ms %5.1f TFLOP/s (x%.1f)",
+				printf("# mma bench %-4s %-7s %5ux%-5u nt %4u: mma %7.3f ms %6.1f TFLOP/s | wide %7.3f ms %6.1f TFLOP/s | k_mm %7.3f ms %5.1f TFLOP/s (x%.1f)",
 				       dtn[dt], sh[i].name, sh[i].rows, sh[i].cols, nt, tm,
-				       fl / tm * 1e-9, tc, fl / tc * 1e-9, tc / tm);
+				       fl / tm * 1e-9, tw, tw > 0.0 ? fl / tw * 1e-9 : 0.0, tc,
+				       fl / tc * 1e-9, tc / tm);
 				if (tl > 0.0)
 					printf(" | cuBLASLt %7.3f ms %6.1f TFLOP/s (mma/lt %.2f)\n", tl,
 					       fl / tl * 1e-9, tl / tm);

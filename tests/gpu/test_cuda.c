@@ -718,6 +718,7 @@ static void mma_bench(void)
 	       route_name(route, 17), lt ? "" : "; cuBLASLt not available");
 	for (unsigned d = 0; d < 3; d++) {
 		enum eng_dtype dt = dts[d];
+		double lay[2][4] = { { 0 } };	/* [512, 2048][mma, wide, k_mm, lt] */
 		/* INT4 scales: f16 1.0 pairs */
 		if (dt == ENG_DT_INT4_G128)
 			CK(gbe->api.cuMemsetD32Async(ds, 0x3c003c00u, (size_t)1 << 20, NULL));
@@ -761,12 +762,20 @@ static void mma_bench(void)
 				       fl / tm * 1e-9, tw, tw > 0.0 ? fl / tw * 1e-9 : 0.0, tc,
 				       fl / tc * 1e-9, tc / tm);
 				if (tl > 0.0)
-					printf(" | cuBLASLt %7.3f ms %6.1f TFLOP/s (mma/lt %.2f)\n", tl,
-					       fl / tl * 1e-9, tl / tm);
+					printf(" | cuBLASLt %7.3f ms %6.1f TFLOP/s (its time / mma's %.2f)\n",
+					       tl, fl / tl * 1e-9, tl / tm);
 				else
 					printf(" | cuBLASLt -\n");
+				lay[nt == 2048][0] += tm;
+				lay[nt == 2048][1] += tw;
+				lay[nt == 2048][2] += tc;
+				lay[nt == 2048][3] += tl > 0.0 ? tl : NAN;
 			}
 		}
+		for (int n = 0; n < 2; n++)
+			printf("# mma bench %-4s one layer's products (qkv, o, gate+up, down) nt %4u: mma %.3f ms, wide %.3f, k_mm %.3f, cuBLASLt %.3f (x32 layers: %.1f / %.1f / %.1f / %.1f ms)\n",
+			       dtn[dt], n ? 2048 : 512, lay[n][0], lay[n][1], lay[n][2], lay[n][3],
+			       32 * lay[n][0], 32 * lay[n][1], 32 * lay[n][2], 32 * lay[n][3]);
 	}
 out:
 	fflush(stdout);

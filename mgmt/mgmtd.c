@@ -674,33 +674,44 @@ static bool label_want(struct mgmtd *d, const char *name, struct lslot want[2])
 	return want[0].on || want[1].on;
 }
 
-/* velod's slots of NAME: its production version (@prod, "" if none), the
- * canary [0] and the shadow [1].  Return: 0 or -errno (@err says why). */
-static int label_have(struct mgmtd *d, const char *name, char *prod,
-		      size_t prod_len, struct lslot have[2], char *err,
-		      size_t len)
+/* velod's model slots, asked once per sync ('models json', one query
+ * bounded by VELOD_QUERY_MS).  Return: the list (json_decref it), or NULL
+ * with *@rc = -errno and @err saying why. */
+static json_t *velod_models(struct mgmtd *d, int *rc, char *err, size_t len)
 {
-	json_t *arr, *o;
-	size_t i;
-	int rc;
+	json_t *arr;
 
-	memset(have, 0, 2 * sizeof(have[0]));
-	prod[0] = '\0';
-	rc = mgmt_velod_query(d->super.cfg.ctl_path, "models json", vbuf,
-			      sizeof(vbuf), VELOD_QUERY_MS);
-	if (rc < 0) {
+	mgmt_ctr_inc(MGMT_CTR_label_velod_queries);
+	*rc = mgmt_velod_query(d->super.cfg.ctl_path, "models json", vbuf,
+			       sizeof(vbuf), VELOD_QUERY_MS);
+	if (*rc < 0) {
 		snprintf(err, len, "velod did not answer 'models json': %s",
-			 strerror(-rc));
-		return rc;
+			 strerror(-*rc));
+		return NULL;
 	}
 	arr = json_loads(vbuf, 0, NULL);
 	if (!json_is_array(arr)) {
 		json_decref(arr);
 		snprintf(err, len, "velod's 'models json' is not a list: %.200s",
 			 vbuf);
-		return -EPROTO;
+		*rc = -EPROTO;
+		return NULL;
 	}
-	json_array_foreach(arr, i, o) {
+	*rc = 0;
+	return arr;
+}
+
+/* NAME's slots in velod's list @models (velod_models): its production
+ * version (@prod, "" if none), the canary [0] and the shadow [1]. */
+static void label_have(const json_t *models, const char *name, char *prod,
+		       size_t prod_len, struct lslot have[2])
+{
+	const json_t *o;
+	size_t i;
+
+	memset(have, 0, 2 * sizeof(have[0]));
+	prod[0] = '\0';
+	json_array_foreach(models, i, o) {
 		const char *n = json_string_value(json_object_get(o, "name"));
 		const char *l = json_string_value(json_object_get(o, "label"));
 		const char *v = json_string_value(json_object_get(o, "version"));
@@ -719,8 +730,6 @@ static int label_have(struct mgmtd *d, const char *name, char *prod,
 		snprintf(h->version, sizeof(h->version), "%s", v);
 		h->share = (unsigned)json_integer_value(json_object_get(o, "share"));
 	}
-	json_decref(arr);
-	return 0;
 }
 
 /* Append "; " and a formatted note to @msg. */
@@ -765,39 +774,56 @@ static int label_cmd(struct mgmtd *d, const char *q, char *msg, size_t len)
 	return 0;
 }
 
+/* Whether velod can be asked to follow the labels now (else @msg says
+ * why not, and the sync waits for velod's next start). */
+static bool labels_velod_up(struct mgmtd *d, char *msg, size_t len)
+{
+	msg[0] = '\0';
+	if (d->no_velod) {
+		note(msg, len, "labels.json only (velod is not supervised)");
+		return false;
+	}
+	if (!d->super.v.ready) {
+		note(msg, len, "velod is not running: applied when it is back");
+		return false;
+	}
+	return true;
+}
+
 /*
- * Make velod's canary and shadow slots of @name what labels.json says.
+ * Make velod's canary and shadow slots of @name what labels.json says, as
+ * the repository stands (the caller scanned it: an image added since is
+ * not seen) and from velod's slots in @models (velod_models(), asked once
+ * per sync: each command here changes the slots of @name only).  @models
+ * NULL: velod did not answer, @qrc and @qerr say why.
  * Return: the number of velod commands it took (0: velod already follows,
  * or can not yet — not running, no production slot —, @msg says so);
  * -errno when velod refused or did not answer, or an image failed its
  * full check (@msg has the reason).
  */
-static int labels_sync(struct mgmtd *d, const char *name, char *msg, size_t len)
+static int label_apply(struct mgmtd *d, const char *name, const json_t *models,
+		       int qrc, const char *qerr, char *msg, size_t len)
 {
 	static const char *const kind[2] = { "canary", "shadow" };
 	struct lslot want[2], have[2];
 	char prod[MGMT_MODEL_VERSION_LEN], q[1024], why[MGMT_MODEL_ERR_LEN + 300];
 	int rc, cmds = 0;
 
-	msg[0] = '\0';
-	if (d->no_velod) {
-		note(msg, len, "labels.json only (velod is not supervised)");
+	if (!labels_velod_up(d, msg, len))
 		return 0;
-	}
-	if (!d->super.v.ready) {
+	if (!models && !qrc) {	/* velod came up after the sync looked */
 		note(msg, len, "velod is not running: applied when it is back");
 		return 0;
 	}
+	if (!models) {
+		mgmt_ctr_inc(MGMT_CTR_label_apply_failures);
+		note(msg, len, "%s", qerr);
+		return qrc;
+	}
 	pthread_mutex_lock(&d->lock);
-	mgmt_repo_scan(d->repo);
 	label_want(d, name, want);
 	pthread_mutex_unlock(&d->lock);
-	rc = label_have(d, name, prod, sizeof(prod), have, why, sizeof(why));
-	if (rc) {
-		mgmt_ctr_inc(MGMT_CTR_label_apply_failures);
-		note(msg, len, "%s", why);
-		return rc;
-	}
+	label_have(models, name, prod, sizeof(prod), have);
 	/* Refused before any slot is touched. */
 	for (int k = 0; k < 2; k++)
 		if (want[k].on && prod[0] && !strcmp(prod, want[k].version)) {
@@ -855,29 +881,53 @@ static int labels_sync(struct mgmtd *d, const char *name, char *msg, size_t len)
 	return cmds;
 }
 
-/* A velod (re)started: every labelled name's canary and shadow again.
- * Bounded by the names in labels.json (MGMT_MODELS_MAX). */
+/* label_apply() for one name, with velod's slots asked here: after a label
+ * command (which scanned the repository) or a model load. */
+static int labels_sync(struct mgmtd *d, const char *name, char *msg, size_t len)
+{
+	char qerr[300] = "";
+	json_t *models = NULL;
+	int qrc = 0, rc;
+
+	if (labels_velod_up(d, msg, len))
+		models = velod_models(d, &qrc, qerr, sizeof(qerr));
+	rc = label_apply(d, name, models, qrc, qerr, msg, len);
+	json_decref(models);
+	return rc;
+}
+
+/* A velod (re)started: every labelled name's canary and shadow again, from
+ * one scan of the repository and one 'models json' (it was one of each per
+ * name).  Bounded by the names in labels.json (MGMT_MODELS_MAX). */
 static void labels_sync_all(struct mgmtd *d)
 {
-	char names[MGMT_MODELS_MAX][MGMT_MODEL_NAME_LEN], msg[2048];
+	char names[MGMT_MODELS_MAX][MGMT_MODEL_NAME_LEN], msg[2048], qerr[300] = "";
 	const char *p[MGMT_MODELS_MAX];
+	bool want_any[MGMT_MODELS_MAX], any = false;
+	json_t *models = NULL;
 	unsigned n;
+	int qrc = 0;
 
 	pthread_mutex_lock(&d->lock);
+	mgmt_repo_scan(d->repo);
 	n = mgmt_repo_label_names(d->repo, p, MGMT_MODELS_MAX);
-	for (unsigned i = 0; i < n; i++)
-		snprintf(names[i], sizeof(names[i]), "%s", p[i]);
-	pthread_mutex_unlock(&d->lock);
 	for (unsigned i = 0; i < n; i++) {
 		struct lslot want[2];
+
+		snprintf(names[i], sizeof(names[i]), "%s", p[i]);
+		/* production only: model load's */
+		want_any[i] = label_want(d, names[i], want);
+		any |= want_any[i];
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (any && labels_velod_up(d, msg, sizeof(msg)))
+		models = velod_models(d, &qrc, qerr, sizeof(qerr));
+	for (unsigned i = 0; i < n; i++) {
 		int rc;
 
-		pthread_mutex_lock(&d->lock);
-		rc = label_want(d, names[i], want);
-		pthread_mutex_unlock(&d->lock);
-		if (!rc)
-			continue;	/* production only: model load's */
-		rc = labels_sync(d, names[i], msg, sizeof(msg));
+		if (!want_any[i])
+			continue;
+		rc = label_apply(d, names[i], models, qrc, qerr, msg, sizeof(msg));
 		if (rc < 0) {
 			LOG_E(mgmt, "labels of %s not re-applied to velod pid %d: %s",
 			      names[i], (int)d->super.v.pid, msg);
@@ -891,6 +941,7 @@ static void labels_sync_all(struct mgmtd *d)
 			      names[i], (int)d->super.v.pid, msg);
 		}
 	}
+	json_decref(models);
 }
 
 /* Main loop: roll back swaps whose time is up; reload the model into a
@@ -1111,8 +1162,10 @@ static void cmd_model(struct mgmtd *d, struct out *o, const struct mgmt_parsed *
 			int rc = 0;
 
 			/* A canary or shadow labelled before the name was
-			 * loaded follows it now.  (A copy of the name: the
-			 * sync rescans the repository.) */
+			 * loaded follows it now, from the repository as this
+			 * command scanned it.  (A copy of the name: @m points
+			 * into the repository, rescanned by other commands
+			 * once the lock is let go.) */
 			pthread_mutex_lock(&d->lock);
 			snprintf(name, sizeof(name), "%s", m->name);
 			lmsg[0] = '\0';

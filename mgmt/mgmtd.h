@@ -37,6 +37,7 @@
 	X(label_applies, "canary/shadow slot loads and unloads velod did")   \
 	X(label_apply_failures, "canary/shadow changes velod refused")        \
 	X(label_reapplies, "labels re-applied to a restarted velod")          \
+	X(label_velod_queries, "velod slot lists asked by label syncs (one a sync)") \
 	X(metrics_scrapes, "HTTP requests served")
 
 #define MGMT_CTR_ENUM(name, help) MGMT_CTR_##name,

@@ -15,7 +15,8 @@
 #  - shadow: copies counted by velod (sched.shadow_done), no DONE of 2;
 #  - none: the slot is unloaded; a corrupt canary is refused with the
 #    reason, serving untouched; all under load with zero failed requests;
-#  - velod killed: mgmtd restarts it, reloads 1 and re-applies the canary.
+#  - velod killed: mgmtd restarts it, reloads 1 and re-applies the canary,
+#    asking velod for its slots once for the two labelled names.
 # Every wait is bounded (wait_until, bench --duration).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/t-mgmt.inc"
@@ -192,14 +193,26 @@ grep -q '"4"' "$M/labels.json" && fail "refused shadow labelled: $(cat "$M/label
 SERVER=$(velod_field listen)
 
 # velod killed: restarted by mgmtd, 1 reloaded, the canary re-applied.
+# A second labelled name (a shadow of "other", which velod does not serve:
+# it waits for its production slot) shares the one sync: one scan of the
+# repository, one 'models json' for both names.
+"$BIN/velo-convert" -q -d fp8 --no-sync --name other --model-version 1 \
+	"$SRC/images/models/src/fortune-5m" -o "$M/other-1.vimg" >"$T/conv.out" 2>&1 ||
+	fail "velo-convert: $(cat "$T/conv.out")"
+expect_rc 0 vctl model label other 1 shadow
+grep -q 'no production slot of other' "$T/out" || fail "label other: $(cat "$T/out")"
+mctr() { vctl show counters | awk -v n="mgmt.$1" '$1 == n { print $2 }'; }
 pid0=$(velod_pid)
-r0=$(vctl show counters | awk '$1 == "mgmt.label_reapplies" { print $2 }')
+r0=$(mctr label_reapplies) q0=$(mctr label_velod_queries)
 kill -KILL "$pid0"
 wait_until 10 newpid || fail "velod not restarted"
 wait_until 15 back || fail "labels not back after the restart: $(slots); $(tail -5 "$T/mgmtd.err")"
 grep -q 'labels of fortune re-applied to velod pid' "$T/mgmtd.err" || fail "no re-apply logged"
-r1=$(vctl show counters | awk '$1 == "mgmt.label_reapplies" { print $2 }')
+sleep 0.5	# (a second query, if there were one, would follow the first apply)
+r1=$(mctr label_reapplies) q1=$(mctr label_velod_queries)
 [ "${r1:-0}" -gt "${r0:-0}" ] || fail "mgmt.label_reapplies $r0 -> $r1"
+note "re-applied for 2 labelled names with $((q1 - q0)) 'models json' to velod"
+[ $((q1 - q0)) = 1 ] || fail "mgmt.label_velod_queries $q0 -> $q1: one per sync expected"
 SERVER=$(velod_field listen)
 c1=$(served 1) c2=$(served 2)
 bench 3 "$T/b3.json"

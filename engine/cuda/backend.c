@@ -457,6 +457,7 @@ static void mma_size(struct cuda_model *cm)
 
 	memset(mm, 0, sizeof(*mm));
 	mm->split = MIN(v, 2u);
+	mm->swiglu = 1;
 	if (!mm->split)
 		return;
 	mm->t_max = MAX(cm->bud.step_tokens_max, cm->bud.seqs_max);

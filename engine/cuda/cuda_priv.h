@@ -201,6 +201,9 @@ struct cuda_lt {
  */
 struct cuda_mma {
 	uint32_t split;				/* 0: off (k_mm) */
+	uint32_t swiglu;			/* 1: silu(gate) * up in the epilogue
+						 * (models); 0: two stores and
+						 * k_swiglu (tests compare both) */
 	uint32_t t_max, k_max;
 	CUdeviceptr ws;
 	size_t bytes;

@@ -29,9 +29,11 @@ static int launch(struct cuda_backend *be, CUstream st, CUfunction f,
 /*
  * The tensor-core GEMM (k_mma.cuh): the pre-pass writes x as f16 (bf16)
  * halves into the workspace, then one launch of 64-token x 128-row tiles
- * over every part; SWIGLU as two stores and k_swiglu, as k_mm's.  1:
- * not taken (no kernel for the dtype, or the workspace is too small),
- * the caller goes on with k_mm.
+ * over every part.  SWIGLU of two equal parts: tiles of 64 gate rows and
+ * the same 64 up rows, silu(gate) * up stored by the GEMM's epilogue
+ * (mm->swiglu; else two stores and k_swiglu, as k_mm's).  1: not taken
+ * (no kernel for the dtype, or the workspace is too small), the caller
+ * goes on with k_mm.
  */
 static int mma_launch(struct cuda_backend *be, const struct cuda_mma *mm, CUstream st,
 		      int dt, struct cuda_mv_args *a)
@@ -43,7 +45,9 @@ static int mma_launch(struct cuda_backend *be, const struct cuda_mma *mm, CUstre
 	void *px = (void *)a->x, *pxh, *pxl, *pxs;
 	void *qargs[] = { &px, &a->ldx, &a->cols, &ldk, &flags, &pxh, &pxl, &pxs };
 	void *args[] = { a, &m };
-	uint32_t mode = a->mode, tiles;
+	uint32_t mode = a->mode, tiles, unit = CUDA_MMA_TN;
+	bool fuse = mode == CUDA_MV_SWIGLU && mm && mm->swiglu && a->n_parts == 2 &&
+		    a->rows[0] == a->rows[1];
 	int rc;
 
 	if (!mm || !mm->split || dt < 0 || dt >= CUDA_N_DT || !be->f_mma[dt][0] ||
@@ -56,22 +60,24 @@ static int mma_launch(struct cuda_backend *be, const struct cuda_mma *mm, CUstre
 	m.ldk = ldk;
 	pxh = (void *)m.xh, pxl = (void *)m.xl, pxs = (void *)m.xs;
 	a->row_base[0] = a->tile_base[0] = 0;
+	if (fuse)
+		unit = CUDA_MMA_TN / 2;
 	for (uint32_t p = 0; p < CUDA_MV_PARTS; p++) {
-		uint32_t rows = p < a->n_parts ? a->rows[p] : 0;
+		uint32_t rows = p < a->n_parts && !(fuse && p) ? a->rows[p] : 0;
 
 		a->row_base[p + 1] = a->row_base[p] + rows;
-		a->tile_base[p + 1] = a->tile_base[p] + (rows + CUDA_MMA_TN - 1) / CUDA_MMA_TN;
+		a->tile_base[p + 1] = a->tile_base[p] + (rows + unit - 1) / unit;
 	}
 	tiles = a->tile_base[a->n_parts];
 	rc = launch(be, st, be->f_mma_xq, nt, 1, 1, 256, qargs);
 	if (rc)
 		return rc;
-	if (mode == CUDA_MV_SWIGLU)
+	if (mode == CUDA_MV_SWIGLU && !fuse)
 		a->mode = CUDA_MV_STORE;
 	rc = launch(be, st, be->f_mma[dt][mm->split - 1], (nt + CUDA_MMA_TM - 1) / CUDA_MMA_TM,
 		    tiles, 1, 256, args);
 	a->mode = mode;
-	if (!rc && mode == CUDA_MV_SWIGLU) {
+	if (!rc && mode == CUDA_MV_SWIGLU && !fuse) {
 		uint32_t n = nt * a->rows[0];
 		void *sa[] = { &a->y[0], &a->y[1], &n };
 

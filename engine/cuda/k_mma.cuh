@@ -204,17 +204,30 @@ DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 	constexpr bool BF = DT == CUDA_DT_BF16, I4 = DT == CUDA_DT_INT4;
 	constexpr int WB = mma_w<DT>::BYTES, CPR = WB / 16, J = TN / 32;
 	constexpr int AB = CUDA_MMA_TM * CUDA_MMA_TK * 2;	/* one half's bytes */
-	__shared__ __align__(128) uint8_t sa[ST][SPLIT][AB];
-	__shared__ __align__(128) uint8_t sb[ST][TN * WB];
+	constexpr int HN = TN / 2, UP = HN + 4;	/* SWIGLU: rows of each; su pitch */
+	/* the ring: [ST][SPLIT] activation halves, then [ST] weight tiles;
+	 * SWIGLU's epilogue reuses it for the up values, [64][UP] floats */
+	constexpr int RING = ST * SPLIT * AB + ST * TN * WB;
+	static_assert(RING >= CUDA_MMA_TM * UP * 4, "SWIGLU exchange fits the ring");
+	__shared__ __align__(128) uint8_t ring[RING];
 	uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 	uint32_t g = lane >> 2, c = lane & 3;
 	uint32_t wm = (warp & 1) * 32, wn = (warp >> 1) * (TN / 4);
-	uint32_t p = part_of(a.tile_base, a.n_parts, blockIdx.y);
-	uint32_t r0 = (blockIdx.y - a.tile_base[p]) * TN;
+	/* SWIGLU (fused; the launcher's tiles are HN rows of part 0): smem
+	 * rows [0, HN) are gate rows r0.., [HN, TN) the same rows of up */
+	bool sw = a.mode == CUDA_MV_SWIGLU;
+	uint32_t p = sw ? 0 : part_of(a.tile_base, a.n_parts, blockIdx.y);
+	uint32_t r0 = (blockIdx.y - a.tile_base[p]) * (sw ? HN : TN);
 	uint32_t t0 = blockIdx.x * CUDA_MMA_TM, rows = a.rows[p], cols = a.cols;
 	uint32_t nk = m.ldk / CUDA_MMA_TK;
-	const uint8_t *w = (const uint8_t *)a.w[p];
 	size_t pitch = DT == CUDA_DT_FP8 ? cols : I4 ? cols / 2 : (size_t)cols * 2;
+	/* smem row -> (part, matrix row) */
+	auto wrow = [&](uint32_t row, uint32_t &q) -> uint32_t {
+		q = sw && row >= HN ? 1 : p;
+		return r0 + (sw && row >= HN ? row - HN : row);
+	};
+	auto sa = [&](int st, int i) -> uint8_t * { return ring + (st * SPLIT + i) * AB; };
+	auto sb = [&](int st) -> uint8_t * { return ring + ST * SPLIT * AB + st * TN * WB; };
 	float acc[2][J][4], accg[I4 ? 2 : 1][J][4], gs[J][2];
 
 #pragma unroll
@@ -236,20 +249,21 @@ DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 			const uint16_t *src = (i ? m.xl : m.xh);
 			bool ok = t < a.nt;
 
-			cp_async16(&sa[st][i][row * 64 + ((ch ^ ((row >> 1) & 3)) << 4)],
+			cp_async16(sa(st, i) + row * 64 + ((ch ^ ((row >> 1) & 3)) << 4),
 				   ok ? src + (size_t)t * m.ldk + kt * CUDA_MMA_TK + ch * 8 : src,
 				   ok ? 16 : 0);
 		}
 		/* weights: 128 rows x CPR chunks */
 #pragma unroll
 		for (int i = 0; i < (TN * CPR + MMA_THREADS - 1) / MMA_THREADS; i++) {
-			uint32_t n = tid + i * MMA_THREADS, row = n / CPR, ch = n % CPR;
-			uint32_t r = r0 + row, k = kt * CUDA_MMA_TK + ch * mma_w<DT>::EPC;
+			uint32_t n = tid + i * MMA_THREADS, row = n / CPR, ch = n % CPR, q;
+			uint32_t r = wrow(row, q), k = kt * CUDA_MMA_TK + ch * mma_w<DT>::EPC;
+			const uint8_t *w = (const uint8_t *)a.w[q];
 			bool ok = r < rows && k < cols;
 
 			if (TN * CPR % MMA_THREADS && n >= TN * CPR)
 				break;
-			cp_async16(&sb[st][row * WB + ch * 16],
+			cp_async16(sb(st) + row * WB + ch * 16,
 				   ok ? w + r * pitch + (size_t)kt * WB + ch * 16 : w, ok ? 16 : 0);
 		}
 	};
@@ -267,14 +281,14 @@ DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 		if (I4 && kt % 4 == 0) {
 			/* this 128-column group's scales for the lane's 8 rows,
 			 * used 4 steps later */
-			const __half *sc = (const __half *)a.scales[p];
 			uint32_t grp = kt / 4, ng = cols / 128;
 
 #pragma unroll
 			for (int j = 0; j < J; j++)
 #pragma unroll
 				for (int e = 0; e < 2; e++) {
-					uint32_t r = r0 + wn + 8 * j + 2 * c + e;
+					uint32_t q, r = wrow(wn + 8 * j + 2 * c + e, q);
+					const __half *sc = (const __half *)a.scales[q];
 
 					gs[j][e] = r < rows ? __half2float(sc[(size_t)r * ng + grp]) : 0.0f;
 				}
@@ -287,7 +301,7 @@ DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 
 #pragma unroll
 		for (int j = 0; j < J; j++) {
-			const uint8_t *rp = &sb[st][(wn + 8 * j + g) * WB];
+			const uint8_t *rp = sb(st) + (wn + 8 * j + g) * WB;
 
 			if (DT == CUDA_DT_FP8) {
 				uint2 v = *reinterpret_cast<const uint2 *>(rp + 8 * c);
@@ -321,9 +335,9 @@ DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 				uint32_t ch = 2 * s + (lane >> 4);
 				uint32_t off = row * 64 + ((ch ^ ((row >> 1) & 3)) << 4);
 
-				ldsm_x4(ah, &sa[st][0][off]);
+				ldsm_x4(ah, sa(st, 0) + off);
 				if (SPLIT == 2)
-					ldsm_x4(al, &sa[st][SPLIT - 1][off]);
+					ldsm_x4(al, sa(st, SPLIT - 1) + off);
 #pragma unroll
 				for (int j = 0; j < J; j++) {
 					float *d = I4 ? accg[I4 ? i : 0][j] : acc[i][j];
@@ -349,36 +363,77 @@ DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 	}
 	cp_async_wait<0>();
 
-	/* epilogue: c0c1 (token g, rows 2c, 2c+1), c2c3 (token g + 8) */
+	/*
+	 * epilogue: c0c1 (token g, rows 2c, 2c+1), c2c3 (token g + 8).
+	 * SWIGLU: the up warps (wn >= HN) leave their values in the ring
+	 * (every warp past its last ldmatrix first), the gate warps store
+	 * silu(gate) * up, the same f32 operations as k_swiglu after two
+	 * stores.
+	 */
+	bool up = sw && wn >= HN;
+	float *su = reinterpret_cast<float *>(ring);
+
+	if (sw)
+		__syncthreads();
 #pragma unroll
 	for (int i = 0; i < 2; i++)
 #pragma unroll
 		for (int q2 = 0; q2 < 2; q2++) {
-			uint32_t t = t0 + wm + 16 * i + g + 8 * q2;
-			float ts;
+			uint32_t tl = wm + 16 * i + g + 8 * q2, t = t0 + tl;
+			float ts = t < a.nt ? m.xs[t] : 0.0f;
 
-			if (t >= a.nt)
-				continue;
-			ts = m.xs[t];
 #pragma unroll
 			for (int j = 0; j < J; j++)
 #pragma unroll
 				for (int e = 0; e < 2; e++) {
-					uint32_t r = r0 + wn + 8 * j + 2 * c + e;
-					float v, *y;
+					uint32_t row = wn + 8 * j + 2 * c + e, q, r = wrow(row, q);
+					float v = acc[i][j][2 * q2 + e] * ts, *y;
 
-					if (r >= rows)
+					if (DT == CUDA_DT_FP8 && r < rows)
+						v *= ((const float *)a.scales[q])[r];
+					if (a.bias[q] && r < rows)
+						v += a.bias[q][r];
+					if (up) {
+						su[tl * UP + row - HN] = v;
 						continue;
-					v = acc[i][j][2 * q2 + e] * ts;
-					if (DT == CUDA_DT_FP8)
-						v *= ((const float *)a.scales[p])[r];
-					if (a.bias[p])
-						v += a.bias[p][r];
+					}
+					if (sw || t >= a.nt || r >= rows)
+						continue;
 					y = a.y[p] + (size_t)t * a.ldy[p] + r;
 					if (a.mode == CUDA_MV_ADD)
 						*y += v;
 					else
 						*y = v;
+				}
+		}
+	if (!sw)
+		return;
+	__syncthreads();
+	if (up)
+		return;
+#pragma unroll
+	for (int i = 0; i < 2; i++)
+#pragma unroll
+		for (int q2 = 0; q2 < 2; q2++) {
+			uint32_t tl = wm + 16 * i + g + 8 * q2, t = t0 + tl;
+			float ts = t < a.nt ? m.xs[t] : 0.0f;
+
+			if (t >= a.nt)
+				continue;
+#pragma unroll
+			for (int j = 0; j < J; j++)
+#pragma unroll
+				for (int e = 0; e < 2; e++) {
+					uint32_t row = wn + 8 * j + 2 * c + e, r = r0 + row;
+					float v = acc[i][j][2 * q2 + e] * ts;
+
+					if (r >= rows)
+						continue;
+					if (DT == CUDA_DT_FP8)
+						v *= ((const float *)a.scales[0])[r];
+					if (a.bias[0])
+						v += a.bias[0][r];
+					a.y[0][(size_t)t * a.ldy[0] + r] = silu(v) * su[tl * UP + row];
 				}
 		}
 }

@@ -192,11 +192,12 @@ static double silu_d(double g)
 #define MV_MMA1 1
 #define MV_MMA2 2
 #define MV_WIDE 3	/* k_mma_<dt>_2_w: 256-row tiles, split 2 (BF16, FP8, INT4) */
+#define MV_MMA2U 4	/* split 2, SwiGLU as two stores and k_swiglu (not fused) */
 
 /* The tensor-core GEMM's workspace for the per-op checks (the model's is
  * carved at load): 2048 tokens x 14336 columns, split 2; split 1 uses
  * the same buffer. */
-static struct cuda_mma tmma[2];
+static struct cuda_mma tmma[3];	/* split 1, 2, 2 without the fused SwiGLU */
 static bool tmma_ready;
 static int mma_default = MV_MMA2;	/* VELO_CUDA_MMA of the run (main) */
 
@@ -207,12 +208,16 @@ static const struct cuda_mma *tmma_get(int route)
 
 		m.bytes = (size_t)m.t_max * (2 * 2 * ALIGN_UP(m.k_max, (uint32_t)CUDA_MMA_TK) + 4);
 		m.ws = dalloc(m.bytes);
+		m.swiglu = 1;
 		tmma[1] = m;
+		m.swiglu = 0;
+		tmma[2] = m;
 		m.split = 1;
+		m.swiglu = 1;
 		tmma[0] = m;
 		tmma_ready = true;
 	}
-	return &tmma[route == MV_MMA1 ? 0 : 1];
+	return &tmma[route == MV_MMA1 ? 0 : route == MV_MMA2U ? 2 : 1];
 }
 
 static const char *route_name(int route, uint32_t nt)
@@ -220,7 +225,7 @@ static const char *route_name(int route, uint32_t nt)
 	if (nt <= 16)
 		return "gemv";
 	return route == MV_MMA2 ? "mma2" : route == MV_MMA1 ? "mma1" :
-	       route == MV_WIDE ? "mma2 wide" : "k_mm";
+	       route == MV_WIDE ? "mma2 wide" : route == MV_MMA2U ? "mma2 unfused" : "k_mm";
 }
 
 /* Parity bound of a route: f32-class (1e-5) but for split 1's 11-bit
@@ -252,7 +257,8 @@ static int mma_wide_launch(enum eng_dtype dt, struct cuda_mv_args *a)
 	void *px = (void *)a->x, *pxh = (void *)m.xh, *pxl = (void *)m.xl, *pxs = (void *)m.xs;
 	void *qargs[] = { &px, &a->ldx, &a->cols, &ldk, &flags, &pxh, &pxl, &pxs };
 	void *args[] = { a, &m };
-	uint32_t mode = a->mode;
+	uint32_t mode = a->mode, unit = 256;
+	bool fuse = mode == CUDA_MV_SWIGLU && a->n_parts == 2 && a->rows[0] == a->rows[1];
 	CUresult r;
 
 	if (!f[dt]) {
@@ -263,13 +269,15 @@ static int mma_wide_launch(enum eng_dtype dt, struct cuda_mv_args *a)
 			return -EIO;
 	}
 	a->row_base[0] = a->tile_base[0] = 0;
+	if (fuse)
+		unit = 128;	/* 128 gate rows and the same 128 up rows */
 	for (uint32_t p = 0; p < CUDA_MV_PARTS; p++) {
-		uint32_t rows = p < a->n_parts ? a->rows[p] : 0;
+		uint32_t rows = p < a->n_parts && !(fuse && p) ? a->rows[p] : 0;
 
 		a->row_base[p + 1] = a->row_base[p] + rows;
-		a->tile_base[p + 1] = a->tile_base[p] + (rows + 255) / 256;
+		a->tile_base[p + 1] = a->tile_base[p] + (rows + unit - 1) / unit;
 	}
-	if (mode == CUDA_MV_SWIGLU)
+	if (mode == CUDA_MV_SWIGLU && !fuse)
 		a->mode = CUDA_MV_STORE;
 	r = gbe->api.cuLaunchKernel(gbe->f_mma_xq, nt, 1, 1, 256, 1, 1, 0, NULL, qargs, NULL);
 	if (r == CUDA_SUCCESS)
@@ -277,7 +285,7 @@ static int mma_wide_launch(enum eng_dtype dt, struct cuda_mv_args *a)
 					    a->tile_base[a->n_parts], 1, 256, 1, 1, 0, NULL, args,
 					    NULL);
 	a->mode = mode;
-	if (r == CUDA_SUCCESS && mode == CUDA_MV_SWIGLU) {
+	if (r == CUDA_SUCCESS && mode == CUDA_MV_SWIGLU && !fuse) {
 		uint32_t n = nt * a->rows[0];
 		void *sa[] = { &a->y[0], &a->y[1], &n };
 
@@ -516,7 +524,16 @@ static void mma_shapes(void)
 		mv_check("mma", dt, r3, 3, cols, 100, CUDA_MV_STORE, true, both, 2);
 		mv_check("mma", dt, r3, 3, i4 ? 384 : 48, 65, CUDA_MV_STORE, false, two, 1);
 		mv_check("mma", dt, r1, 1, cols, 33, CUDA_MV_ADD, true, both, 2);
-		mv_check("mma", dt, r2, 2, cols, 511, CUDA_MV_SWIGLU, false, two, 1);
+		{
+			/* SwiGLU fused into the epilogue (the models' route) and
+			 * as two stores + k_swiglu */
+			int sw2[2] = { MV_MMA2, MV_MMA2U };
+			uint32_t rs[2] = { 1000, 1000 };
+
+			mv_check("mma", dt, r2, 2, cols, 511, CUDA_MV_SWIGLU, false, sw2, 2);
+			mv_check("mma", dt, r2, 2, cols, 17, CUDA_MV_SWIGLU, false, both, 2);
+			mv_check("mma", dt, rs, 2, i4 ? 256 : 64, 100, CUDA_MV_SWIGLU, false, sw2, 2);
+		}
 		mv_check("mma", dt, r1, 1, 4096, 64, CUDA_MV_ADD, false, two, 1);
 		if (dt != ENG_DT_F16) {
 			/* the wide variant the throughput table measures */

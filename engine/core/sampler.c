@@ -356,6 +356,11 @@ bool eng_sampler_plain_greedy(const struct eng_sampler *s)
 	       !penalties_active(s);
 }
 
+bool eng_sampler_penalized(const struct eng_sampler *s)
+{
+	return penalties_active(s);
+}
+
 /* ---- sampling ----------------------------------------------------------- */
 
 /*

@@ -139,6 +139,14 @@ void eng_sampler_scratch_fini(struct eng_sampler_scratch *sc);
 bool eng_sampler_plain_greedy(const struct eng_sampler *s);
 
 /*
+ * eng_sampler_penalized() - true when eng_sampler_sample() would apply a
+ * repetition / presence / frequency penalty (a non-neutral penalty and a
+ * non-empty window): a backend that samples on the device without the
+ * window sends such a sampler to the host path.
+ */
+bool eng_sampler_penalized(const struct eng_sampler *s);
+
+/*
  * eng_sampler_sample() - choose the next token from @logits [vocab].
  * Does not append it to the window (call eng_sampler_accept).  Allocates
  * nothing; advances the RNG only when it draws.

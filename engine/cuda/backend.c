@@ -32,6 +32,9 @@ _Static_assert(sizeof(struct cuda_attn_args) == 8 * 8 + 8 + 4 * 10,
 	       "cuda_attn_args layout shared with kernels.cu");
 _Static_assert(sizeof(struct cuda_lt_epi_args) == 5 * 8 + 6 * 4,
 	       "cuda_lt_epi_args layout shared with kernels.cu");
+_Static_assert(sizeof(struct cuda_samp_row) == 8 + 4 * 8 + 8 * CUDA_SAMP_BIAS_MAX &&
+	       CUDA_SAMP_BIAS_MAX == ENG_SAMPLER_BIAS_MAX,
+	       "cuda_samp_row layout shared with k_sample.cuh");
 _Static_assert(sizeof(struct cuda_mma_args) == 3 * 8 + 2 * 4,
 	       "cuda_mma_args layout shared with k_mma.cuh");
 
@@ -103,6 +106,7 @@ static int get_functions(struct cuda_backend *be)
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_merge, be->mod, "k_attn_merge")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_argmax, be->mod, "k_argmax")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_copy, be->mod, "k_copy16")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_sample, be->mod, "k_sample")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_ltq_fp8, be->mod, "k_ltq_fp8")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_ltq_bf16, be->mod, "k_ltq_bf16")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_lt_deq4, be->mod, "k_lt_deq4")) ?:
@@ -434,6 +438,9 @@ static void layout_act(struct cuda_model *cm, struct dev_arena *a)
 	cm->part = dcarve(a, f * cm->part_slots * (cm->hd + 2));
 	cm->d_in = dcarve(a, 4 * cm->in.words);
 	cm->d_tok = dcarve(a, 4 * S);
+	/* device sampler: per-row parameters and tokens (~0.5 KB a row) */
+	cm->d_samp = dcarve(a, sizeof(struct cuda_samp_row) * S);
+	cm->d_stok = dcarve(a, 4 * S);
 	if (cm->lt) {
 		struct cuda_lt *lt = cm->lt;
 
@@ -760,6 +767,8 @@ static void free_model(struct cuda_model *cm)
 		a->cuMemFreeHost(cm->h_logits);
 	if (cm->h_tok)
 		a->cuMemFreeHost(cm->h_tok);
+	if (cm->h_samp)
+		a->cuMemFreeHost(cm->h_samp);
 	if (cm->ev_in)
 		a->cuEventDestroy(cm->ev_in);
 	if (cm->ev_done)
@@ -880,9 +889,12 @@ static int cuda_model_load(struct eng_backend *ebe, const struct eng_model *m,
 	     CU_CHECK(be, a->cuMemAlloc(&cm->amem, cm->abytes)) ?:
 	     CU_CHECK(be, a->cuMemAllocHost((void **)&cm->h_in, 4 * cm->in.words)) ?:
 	     CU_CHECK(be, a->cuMemAllocHost((void **)&cm->h_logits, 4 * S * cm->vocab)) ?:
-	     CU_CHECK(be, a->cuMemAllocHost((void **)&cm->h_tok, 4 * S));
+	     CU_CHECK(be, a->cuMemAllocHost((void **)&cm->h_tok, 4 * S)) ?:
+	     CU_CHECK(be, a->cuMemAllocHost((void **)&cm->h_samp,
+					    (sizeof(struct cuda_samp_row) + 4) * S));
 	if (rc)
 		goto err_unbudget;
+	cm->h_stok = (int32_t *)(cm->h_samp + S);
 	wa = (struct dev_arena){ .base = cm->wmem };
 	aa = (struct dev_arena){ .base = cm->amem };
 	layout_weights(cm, &wa);
@@ -1135,43 +1147,133 @@ static int cuda_logits(struct eng_be_model *bm, uint32_t seq, const float **out)
 	return logits_row(cm, cm->seq_logit_row[seq], out);
 }
 
+/*
+ * k_sample's parameters for a sampler (cuda_sample.h): the host's own
+ * float arithmetic (1/T, logf(min_p) * T) and, unless greedy, the one RNG
+ * draw eng_sampler_sample would make for this token.
+ */
+static void samp_row(const struct cuda_model *cm, struct eng_sampler *s, uint32_t row,
+		     struct cuda_samp_row *r)
+{
+	const struct eng_sampler_params *p = &s->p;
+
+	r->greedy = p->temperature <= 0.0f || p->top_k == 1;
+	r->row = row;
+	r->inv_t = r->greedy ? 1.0f : 1.0f / p->temperature;
+	r->top_k = p->top_k < cm->vocab ? p->top_k : 0;
+	r->top_p = p->top_p;
+	r->minp_c = p->min_p > 0.0f && !r->greedy ? logf(p->min_p) * p->temperature : -INFINITY;
+	r->r = r->greedy ? 0 : eng_sampler_rng_next(s);
+	r->n_bias = p->n_bias;
+	r->pad_ = 0;
+	memcpy(r->bias_id, p->bias_ids, sizeof(r->bias_id));
+	memcpy(r->bias, p->bias, sizeof(r->bias));
+}
+
+/*
+ * Three routes, one wait: plain greedy takes the step's device argmax;
+ * samplers with an active penalty window run the host sampler on their
+ * row (every such row's copy queued first); every other sampler (any
+ * temperature / top-k / top-p / min-p, logit biases, greedy with biases)
+ * runs k_sample: one copy of the rows' parameters, one launch, one copy of
+ * the tokens.  Then one stream synchronisation covers the step, the
+ * argmax tokens, the copies and the sampler.
+ */
 static int cuda_sample(struct eng_be_model *bm, struct eng_sampler *const *s,
 		       uint32_t n, uint32_t *tokens)
 {
 	struct cuda_model *cm = to_cm(bm);
 	struct cuda_backend *be = cm->be;
+	struct cuda_api *a = &be->api;
+	uint32_t nd = 0, nh = 0, j = 0;
 	int rc;
 
 	if (unlikely(be_down(be)))
 		return -ENODEV;
 	if (!cm->have_step || n != cm->last_n_seqs)
 		return -EINVAL;
-	for (uint32_t i = 0; i < n; i++)
-		if (s[i] && cm->seq_logit_row[i] < 0)
+	for (uint32_t i = 0; i < n; i++) {
+		if (!s[i])
+			continue;
+		if (cm->seq_logit_row[i] < 0)
 			return -EINVAL;
-	rc = wait_step(cm);
-	if (rc)
-		return rc;
+		/* the host sampler's -EINVAL, before any RNG draw */
+		for (uint32_t k = 0; k < s[i]->p.n_bias; k++)
+			if (s[i]->p.bias_ids[k] >= cm->vocab) {
+				ctr_add(be, CTR_sample_errors, 1);
+				return -EINVAL;
+			}
+	}
+	if (CU_CHECK(be, a->cuCtxSetCurrent(be->ctx)))
+		return -EIO;
 	for (uint32_t i = 0; i < n; i++) {
 		int32_t row = cm->seq_logit_row[i];
-		const float *l;
+
+		if (!s[i] || eng_sampler_plain_greedy(s[i]))
+			continue;
+		if (eng_sampler_penalized(s[i])) {
+			if (!cm->row_on_host[row] &&
+			    CU_CHECK(be, a->cuMemcpyDtoHAsync(cm->h_logits + (size_t)row * cm->vocab,
+							      cm->logits + (size_t)row * cm->vocab * 4,
+							      (size_t)cm->vocab * 4, cm->st)))
+				return -EIO;
+			nh++;
+			continue;
+		}
+		samp_row(cm, s[i], (uint32_t)row, &cm->h_samp[nd++]);
+	}
+	if (nd) {
+		void *pl = (void *)(uintptr_t)cm->logits, *pp = (void *)(uintptr_t)cm->d_samp;
+		void *po = (void *)(uintptr_t)cm->d_stok;
+		uint32_t V = cm->vocab;
+		void *args[] = { &pl, &V, &pp, &po };
+
+		if (CU_CHECK(be, a->cuMemcpyHtoDAsync(cm->d_samp, cm->h_samp,
+						      nd * sizeof(*cm->h_samp), cm->st)) ||
+		    CU_CHECK(be, a->cuLaunchKernel(be->f_sample, nd, 1, 1, CUDA_SAMP_THREADS,
+						   1, 1, 0, cm->st, args, NULL)) ||
+		    CU_CHECK(be, a->cuMemcpyDtoHAsync(cm->h_stok, cm->d_stok, 4 * (size_t)nd,
+						      cm->st)))
+			return -EIO;
+	}
+	if (nd || nh) {
+		if (CU_CHECK(be, a->cuStreamSynchronize(cm->st)))
+			return -EIO;
+		cm->tok_ready = true;
+	} else {
+		rc = wait_step(cm);
+		if (rc)
+			return rc;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		int32_t row = cm->seq_logit_row[i], t;
 
 		if (!s[i])
 			continue;
-		if (eng_sampler_plain_greedy(s[i]) && cm->h_tok[row] >= 0) {
-			tokens[i] = (uint32_t)cm->h_tok[row];
+		if (eng_sampler_plain_greedy(s[i])) {
+			t = cm->h_tok[row];
 			ctr_add(be, CTR_samples_gpu, 1);
+		} else if (eng_sampler_penalized(s[i])) {
+			cm->row_on_host[row] = 1;
+			rc = eng_sampler_sample(s[i], &cm->samp,
+						cm->h_logits + (size_t)row * cm->vocab,
+						cm->vocab, &tokens[i]);
+			if (unlikely(rc)) {
+				ctr_add(be, CTR_sample_errors, 1);
+				return rc;
+			}
+			ctr_add(be, CTR_samples_host, 1);
 			continue;
+		} else {
+			t = cm->h_stok[j++];
+			ctr_add(be, CTR_samples_dev, 1);
 		}
-		rc = logits_row(cm, row, &l);
-		if (rc)
-			return rc;
-		rc = eng_sampler_sample(s[i], &cm->samp, l, cm->vocab, &tokens[i]);
-		if (unlikely(rc)) {
+		/* -1: no finite logit (the host sampler's -EDOM) */
+		if (unlikely(t < 0 || (uint32_t)t >= cm->vocab)) {
 			ctr_add(be, CTR_sample_errors, 1);
-			return rc;
+			return -EDOM;
 		}
-		ctr_add(be, CTR_samples_host, 1);
+		tokens[i] = (uint32_t)t;
 	}
 	return 0;
 }

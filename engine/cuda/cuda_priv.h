@@ -33,6 +33,7 @@
 #include "../backend.h"
 #include "../core/sampler.h"
 #include "cuda_abi.h"
+#include "cuda_sample.h"
 
 /* Driver entry points (cuda.h maps versioned names: cuMemAlloc is
  * cuMemAlloc_v2, which is also the symbol looked up). */
@@ -82,6 +83,7 @@ struct cuda_lt_api {
 	X(kv_copies, "KV blocks copied (copy on write)")                      \
 	X(samples_gpu, "tokens chosen by the device argmax")                  \
 	X(samples_host, "tokens sampled on the host from copied logits")      \
+	X(samples_dev, "tokens sampled by the device sampler (k_sample)")     \
 	X(sample_errors, "sample calls failed")                               \
 	X(models_loaded, "models loaded")                                     \
 	X(load_errors, "model loads refused")                                 \
@@ -107,7 +109,7 @@ struct cuda_backend {
 	CUfunction f_mv[CUDA_N_DT][CUDA_N_NT];
 	CUfunction f_mm[CUDA_N_DT];
 	CUfunction f_embed, f_rmsnorm, f_swiglu, f_rope, f_attn[2], f_merge;
-	CUfunction f_argmax, f_copy;
+	CUfunction f_argmax, f_copy, f_sample;
 	CUfunction f_ltq_fp8, f_ltq_bf16, f_lt_deq4, f_lt_deq8, f_lt_epi, f_flash[2];
 	CUfunction f_mma[CUDA_N_DT][2], f_mma_xq;	/* [dt][split - 1]; F32: none */
 	struct cuda_lt_api lt;		/* lt.lib NULL: cuBLASLt not in use */
@@ -242,12 +244,15 @@ struct cuda_model {
 	CUdeviceptr part;				/* attention split partials */
 	size_t part_slots;				/* (token, head, split) entries */
 	CUdeviceptr d_in, d_tok;
+	CUdeviceptr d_samp, d_stok;		/* [S] k_sample rows, [S] its tokens */
 
 	/* pinned host buffers */
 	struct cuda_in_layout in;
 	uint32_t *h_in;
 	float *h_logits;		/* [S][vocab] filled on demand */
 	int32_t *h_tok;			/* [S] device argmax */
+	struct cuda_samp_row *h_samp;	/* [S] k_sample rows, then [S] tokens */
+	int32_t *h_stok;		/* in h_samp's allocation */
 
 	/* host-side step state */
 	uint32_t *blk_stamp, stamp;	/* [kv_blocks] write-conflict check */

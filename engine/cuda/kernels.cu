@@ -1159,3 +1159,6 @@ extern "C" __global__ void k_copy16(const uint4 *x, uint4 *y, size_t n)
 
 /* ---- tensor-core GEMM (gpumma) ------------------------------------------- */
 #include "k_mma.cuh"
+
+/* ---- sampling (gpusample) ------------------------------------------------ */
+#include "k_sample.cuh"

@@ -28,6 +28,12 @@
  *      read per token and the device copy bandwidth measured in the same
  *      run; prefill time of 128/512/2048-token prompts; decode steps of
  *      8, 32, 64 sequences.
+ *   6. device sampling (k_sample, --only sample): draws against a double-
+ *      precision reference of the host sampler's kept set and of the
+ *      id-ordered draw, rows of 128256 and 1000 tokens, every combination
+ *      of temperature, top-k, top-p, min-p and logit biases; the
+ *      distribution over 65536 draws; ops->sample's three routes; the
+ *      device route's time against the host route's.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -2035,9 +2041,678 @@ next:
 	eng_image_close(im);
 }
 
+/* ---- 6. device sampling (k_sample, gpusample) ----------------------------- */
+
+/*
+ * The host reference of k_sample's kept set (the host sampler's rules,
+ * core/sampler.c, in double precision) and of its draw (kept tokens in id
+ * order, target u * Z).  Logit rows of 128256 and 1000 tokens: uniform,
+ * peaked, flat with many ties, model-like, all equal, none finite; with
+ * NaN, +-inf and tied maxima; every combination of T 0 / 0.5 / 1 / 1.7,
+ * top_k 0 / 1 / 2 / 40 / 1000 / 50000, top_p 0.1 / 0.9 / 1, min_p 0 / 0.05,
+ * with and without logit biases; each row's u from the test's RNG.
+ */
+struct sref {
+	uint32_t V, nf, best;
+	float m;
+	float *v;		/* biased logits */
+	uint32_t *ord;		/* finite ids, best first (ties: lower id) */
+	uint8_t *kept;
+	double *w;
+};
+
+static const float *sref_qv;
+
+static int sref_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	float vx = sref_qv[x], vy = sref_qv[y];
+
+	if (vx != vy)
+		return vx > vy ? -1 : 1;
+	return x < y ? -1 : x > y;
+}
+
+static void sref_init(struct sref *r, const float *l, uint32_t V,
+		      const struct cuda_samp_row *p)
+{
+	r->V = V;
+	r->v = malloc(4 * (size_t)V);
+	r->ord = malloc(4 * (size_t)V);
+	r->kept = malloc(V);
+	r->w = malloc(8 * (size_t)V);
+	memcpy(r->v, l, 4 * (size_t)V);
+	for (uint32_t j = 0; j < p->n_bias; j++)
+		r->v[p->bias_id[j]] += p->bias[j];
+	r->nf = 0;
+	for (uint32_t i = 0; i < V; i++)
+		if (isfinite(r->v[i]))
+			r->ord[r->nf++] = i;
+	sref_qv = r->v;
+	qsort(r->ord, r->nf, 4, sref_cmp);
+	r->best = r->nf ? r->ord[0] : UINT32_MAX;
+	r->m = r->nf ? r->v[r->best] : 0.0f;
+}
+
+static void sref_fini(struct sref *r)
+{
+	free(r->v), free(r->ord), free(r->kept), free(r->w);
+}
+
+/* Kept set of @p (top_p scaled by @pscale: the boundary's rounding). */
+static void sref_kept(struct sref *r, const struct cuda_samp_row *p, double pscale)
+{
+	uint32_t n = p->top_k && p->top_k < r->nf ? p->top_k : r->nf;
+	float thr = r->m + p->minp_c;
+
+	memset(r->kept, 0, r->V);
+	if (!r->nf)
+		return;
+	if (p->greedy) {
+		r->kept[r->best] = 1;
+		r->w[r->best] = 1.0;
+		return;
+	}
+	for (uint32_t j = 0; j < n; j++) {
+		uint32_t i = r->ord[j];
+
+		r->w[i] = exp((double)((r->v[i] - r->m) * p->inv_t));
+	}
+	if (p->top_p < 1.0f) {
+		double z = 0.0, cum = 0.0;
+
+		for (uint32_t j = 0; j < n; j++)
+			z += r->w[r->ord[j]];
+		for (uint32_t j = 0; j < n; j++) {
+			cum += r->w[r->ord[j]];
+			if (cum >= (double)p->top_p * z * pscale) {
+				n = j + 1;
+				break;
+			}
+		}
+	}
+	for (uint32_t j = 0; j < n; j++)
+		if (r->v[r->ord[j]] >= thr)
+			r->kept[r->ord[j]] = 1;
+}
+
+/* Whether @tok is kept by @p at top_p or 1e-6 either side. */
+static bool sref_kept_has(struct sref *r, const struct cuda_samp_row *p, uint32_t tok)
+{
+	static const double ps[3] = { 1.0, 1.0 - 1e-6, 1.0 + 1e-6 };
+
+	if (tok >= r->V)
+		return false;
+	for (int k = 0; k < 3; k++) {
+		sref_kept(r, p, ps[k]);
+		if (r->kept[tok])
+			return true;
+	}
+	return false;
+}
+
+/* Whether @tok is a valid draw of @p: kept, and u * Z within @tol * Z of
+ * its interval of the id-ordered cumulative weights.  The top-p boundary
+ * is tried at top_p and 1e-6 either side. */
+static bool sref_ok(struct sref *r, const struct cuda_samp_row *p, int32_t tok, double tol)
+{
+	static const double ps[3] = { 1.0, 1.0 - 1e-6, 1.0 + 1e-6 };
+	double u = (double)(p->r >> 11) * 0x1.0p-53;
+
+	if (!r->nf)
+		return tok == -1;
+	if (tok < 0 || (uint32_t)tok >= r->V)
+		return false;
+	if (p->greedy)
+		return (uint32_t)tok == r->best;
+	for (int k = 0; k < (p->top_p < 1.0f ? 3 : 1); k++) {
+		double z = 0.0, cb = 0.0;
+
+		sref_kept(r, p, ps[k]);
+		if (!r->kept[tok])
+			continue;
+		for (uint32_t i = 0; i < r->V; i++)
+			if (r->kept[i]) {
+				z += r->w[i];
+				if (i < (uint32_t)tok)
+					cb += r->w[i];
+			}
+		if (u * z >= cb - tol * z && u * z <= cb + r->w[tok] + tol * z)
+			return true;
+	}
+	return false;
+}
+
+/* k_sample's row for a sampler, as cuda_sample (backend.c) fills it; the
+ * draw from a copy, so @s itself still makes the host sampler's draw. */
+static void samp_params(struct cuda_samp_row *p, uint32_t row, uint32_t V,
+			const struct eng_sampler *s)
+{
+	_Alignas(8) char mem[sizeof(struct eng_sampler) + 64];
+	struct eng_sampler *c = (struct eng_sampler *)mem;
+	float T = s->p.temperature;
+
+	memcpy(c, s, sizeof(*s));
+	memset(p, 0, sizeof(*p));
+	p->greedy = T <= 0.0f || s->p.top_k == 1;
+	p->row = row;
+	p->inv_t = p->greedy ? 1.0f : 1.0f / T;
+	p->top_k = s->p.top_k < V ? s->p.top_k : 0;
+	p->top_p = s->p.top_p;
+	p->minp_c = s->p.min_p > 0.0f && !p->greedy ? logf(s->p.min_p) * T : -INFINITY;
+	p->r = p->greedy ? 0 : eng_sampler_rng_next(c);
+	p->n_bias = s->p.n_bias;
+	memcpy(p->bias_id, s->p.bias_ids, sizeof(p->bias_id));
+	memcpy(p->bias, s->p.bias, sizeof(p->bias));
+}
+
+static uint64_t urand64(void)
+{
+	return (uint64_t)urand() << 43 ^ (uint64_t)urand() << 21 ^ urand();
+}
+
+enum { SK_UNIFORM, SK_PEAKED, SK_FLAT, SK_MODEL, SK_EQUAL, SK_NONE, SK_N };
+static const char *const sk_name[SK_N] = {
+	"uniform+-8 NaN/inf/tied max", "peaked", "flat 0.25-steps (ties)", "model-like",
+	"all equal (+-0)", "none finite",
+};
+
+static void samp_row_fill(float *l, uint32_t V, int kind)
+{
+	for (uint32_t i = 0; i < V; i++) {
+		switch (kind) {
+		case SK_UNIFORM:
+			l[i] = frand() * 8.0f;
+			break;
+		case SK_PEAKED:
+			l[i] = frand() * 2.0f;
+			break;
+		case SK_FLAT:
+			l[i] = floorf(frand() * 4.0f) * 0.25f;
+			break;
+		case SK_MODEL:
+			l[i] = (frand() + frand() + frand()) * 3.0f - 2.0f;
+			break;
+		case SK_EQUAL:
+			l[i] = (i & 1) ? -0.0f : 0.0f;
+			break;
+		default:
+			l[i] = (i % 3) ? NAN : (i & 1) ? INFINITY : -INFINITY;
+		}
+	}
+	if (kind == SK_UNIFORM) {
+		for (uint32_t i = 0; i < 40; i++) {
+			l[urand() % V] = NAN;
+			l[urand() % V] = -INFINITY;
+		}
+		l[urand() % V] = INFINITY;
+		l[V / 3] = l[V / 7] = 9.5f;	/* tied maxima: the lower id first */
+		l[V / 2] = l[V / 5] = 9.0f;
+	} else if (kind == SK_PEAKED) {
+		l[V - 3] = 25.0f;
+		l[11] = 24.0f;
+		l[V / 2] = 21.0f;
+	} else if (kind == SK_MODEL) {
+		for (uint32_t i = 0; i < 20; i++)
+			l[urand() % V] = 8.0f + frand() * 4.0f;
+	}
+}
+
+/* A handful of biases: a token pushed up, one listed twice, a ban on the
+ * row's maximum, one on a NaN id (stays NaN), one to -inf's neighbour. */
+static void samp_bias(struct eng_sampler_params *p, const float *l, uint32_t V)
+{
+	uint32_t best = 0, nan_id = UINT32_MAX;
+
+	for (uint32_t i = 0; i < V; i++) {
+		if (isfinite(l[i]) && (!isfinite(l[best]) || l[i] > l[best]))
+			best = i;
+		if (isnan(l[i]) && nan_id == UINT32_MAX)
+			nan_id = i;
+	}
+	p->n_bias = 0;
+#define SB(id, b) (p->bias_ids[p->n_bias] = (id), p->bias[p->n_bias++] = (b))
+	SB(V / 4 + 1, 3.0f);
+	SB(V / 6, 1.5f);
+	SB(V / 6, 1.5f);
+	SB(best, -100.0f);
+	SB(nan_id == UINT32_MAX ? 5 : nan_id, 9.0f);
+	SB(V - 1, 0.75f);
+	SB(V / 9, 4.0f);
+#undef SB
+}
+
+/* Runs k_sample over @n parameter rows against @nr logit rows of @V. */
+typedef void samp_run_fn(const float *l, uint32_t V, uint32_t nr,
+			 const struct cuda_samp_row *p, uint32_t n, int32_t *out);
+
+/* @stride > 1: only every stride-th combination (the CPU emulation). */
+static void samp_combos(samp_run_fn *run, uint32_t V, double tol, uint32_t stride)
+{
+	static const float Ts[] = { 0.5f, 1.0f, 1.7f };
+	static const uint32_t Ks[] = { 0, 1, 2, 40, 1000, 50000 };
+	static const float Ps[] = { 0.1f, 0.9f, 1.0f }, Ms[] = { 0.0f, 0.05f };
+	uint32_t per = 2 + 3 * 6 * 3 * 2 * 2, n = SK_N * per;
+	float *l = malloc(4 * (size_t)V * SK_N);
+	struct cuda_samp_row *p = calloc(n, sizeof(*p));
+	struct eng_sampler_params *sp = calloc(n, sizeof(*sp));
+	int32_t *out = malloc(4 * (size_t)n), *out2 = malloc(4 * (size_t)n);
+	_Alignas(8) char smem[sizeof(struct eng_sampler) + 64];
+	struct eng_sampler_scratch sc;
+	struct sref ref[2];
+
+	if (eng_sampler_scratch_init(&sc, V))
+		abort();
+	for (int k = 0; k < SK_N; k++)
+		samp_row_fill(l + (size_t)k * V, V, k);
+	for (int k = 0; k < SK_N; k++) {
+		struct eng_sampler_params *q = sp + (size_t)k * per;
+		uint32_t j = 0;
+
+		for (int b = 0; b < 2; b++, j++) {
+			eng_sampler_params_default(&q[j]);
+			if (b)
+				samp_bias(&q[j], l + (size_t)k * V, V);
+		}
+		for (int t = 0; t < 3; t++)
+			for (int kk = 0; kk < 6; kk++)
+				for (int pp = 0; pp < 3; pp++)
+					for (int mm = 0; mm < 2; mm++)
+						for (int b = 0; b < 2; b++, j++) {
+							eng_sampler_params_default(&q[j]);
+							q[j].temperature = Ts[t];
+							q[j].top_k = Ks[kk];
+							q[j].top_p = Ps[pp];
+							q[j].min_p = Ms[mm];
+							q[j].seed = urand64();
+							if (b)
+								samp_bias(&q[j], l + (size_t)k * V, V);
+						}
+		for (j = 0; j < per; j++) {
+			struct eng_sampler *s = eng_sampler_init(smem, sizeof(smem), &q[j], 0);
+
+			if (!s)
+				abort();
+			samp_params(&p[(size_t)k * per + j], k, V, s);
+		}
+	}
+	if (stride > 1) {
+		uint32_t m = 0;
+
+		for (uint32_t o = 0; o < n; o += stride)
+			p[m++] = p[o];
+		run(l, V, SK_N, p, m, out);
+		run(l, V, SK_N, p, m, out2);
+		for (uint32_t o = n; o-- > 0;) {
+			if (o % stride)
+				continue;
+			p[o] = p[o / stride];
+			out[o] = out[o / stride];
+			out2[o] = out2[o / stride];
+		}
+	} else {
+		run(l, V, SK_N, p, n, out);
+		run(l, V, SK_N, p, n, out2);
+	}
+	for (int k = 0; k < SK_N; k++) {
+		const struct cuda_samp_row *q = p + (size_t)k * per;
+		uint32_t ok = 0, det = 0, shown = 0, host_ok = 0, same = 0, tried = 0;
+
+		sref_init(&ref[0], l + (size_t)k * V, V, &q[0]);
+		sref_init(&ref[1], l + (size_t)k * V, V, &q[1]);
+		for (uint32_t j = 0; j < per; j++) {
+			size_t o = (size_t)k * per + j;
+			struct sref *r = &ref[q[j].n_bias ? 1 : 0];
+			struct eng_sampler *s = eng_sampler_init(smem, sizeof(smem), &sp[o], 0);
+			uint32_t ht = UINT32_MAX;
+			int hrc;
+			bool good;
+
+			if (o % stride)
+				continue;
+			tried++;
+			hrc = eng_sampler_sample(s, &sc, l + (size_t)k * V, V, &ht);
+			good = sref_ok(r, &q[j], out[o], tol);
+
+			/* the reference's kept set is the host sampler's: its
+			 * token (drawn best first) must be in it too */
+			host_ok += hrc == -EDOM ? !r->nf : !hrc && sref_kept_has(r, &q[j], ht);
+			same += !hrc && out[o] == (int32_t)ht;
+			ok += good;
+			det += out[o] == out2[o];
+			if (!good && shown++ < 3)
+				printf("#   V %u %s: T 1/%g top_k %u top_p %g minp_c %g bias %u u %.9f -> %d (best %u, host %u)\n",
+				       V, sk_name[k], (double)q[j].inv_t, q[j].top_k, (double)q[j].top_p,
+				       (double)q[j].minp_c, q[j].n_bias,
+				       (double)(q[j].r >> 11) * 0x1.0p-53, out[o], r->best, ht);
+		}
+		result(ok == tried && det == tried && host_ok == tried,
+		       "op sample vocab %u %s: %u/%u draws in the kept set at u's position, %u/%u repeat identically, host sampler's token in the reference set %u/%u (same token %u)",
+		       V, sk_name[k], ok, tried, det, tried, host_ok, tried, same);
+		sref_fini(&ref[0]);
+		sref_fini(&ref[1]);
+	}
+	eng_sampler_scratch_fini(&sc);
+	free(l), free(p), free(sp), free(out), free(out2);
+}
+
+/*
+ * Distribution: V = 64, N draws of one row.  Stratified u = (j +
+ * 1/2) / N: each token's count within 2 of N p (its CDF interval holds
+ * N p +- 1 of the points; +1 for the fixed-point weights).  Random u:
+ * Pearson's chi-square over the kept tokens below df + 6 sqrt(2 df) + 10
+ * (a false alarm well under 1e-6), and no token outside the kept set.
+ */
+static void samp_stats(samp_run_fn *run, uint32_t N, float T, uint32_t k, float tp, float mp)
+{
+	const uint32_t V = 64;
+	float l[64];
+	struct cuda_samp_row *p = malloc(N * sizeof(*p));
+	int32_t *out = malloc(4 * N);
+	uint32_t cnt[64], outside = 0, nk = 0;
+	double maxdev = 0.0, chi = 0.0, z = 0.0;
+	struct sref r;
+
+	for (uint32_t i = 0; i < V; i++)
+		l[i] = frand() * 3.0f;
+	l[7] = l[40];	/* a tie */
+	{
+		_Alignas(8) char smem[sizeof(struct eng_sampler) + 64];
+		struct eng_sampler_params sp;
+		struct eng_sampler *s;
+
+		eng_sampler_params_default(&sp);
+		sp.temperature = T;
+		sp.top_k = k;
+		sp.top_p = tp;
+		sp.min_p = mp;
+		s = eng_sampler_init(smem, sizeof(smem), &sp, 0);
+		if (!s)
+			abort();
+		for (uint32_t j = 0; j < N; j++) {
+			samp_params(&p[j], 0, V, s);
+			p[j].r = (uint64_t)(((double)j + 0.5) / N * 0x1.0p53) << 11;
+		}
+	}
+	sref_init(&r, l, V, &p[0]);
+	sref_kept(&r, &p[0], 1.0);
+	for (uint32_t i = 0; i < V; i++)
+		if (r.kept[i])
+			z += r.w[i], nk++;
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass)
+			for (uint32_t j = 0; j < N; j++)
+				p[j].r = urand64();
+		run(l, V, 1, p, N, out);
+		memset(cnt, 0, sizeof(cnt));
+		for (uint32_t j = 0; j < N; j++) {
+			if (out[j] < 0 || out[j] >= (int32_t)V || !r.kept[out[j]])
+				outside++;
+			else
+				cnt[out[j]]++;
+		}
+		for (uint32_t i = 0; i < V; i++) {
+			double e = r.kept[i] ? N * r.w[i] / z : 0.0;
+
+			if (!pass)
+				maxdev = fmax(maxdev, fabs(cnt[i] - e));
+			else if (r.kept[i])
+				chi += (cnt[i] - e) * (cnt[i] - e) / e;
+		}
+	}
+	{
+		double df = nk > 1 ? nk - 1 : 1, bound = df + 6.0 * sqrt(2.0 * df) + 10.0;
+
+		result(outside == 0 && maxdev <= 2.0 && (nk < 2 || chi <= bound),
+		       "op sample distribution V 64, %u draws, T %g top_k %u top_p %g min_p %g: %u kept, stratified max |n - Np| %.2f (<= 2), chi2 %.1f (df %.0f, <= %.1f), %u outside",
+		       N, (double)T, k, (double)tp, (double)mp, nk, maxdev, chi, df, bound, outside);
+	}
+	sref_fini(&r);
+	free(p), free(out);
+}
+
+static void samp_gpu_run(const float *l, uint32_t V, uint32_t nr,
+			 const struct cuda_samp_row *p, uint32_t n, int32_t *out)
+{
+	CUdeviceptr dl = dalloc(4 * (size_t)V * nr), dp = dalloc(sizeof(*p) * n);
+	CUdeviceptr dout = dalloc(4 * (size_t)n);
+	void *pl = (void *)(uintptr_t)dl, *pp = (void *)(uintptr_t)dp;
+	void *po = (void *)(uintptr_t)dout;
+	void *args[] = { &pl, &V, &pp, &po };
+
+	dput(dl, l, 4 * (size_t)V * nr);
+	dput(dp, p, sizeof(*p) * n);
+	/* poison: an id beyond every vocabulary, not -1 (the "none finite"
+	 * answer) */
+	CK(gbe->api.cuMemsetD32Async(dout, 0x7ffffff0u, n, NULL));
+	launch(gbe->f_sample, n, 1, 1, CUDA_SAMP_THREADS, args);
+	dget(out, dout, 4 * (size_t)n);
+	dfree(dl), dfree(dp), dfree(dout);
+}
+
+/*
+ * Through the backend: one step of five sequences of a synthetic model
+ * (vocab 1000), ops->sample with a plain greedy sampler (device argmax),
+ * three on k_sample (top-k + top-p, min-p + biases, greedy + biases) and
+ * one with a repetition penalty (host route): each token against the
+ * logits row (ops->logits) — argmax, the reference's kept set at u, the
+ * host sampler's own token — the RNGs advanced exactly as the host
+ * sampler would, and the route counters.
+ */
+static void samp_ops(void)
+{
+	struct eng_model_config cfg = synth_cfg();
+	struct eng_model_budget b = {
+		.seqs_max = 8, .step_tokens_max = 160, .kv_blocks = 64,
+		.kv_block_tokens = 16, .seq_blocks_max = 8, .kv_dtype = ENG_KV_F32,
+	};
+	_Alignas(8) static char mem[5][4096], cmem[5][4096];
+	struct eng_sampler *sp[5], *cp[5];
+	struct eng_sampler_params pp;
+	struct eng_sampler_scratch sc;
+	struct eng_seq_in in[5];
+	struct eng_batch batch = { in, 5 };
+	uint32_t ids[5][6], blocks[5][8], tok[5] = { 0 }, good = 0;
+	uint64_t c0[3], c1[3];
+	struct eng_synth s;
+	struct cuda_backend *cb;
+	struct rig g;
+	int rc;
+
+	memset(&s, 0, sizeof(s));
+	if (eng_synth_build(&s, &cfg, ENG_DT_BF16, urand()) ||
+	    eng_sampler_scratch_init(&sc, cfg.vocab_size)) {
+		result(false, "op sample via ops: synth model");
+		return;
+	}
+	rc = rig_up(&g, &eng_cuda_ops, &s.m, &b);
+	if (rc) {
+		result(false, "op sample via ops: cuda rig %d", rc);
+		eng_sampler_scratch_fini(&sc);
+		eng_synth_free(&s);
+		return;
+	}
+	cb = (struct cuda_backend *)g.be;
+	for (uint32_t q = 0; q < 5; q++) {
+		for (uint32_t i = 0; i < 6; i++)
+			ids[q][i] = 3 + urand() % 990;
+		for (uint32_t i = 0; i < 8; i++)
+			blocks[q][i] = q * 8 + i;
+		in[q] = (struct eng_seq_in){ ids[q], 6, 0, blocks[q], 8, ENG_SEQ_LOGITS };
+	}
+	for (uint32_t q = 0; q < 5; q++) {
+		eng_sampler_params_default(&pp);
+		pp.seed = urand64();
+		if (q == 1)
+			pp.temperature = 0.8f, pp.top_k = 40, pp.top_p = 0.9f;
+		if (q == 2) {
+			pp.temperature = 1.2f, pp.min_p = 0.05f;
+			pp.bias_ids[0] = 17, pp.bias[0] = 2.0f;
+			pp.bias_ids[1] = 999, pp.bias[1] = 1.0f;
+			pp.n_bias = 2;
+		}
+		if (q == 3) {
+			pp.bias_ids[0] = 500, pp.bias[0] = 1.0f;
+			pp.n_bias = 1;
+		}
+		if (q == 4) {
+			pp.temperature = 0.9f, pp.top_k = 50;
+			pp.repetition_penalty = 1.3f, pp.penalty_window = 8;
+		}
+		sp[q] = eng_sampler_init(mem[q], sizeof(mem[q]), &pp, 8);
+		if (!sp[q])
+			abort();
+		for (uint32_t i = 0; i < 6; i++)
+			eng_sampler_accept(sp[q], ids[q][i]);
+		memcpy(cmem[q], mem[q], sizeof(mem[q]));
+		cp[q] = (struct eng_sampler *)cmem[q];
+	}
+	c0[0] = cb->ctr[CTR_samples_gpu], c0[1] = cb->ctr[CTR_samples_dev];
+	c0[2] = cb->ctr[CTR_samples_host];
+	rc = g.ops->step(g.bm, &batch) ?: g.ops->sample(g.bm, sp, 5, tok);
+	c1[0] = cb->ctr[CTR_samples_gpu] - c0[0], c1[1] = cb->ctr[CTR_samples_dev] - c0[1];
+	c1[2] = cb->ctr[CTR_samples_host] - c0[2];
+	for (uint32_t q = 0; q < 5 && !rc; q++) {
+		const float *l;
+		uint32_t want = UINT32_MAX, best = 0;
+		bool ok;
+
+		if (g.ops->logits(g.bm, q, &l))
+			break;
+		for (uint32_t i = 1; i < cfg.vocab_size; i++)
+			best = l[i] > l[best] ? i : best;
+		if (q == 0) {
+			ok = tok[q] == best;
+		} else if (q == 4) {
+			ok = !eng_sampler_sample(cp[q], &sc, l, cfg.vocab_size, &want) &&
+			     tok[q] == want;
+		} else {
+			struct cuda_samp_row p;
+			struct sref r;
+
+			samp_params(&p, 0, cfg.vocab_size, cp[q]);
+			sref_init(&r, l, cfg.vocab_size, &p);
+			ok = sref_ok(&r, &p, (int32_t)tok[q], 1e-6);
+			sref_fini(&r);
+			if (q != 3)
+				eng_sampler_rng_next(cp[q]);
+		}
+		/* one draw per sampled token, none for greedy: the RNGs agree */
+		ok = ok && !memcmp(cp[q]->rng, sp[q]->rng, sizeof(sp[q]->rng));
+		good += ok;
+		if (!ok)
+			printf("#   sampler %u: token %u (argmax %u, host %u)\n", q, tok[q], best, want);
+	}
+	result(!rc && good == 5 && c1[0] == 1 && c1[1] == 3 && c1[2] == 1,
+	       "op sample via ops->sample: step+sample %d, %u/5 tokens right (argmax, k_sample x3, host with penalty), routes gpu %llu dev %llu host %llu (want 1 3 1)",
+	       rc, good, (unsigned long long)c1[0], (unsigned long long)c1[1],
+	       (unsigned long long)c1[2]);
+	rig_down(&g);
+	eng_sampler_scratch_fini(&sc);
+	eng_synth_free(&s);
+}
+
+static int cmp_dd(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Cost of one 128256-token row (model-like logits), median of 50, in one
+ * run: the device route as cuda_sample runs it (parameters up, launch,
+ * token down, one sync; pinned buffers) against the host route (the row
+ * down into pinned memory, sync, eng_sampler_sample).  And 32 rows at once.
+ */
+static void samp_timing(void)
+{
+	static const struct { float T, tp, mp; uint32_t k; } cf[] = {
+		{ 1.0f, 0.9f, 0.0f, 40 }, { 1.0f, 0.9f, 0.0f, 0 }, { 0.8f, 1.0f, 0.0f, 0 },
+		{ 1.0f, 1.0f, 0.05f, 0 }, { 1.0f, 0.95f, 0.05f, 1000 },
+	};
+	const uint32_t V = 128256, R = 32, N = 50;
+	float *l = malloc(4 * (size_t)V * R), *hl;
+	struct cuda_samp_row *hp;
+	int32_t *ht;
+	CUdeviceptr dl = dalloc(4 * (size_t)V * R), dp = dalloc(sizeof(*hp) * R), dt = dalloc(4 * R);
+	void *pl = (void *)(uintptr_t)dl, *pp = (void *)(uintptr_t)dp, *pt = (void *)(uintptr_t)dt;
+	void *args[] = { &pl, (void *)&V, &pp, &pt };
+	_Alignas(8) char smem[sizeof(struct eng_sampler) + 64];
+	struct eng_sampler_scratch sc;
+	struct cuda_api *a = &gbe->api;
+	double td[50], th[50];
+
+	CK(a->cuMemAllocHost((void **)&hl, 4 * (size_t)V * R));
+	CK(a->cuMemAllocHost((void **)&hp, sizeof(*hp) * R + 4 * R));
+	ht = (int32_t *)(hp + R);
+	if (eng_sampler_scratch_init(&sc, V))
+		abort();
+	samp_row_fill(l, V, SK_MODEL);
+	for (uint32_t r = 1; r < R; r++)
+		samp_row_fill(l + (size_t)r * V, V, SK_MODEL);
+	dput(dl, l, 4 * (size_t)V * R);
+	for (unsigned c = 0; c < sizeof(cf) / sizeof(cf[0]); c++) {
+		struct eng_sampler_params sp;
+		struct eng_sampler *s;
+
+		eng_sampler_params_default(&sp);
+		sp.temperature = cf[c].T, sp.top_p = cf[c].tp, sp.min_p = cf[c].mp;
+		sp.top_k = cf[c].k, sp.seed = urand64();
+		s = eng_sampler_init(smem, sizeof(smem), &sp, 0);
+		for (uint32_t nr = 1; nr <= R; nr += R - 1) {
+			double md, mh;
+
+			for (uint32_t it = 0; it < N; it++) {
+				double t0 = now_s();
+				uint32_t tok;
+
+				for (uint32_t r = 0; r < nr; r++)
+					samp_params(&hp[r], r, V, s);
+				CK(a->cuMemcpyHtoDAsync(dp, hp, sizeof(*hp) * nr, NULL));
+				CK(a->cuLaunchKernel(gbe->f_sample, nr, 1, 1, CUDA_SAMP_THREADS, 1, 1,
+						     0, NULL, args, NULL));
+				CK(a->cuMemcpyDtoHAsync(ht, dt, 4 * nr, NULL));
+				dsync();
+				td[it] = now_s() - t0;
+				t0 = now_s();
+				CK(a->cuMemcpyDtoHAsync(hl, dl, 4 * (size_t)V * nr, NULL));
+				dsync();
+				for (uint32_t r = 0; r < nr; r++)
+					if (eng_sampler_sample(s, &sc, hl + (size_t)r * V, V, &tok))
+						abort();
+				th[it] = now_s() - t0;
+			}
+			qsort(td, N, sizeof(double), cmp_dd);
+			qsort(th, N, sizeof(double), cmp_dd);
+			md = td[N / 2] * 1e6, mh = th[N / 2] * 1e6;
+			printf("# op sample timing vocab %u, %2u row%s, T %g top_k %u top_p %g min_p %g: device %.1f us, host (copy + eng_sampler_sample) %.1f us: %.1fx\n",
+			       V, nr, nr > 1 ? "s" : " ", (double)cf[c].T, cf[c].k, (double)cf[c].tp,
+			       (double)cf[c].mp, md, mh, mh / md);
+		}
+	}
+	eng_sampler_scratch_fini(&sc);
+	a->cuMemFreeHost(hl);
+	a->cuMemFreeHost(hp);
+	dfree(dl), dfree(dp), dfree(dt);
+	free(l);
+}
+
+static void test_sample(void)
+{
+	samp_combos(samp_gpu_run, 128256, 1e-6, 1);
+	samp_combos(samp_gpu_run, 1000, 1e-6, 1);
+	samp_stats(samp_gpu_run, 65536, 1.0f, 0, 1.0f, 0.0f);
+	samp_stats(samp_gpu_run, 65536, 0.7f, 20, 0.9f, 0.05f);
+	samp_stats(samp_gpu_run, 65536, 1.3f, 0, 0.8f, 0.0f);
+	samp_ops();
+	samp_timing();
+}
+
 /*
  * --only NAME[,NAME...]: run only these sections (and no other check):
- * "mma" (the tensor-core GEMM's shapes, batch invariance and throughput).
+ * "mma" (the tensor-core GEMM's shapes, batch invariance and throughput),
+ * "sample" (the device sampler, section 6).
  * Without --only every section runs.
  */
 static const char *only_list;
@@ -2157,6 +2832,9 @@ int main(int argc, char **argv)
 	 * tokens, so in the default route's process) */
 	if (!only_bench && base && section_on("mma"))
 		test_mma();
+	/* the device sampler (k_sample, section 6) */
+	if (!only_bench && base && section_on("sample"))
+		test_sample();
 	if (!only_bench && routes && !only_list) {
 		/* the optional routes (off by default), after the default
 		 * route's checks or in a process of their own (--routes only),

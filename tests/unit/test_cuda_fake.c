@@ -77,9 +77,9 @@ static void round_trip(int *rc, int *health)
 	uint32_t ids[20], b0[8] = { 3, 4, 5, 6, 7, 8, 9, 10 }, b1[8] = { 11, 12, 13 };
 	struct eng_seq_in in[2];
 	struct eng_batch b = { in, 2 };
-	_Alignas(8) static char m0[4096], m1[4096];
+	_Alignas(8) static char m0[4096], m1[4096], m2[4096];
 	struct eng_sampler_params pp;
-	struct eng_sampler *sp[2];
+	struct eng_sampler *sp[2], *sq[2];
 	uint32_t tok[2], src = 3, dst = 20;
 	const float *l;
 
@@ -105,8 +105,14 @@ static void round_trip(int *rc, int *health)
 		pp.temperature = 0.8f;
 		pp.top_k = 20;
 		sp[1] = eng_sampler_init(m1, sizeof(m1), &pp, 8);
-		rc[OP_SAMPLE] = ops->sample(bm, sp, 2, tok);	/* device argmax + host */
-		rc[OP_SAMPLE2] = ops->sample(bm, sp, 2, tok);
+		/* a penalty window keeps a sampler on the host route */
+		pp.repetition_penalty = 1.3f;
+		pp.penalty_window = 8;
+		sq[0] = eng_sampler_init(m2, sizeof(m2), &pp, 8);
+		eng_sampler_accept(sq[0], 7);
+		sq[1] = sp[1];
+		rc[OP_SAMPLE] = ops->sample(bm, sp, 2, tok);	/* device argmax + k_sample */
+		rc[OP_SAMPLE2] = ops->sample(bm, sq, 2, tok);	/* host (penalties) + k_sample */
 		rc[OP_KVCOPY] = ops->kv_copy(bm, &src, &dst, 1);
 	}
 	*health = ops->health(be, NULL);

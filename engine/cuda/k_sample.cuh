@@ -1,0 +1,405 @@
+// SPDX-License-Identifier: MIT
+/*
+ * k_sample.cuh — temperature / top-k / top-p / min-p sampling with logit
+ * biases on the device, one block of 1024 threads per logit row (vocab up
+ * to 2^18: the integer weight sums below), #included by kernels.cu.
+ *
+ * The kept set is the host sampler's (core/sampler.c,
+ * eng_sampler_sample) without sorting the vocabulary:
+ *   - v = logit (+ the row's biases, added in list order as
+ *     apply_penalties adds them); non-finite v is never kept; -0 counts
+ *     as +0 (equal floats tie, as the host's compares);
+ *   - order "better": higher v, then lower id; key = the v's bits mapped
+ *     to an order-preserving uint32 (0: not finite);
+ *   - greedy (T <= 0 or top_k == 1): the best token, no draw;
+ *   - top-k: the k best (ties to the lower id): an 8-bit radix select of
+ *     the k-th best key (4 histogram passes of counts), then among the
+ *     tokens holding that key the lowest ids, by an id-ordered prefix;
+ *   - top-p over what top-k kept (or the whole vocabulary): the smallest
+ *     best-first prefix whose mass reaches ceil(top_p * Z): a radix
+ *     select with histograms of mass (4 passes), then the id-ordered
+ *     prefix among the tokens of the crossing key;
+ *   - min-p: v >= m + logf(min_p) * T (the host computes the constant);
+ *   - weights w = exp((v - m) / T) (expf, float, as the host) in fixed
+ *     point (CUDA_SAMP_FIX_SHIFT): every sum is an exact integer, so the
+ *     result does not depend on the summation order, and the histograms
+ *     use integer shared atomics;
+ *   - draw: Z = sum of the kept weights, target = floor(u * Z) with
+ *     u = (r >> 11) * 2^-53 (the host's uniform from the same RNG draw),
+ *     the token: the first kept one IN ID ORDER whose inclusive prefix sum
+ *     exceeds the target (the host draws in best-first order when it
+ *     truncates, so for one seed the CPU and CUDA backends may pick
+ *     different tokens of the same distribution).
+ * Output: the token, -1 when the row holds no finite value.
+ *
+ * Layout: warp w owns ids [w * seg, (w + 1) * seg) (seg a multiple of 32),
+ * its lanes read 32 consecutive floats at a time (coalesced).  An
+ * id-ordered prefix: each warp sums its segment, thread 0 finds the
+ * crossing warp, that warp walks its segment 32 ids at a time with a warp
+ * scan.  Passes over the row (513 KB for 128256 logits, L2-resident after
+ * the first): max 1; + draw 1 (plain temperature, min-p); + top-k 5; +
+ * top-p 5.
+ */
+#include "cuda_sample.h"
+
+#define KS_W (CUDA_SAMP_THREADS / 32)
+#define KS_FIX (1ull << CUDA_SAMP_FIX_SHIFT)
+
+enum { KS_CNT, KS_MASS, KS_TIEK, KS_TIEP, KS_DRAW };
+
+struct ks_shared {
+	unsigned long long hist[256];
+	unsigned long long warp[KS_W];
+	unsigned long long rem, base, eq;
+	uint32_t bmap[128];			/* biased ids, hashed by id & 4095 */
+	uint32_t bid[CUDA_SAMP_BIAS_MAX];
+	float bv[CUDA_SAMP_BIAS_MAX];
+	float mv[KS_W];
+	uint32_t mi[KS_W], nf[KS_W];
+	float m;
+	uint32_t best, nfin, key, wsel, id;
+};
+
+struct ks_row {
+	const float *l;
+	uint32_t seg0, seg1, n_bias;
+	float m, inv_t, thr;
+	uint32_t ck, ci;	/* candidates (top-k): key > ck || key == ck && id <= ci */
+	uint32_t kc, ic;	/* kept (top-p): key > kc || key == kc && id <= ic */
+	uint32_t sel;		/* the key a radix select found */
+};
+
+DEV float ks_logit(const ks_row &r, const ks_shared &s, uint32_t i)
+{
+	float v = r.l[i];
+
+	if (r.n_bias && ((s.bmap[(i >> 5) & 127] >> (i & 31)) & 1u))
+		for (uint32_t j = 0; j < r.n_bias; j++)
+			if (s.bid[j] == i)
+				v += s.bv[j];
+	return v;
+}
+
+/* Order-preserving key of a finite v (> 0); 0 for NaN and +-inf. */
+DEV uint32_t ks_key(float v)
+{
+	uint32_t u;
+
+	if (!isfinite(v))
+		return 0;
+	if (v == 0.0f)
+		v = 0.0f;	/* -0 ties with +0 */
+	u = __float_as_uint(v);
+	return u ^ ((uint32_t)((int32_t)u >> 31) | 0x80000000u);
+}
+
+DEV bool ks_in(uint32_t key, uint32_t i, uint32_t kc, uint32_t ic)
+{
+	return key && (key > kc || (key == kc && i <= ic));
+}
+
+/* exp((v - m) / T) in units of 2^-45; the best token weighs exactly 1
+ * (also when 1/T overflowed to inf, where the host's 0 * inf is NaN). */
+DEV unsigned long long ks_wt(const ks_row &r, float v)
+{
+	if (v == r.m)
+		return KS_FIX;
+	return __float2ull_rn(expf((v - r.m) * r.inv_t) * (float)KS_FIX);
+}
+
+/* Weight of id i in the id-ordered prefixes. */
+template <int MODE>
+DEV unsigned long long ks_weight(const ks_row &r, const ks_shared &s, uint32_t i)
+{
+	float v = ks_logit(r, s, i);
+	uint32_t key = ks_key(v);
+
+	if (MODE == KS_TIEK)
+		return key && key == r.sel;
+	if (!ks_in(key, i, r.ck, r.ci))
+		return 0;
+	if (MODE == KS_TIEP)
+		return key == r.sel ? ks_wt(r, v) : 0;
+	/* KS_DRAW */
+	return ks_in(key, i, r.kc, r.ic) && v >= r.thr ? ks_wt(r, v) : 0;
+}
+
+DEV unsigned long long ks_warp_sum(unsigned long long x)
+{
+#pragma unroll
+	for (int k = 16; k; k >>= 1)
+		x += __shfl_xor_sync(0xffffffffu, x, k);
+	return x;
+}
+
+DEV unsigned long long ks_warp_incl(unsigned long long x, uint32_t lane)
+{
+#pragma unroll
+	for (int k = 1; k < 32; k <<= 1) {
+		unsigned long long y = __shfl_up_sync(0xffffffffu, x, k);
+
+		if (lane >= (uint32_t)k)
+			x += y;
+	}
+	return x;
+}
+
+/*
+ * Radix select: the largest key K with W(key >= K) >= need, where W counts
+ * finite tokens (KS_CNT) or sums the candidates' weights (KS_MASS, need =
+ * ceil(top_p * Z) from the first pass's total Z).  Leaves K in r.sel,
+ * s.rem = what the tokens of key K must still supply (1 .. s.eq), s.eq =
+ * their total.  Lanes of a warp that fall in one bin add once
+ * (__match_any_sync + __reduce_add_sync): a peaked row puts most tokens in
+ * a few bins, which would otherwise serialise the shared atomics.
+ */
+template <int MODE>
+DEV void ks_radix(ks_row &r, ks_shared &s, unsigned long long need, float top_p)
+{
+	uint32_t lane = threadIdx.x & 31, prefix = 0, mask = 0;
+
+	for (int shift = 24; shift >= 0; shift -= 8) {
+		for (uint32_t t = threadIdx.x; t < 256; t += blockDim.x)
+			s.hist[t] = 0;
+		__syncthreads();
+		for (uint32_t g = r.seg0; g < r.seg1; g += 32) {
+			uint32_t i = g + lane, key = 0, d, peers;
+			unsigned long long w = 0, sum;
+
+			if (i < r.seg1) {
+				float v = ks_logit(r, s, i);
+
+				key = ks_key(v);
+				if (key && (key & mask) == prefix) {
+					if (MODE == KS_CNT)
+						w = 1;
+					else if (ks_in(key, i, r.ck, r.ci))
+						w = ks_wt(r, v);
+				}
+			}
+			d = w ? (key >> shift) & 255u : 256u;
+			peers = __match_any_sync(0xffffffffu, d);
+			if (MODE == KS_CNT) {
+				sum = (unsigned long long)__popc(peers);
+			} else {
+				/* w <= 2^45: 27 + 18 bits, 32 lanes fit in 32 */
+				uint32_t lo = __reduce_add_sync(peers, (uint32_t)w & 0x7ffffffu);
+				uint32_t hi = __reduce_add_sync(peers, (uint32_t)(w >> 27));
+
+				sum = ((unsigned long long)hi << 27) + lo;
+			}
+			if (d < 256u && lane == (uint32_t)__ffs(peers) - 1)
+				atomicAdd(&s.hist[d], sum);
+		}
+		__syncthreads();
+		if (threadIdx.x < 32) {
+			/* lane l: bins 255 - 8l .. 248 - 8l, best first */
+			unsigned long long tot = 0, incl, excl;
+			uint32_t hit;
+
+			for (int j = 0; j < 8; j++)
+				tot += s.hist[255 - 8 * lane - j];
+			incl = ks_warp_incl(tot, lane);
+			if (MODE == KS_MASS && shift == 24) {
+				unsigned long long z = __shfl_sync(0xffffffffu, incl, 31);
+				double p = ceil((double)top_p * (double)z);
+
+				need = p >= (double)z ? z : p < 1.0 ? 1 : (unsigned long long)p;
+			}
+			excl = incl - tot;
+			hit = __ballot_sync(0xffffffffu, excl < need && incl >= need);
+			if (!hit && lane == 0) {	/* cannot happen: need <= total */
+				s.key = prefix;
+				s.rem = 1;
+				s.eq = 1;
+			}
+			if (hit && lane == (uint32_t)__ffs(hit) - 1) {
+				unsigned long long acc = excl;
+
+				for (int j = 0; j < 8; j++) {
+					unsigned long long b = s.hist[255 - 8 * lane - j];
+
+					if (acc + b >= need) {
+						s.key = prefix | ((uint32_t)(255 - 8 * lane - j) << shift);
+						s.rem = need - acc;
+						s.eq = b;
+						break;
+					}
+					acc += b;
+				}
+			}
+		}
+		__syncthreads();
+		prefix = s.key;
+		need = s.rem;
+		mask |= 255u << shift;
+	}
+	r.sel = prefix;
+}
+
+/*
+ * The first id (in id order) whose inclusive prefix of MODE's weights
+ * exceeds @target; KS_DRAW computes the target as floor(u * Z) from the
+ * raw draw @rnd.  The sums are exact integers, so the crossing found from
+ * the warps' totals lies in that warp's walk.
+ */
+template <int MODE>
+DEV uint32_t ks_pick(const ks_row &r, ks_shared &s, unsigned long long target,
+		     unsigned long long rnd)
+{
+	uint32_t lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+	unsigned long long acc = 0;
+
+	for (uint32_t i = r.seg0 + lane; i < r.seg1; i += 32)
+		acc += ks_weight<MODE>(r, s, i);
+	acc = ks_warp_sum(acc);
+	if (lane == 0)
+		s.warp[w] = acc;
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		unsigned long long base = 0;
+		uint32_t sel = KS_W;
+
+		if (MODE == KS_DRAW) {
+			unsigned long long z = 0, a = rnd >> 11, lo, hi;
+
+			for (uint32_t k = 0; k < KS_W; k++)
+				z += s.warp[k];
+			/* floor(a * z / 2^53), a < 2^53: a 117-bit product */
+			lo = a * z;
+			hi = __umul64hi(a, z);
+			target = (hi << 11) | (lo >> 53);
+		}
+		for (uint32_t k = 0; k < KS_W; k++) {
+			if (base + s.warp[k] > target) {
+				sel = k;
+				break;
+			}
+			base += s.warp[k];
+		}
+		s.wsel = sel;
+		s.base = base;
+		s.rem = target;
+		s.id = UINT32_MAX;
+	}
+	__syncthreads();
+	if (w == s.wsel) {
+		unsigned long long base = s.base, t = s.rem;
+
+		for (uint32_t g = r.seg0; g < r.seg1; g += 32) {
+			uint32_t i = g + lane;
+			unsigned long long x = i < r.seg1 ? ks_weight<MODE>(r, s, i) : 0, incl, tot;
+			uint32_t hit;
+
+			incl = ks_warp_incl(x, lane);
+			tot = __shfl_sync(0xffffffffu, incl, 31);
+			if (base + tot > t) {
+				hit = __ballot_sync(0xffffffffu, base + incl > t);
+				if (lane == 0)
+					s.id = g + (uint32_t)__ffs(hit) - 1;
+				break;
+			}
+			base += tot;
+		}
+	}
+	__syncthreads();
+	return s.id;
+}
+
+extern "C" __global__ void __launch_bounds__(CUDA_SAMP_THREADS, 1)
+k_sample(const float *__restrict__ logits, uint32_t vocab,
+	 const struct cuda_samp_row *__restrict__ rows, int32_t *__restrict__ out)
+{
+	__shared__ ks_shared s;
+	const struct cuda_samp_row *p = rows + blockIdx.x;
+	uint32_t lane = threadIdx.x & 31, w = threadIdx.x >> 5, nf = 0;
+	uint32_t seg = ((vocab + KS_W - 1) / KS_W + 31) & ~31u, bi = UINT32_MAX, tok;
+	float bv = -INFINITY;
+	ks_row r;
+
+	r.l = logits + (size_t)p->row * vocab;
+	r.n_bias = min(p->n_bias, (uint32_t)CUDA_SAMP_BIAS_MAX);
+	r.seg0 = min(w * seg, vocab);
+	r.seg1 = min(r.seg0 + seg, vocab);
+	for (uint32_t t = threadIdx.x; t < 128; t += blockDim.x)
+		s.bmap[t] = 0;
+	__syncthreads();
+	if (threadIdx.x < r.n_bias) {
+		uint32_t id = p->bias_id[threadIdx.x];
+
+		s.bid[threadIdx.x] = id;
+		s.bv[threadIdx.x] = p->bias[threadIdx.x];
+		atomicOr(&s.bmap[(id >> 5) & 127], 1u << (id & 31));
+	}
+	__syncthreads();
+
+	/* pass 1: the best token (ties to the lowest id), finite count */
+	for (uint32_t i = r.seg0 + lane; i < r.seg1; i += 32) {
+		float v = ks_logit(r, s, i);
+
+		if (isfinite(v)) {
+			nf++;
+			if (v > bv) {
+				bv = v;
+				bi = i;
+			}
+		}
+	}
+#pragma unroll
+	for (int k = 16; k; k >>= 1) {
+		float ov = __shfl_xor_sync(0xffffffffu, bv, k);
+		uint32_t oi = __shfl_xor_sync(0xffffffffu, bi, k);
+
+		nf += __shfl_xor_sync(0xffffffffu, nf, k);
+		if (oi != UINT32_MAX && (bi == UINT32_MAX || ov > bv || (ov == bv && oi < bi))) {
+			bv = ov;
+			bi = oi;
+		}
+	}
+	if (lane == 0) {
+		s.mv[w] = bv;
+		s.mi[w] = bi;
+		s.nf[w] = nf;
+	}
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		float m = -INFINITY;
+		uint32_t b = UINT32_MAX, n = 0;
+
+		/* warps in id order: a later warp wins only when strictly better */
+		for (uint32_t k = 0; k < KS_W; k++) {
+			n += s.nf[k];
+			if (s.mi[k] != UINT32_MAX && (b == UINT32_MAX || s.mv[k] > m)) {
+				m = s.mv[k];
+				b = s.mi[k];
+			}
+		}
+		s.m = m;
+		s.best = b;
+		s.nfin = n;
+	}
+	__syncthreads();
+	if (!s.nfin || p->greedy) {
+		if (threadIdx.x == 0)
+			out[blockIdx.x] = s.nfin ? (int32_t)s.best : -1;
+		return;
+	}
+	r.m = s.m;
+	r.inv_t = p->inv_t;
+	r.thr = r.m + p->minp_c;
+	r.ck = r.kc = r.sel = 0;
+	r.ci = r.ic = UINT32_MAX;
+	if (p->top_k && p->top_k < s.nfin) {
+		ks_radix<KS_CNT>(r, s, p->top_k, 0.0f);
+		r.ck = r.sel;
+		r.ci = s.rem < s.eq ? ks_pick<KS_TIEK>(r, s, s.rem - 1, 0) : UINT32_MAX;
+	}
+	if (p->top_p < 1.0f) {
+		ks_radix<KS_MASS>(r, s, 0, p->top_p);
+		r.kc = r.sel;
+		r.ic = s.rem < s.eq ? ks_pick<KS_TIEP>(r, s, s.rem - 1, 0) : UINT32_MAX;
+	}
+	tok = ks_pick<KS_DRAW>(r, s, 0, p->r);
+	if (threadIdx.x == 0)
+		out[blockIdx.x] = tok == UINT32_MAX ? (int32_t)s.best : (int32_t)tok;
+}

@@ -2381,8 +2381,8 @@ static void samp_combos(samp_run_fn *run, uint32_t V, double tol, uint32_t strid
 			ok += good;
 			det += out[o] == out2[o];
 			if (!good && shown++ < 3)
-				printf("#   V %u %s: T 1/%g top_k %u top_p %g minp_c %g bias %u u %.9f -> %d (best %u, host %u)\n",
-				       V, sk_name[k], (double)q[j].inv_t, q[j].top_k, (double)q[j].top_p,
+				printf("#   V %u %s: T %g top_k %u top_p %g minp_c %g bias %u u %.9f -> %d (best %u, host %u)\n",
+				       V, sk_name[k], (double)sp[o].temperature, q[j].top_k, (double)q[j].top_p,
 				       (double)q[j].minp_c, q[j].n_bias,
 				       (double)(q[j].r >> 11) * 0x1.0p-53, out[o], r->best, ht);
 		}
@@ -2832,6 +2832,9 @@ int main(int argc, char **argv)
 	 * tokens, so in the default route's process) */
 	if (!only_bench && base && section_on("mma"))
 		test_mma();
+	/* the device sampler (k_sample, section 6) */
+	if (!only_bench && base && section_on("sample"))
+		test_sample();
 	/* the device sampler (k_sample, section 6) */
 	if (!only_bench && base && section_on("sample"))
 		test_sample();

@@ -35,9 +35,6 @@ _Static_assert(sizeof(struct cuda_lt_epi_args) == 5 * 8 + 6 * 4,
 _Static_assert(sizeof(struct cuda_samp_row) == 8 + 4 * 8 + 8 * CUDA_SAMP_BIAS_MAX &&
 	       CUDA_SAMP_BIAS_MAX == ENG_SAMPLER_BIAS_MAX,
 	       "cuda_samp_row layout shared with k_sample.cuh");
-_Static_assert(sizeof(struct cuda_samp_row) == 8 + 4 * 8 + 8 * CUDA_SAMP_BIAS_MAX &&
-	       CUDA_SAMP_BIAS_MAX == ENG_SAMPLER_BIAS_MAX,
-	       "cuda_samp_row layout shared with k_sample.cuh");
 _Static_assert(sizeof(struct cuda_mma_args) == 3 * 8 + 2 * 4,
 	       "cuda_mma_args layout shared with k_mma.cuh");
 
@@ -109,7 +106,6 @@ static int get_functions(struct cuda_backend *be)
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_merge, be->mod, "k_attn_merge")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_argmax, be->mod, "k_argmax")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_copy, be->mod, "k_copy16")) ?:
-	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_sample, be->mod, "k_sample")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_sample, be->mod, "k_sample")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_ltq_fp8, be->mod, "k_ltq_fp8")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_ltq_bf16, be->mod, "k_ltq_bf16")) ?:
@@ -445,9 +441,6 @@ static void layout_act(struct cuda_model *cm, struct dev_arena *a)
 	/* device sampler: per-row parameters and tokens (~0.5 KB a row) */
 	cm->d_samp = dcarve(a, sizeof(struct cuda_samp_row) * S);
 	cm->d_stok = dcarve(a, 4 * S);
-	/* device sampler: per-row parameters and tokens (~0.5 KB a row) */
-	cm->d_samp = dcarve(a, sizeof(struct cuda_samp_row) * S);
-	cm->d_stok = dcarve(a, 4 * S);
 	if (cm->lt) {
 		struct cuda_lt *lt = cm->lt;
 
@@ -774,8 +767,6 @@ static void free_model(struct cuda_model *cm)
 		a->cuMemFreeHost(cm->h_logits);
 	if (cm->h_tok)
 		a->cuMemFreeHost(cm->h_tok);
-	if (cm->h_samp)
-		a->cuMemFreeHost(cm->h_samp);
 	if (cm->h_samp)
 		a->cuMemFreeHost(cm->h_samp);
 	if (cm->ev_in)

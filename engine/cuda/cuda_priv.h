@@ -34,7 +34,6 @@
 #include "../core/sampler.h"
 #include "cuda_abi.h"
 #include "cuda_sample.h"
-#include "cuda_sample.h"
 
 /* Driver entry points (cuda.h maps versioned names: cuMemAlloc is
  * cuMemAlloc_v2, which is also the symbol looked up). */
@@ -84,7 +83,6 @@ struct cuda_lt_api {
 	X(kv_copies, "KV blocks copied (copy on write)")                      \
 	X(samples_gpu, "tokens chosen by the device argmax")                  \
 	X(samples_host, "tokens sampled on the host from copied logits")      \
-	X(samples_dev, "tokens sampled by the device sampler (k_sample)")     \
 	X(samples_dev, "tokens sampled by the device sampler (k_sample)")     \
 	X(sample_errors, "sample calls failed")                               \
 	X(models_loaded, "models loaded")                                     \
@@ -247,15 +245,12 @@ struct cuda_model {
 	size_t part_slots;				/* (token, head, split) entries */
 	CUdeviceptr d_in, d_tok;
 	CUdeviceptr d_samp, d_stok;		/* [S] k_sample rows, [S] its tokens */
-	CUdeviceptr d_samp, d_stok;		/* [S] k_sample rows, [S] its tokens */
 
 	/* pinned host buffers */
 	struct cuda_in_layout in;
 	uint32_t *h_in;
 	float *h_logits;		/* [S][vocab] filled on demand */
 	int32_t *h_tok;			/* [S] device argmax */
-	struct cuda_samp_row *h_samp;	/* [S] k_sample rows, then [S] tokens */
-	int32_t *h_stok;		/* in h_samp's allocation */
 	struct cuda_samp_row *h_samp;	/* [S] k_sample rows, then [S] tokens */
 	int32_t *h_stok;		/* in h_samp's allocation */
 

@@ -2835,9 +2835,6 @@ int main(int argc, char **argv)
 	/* the device sampler (k_sample, section 6) */
 	if (!only_bench && base && section_on("sample"))
 		test_sample();
-	/* the device sampler (k_sample, section 6) */
-	if (!only_bench && base && section_on("sample"))
-		test_sample();
 	if (!only_bench && routes && !only_list) {
 		/* the optional routes (off by default), after the default
 		 * route's checks or in a process of their own (--routes only),

@@ -26,7 +26,7 @@
 #include "cuda_lt.h"
 #include "cuda_priv.h"
 
-_Static_assert(sizeof(struct cuda_mv_args) == 3 * 8 * 4 + 3 * 4 * 2 + 4 * 4 * 2 + 8 + 4 * 6,
+_Static_assert(sizeof(struct cuda_mv_args) == 3 * 8 * 4 + 3 * 4 * 2 + 4 * 4 * 2 + 8 + 4 * 6 + 8 * 2,
 	       "cuda_mv_args layout shared with kernels.cu");
 _Static_assert(sizeof(struct cuda_attn_args) == 8 * 8 + 8 + 4 * 10,
 	       "cuda_attn_args layout shared with kernels.cu");
@@ -105,6 +105,8 @@ static int get_functions(struct cuda_backend *be)
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_attn[1], be->mod, "k_attn_bf16")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_merge, be->mod, "k_attn_merge")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_argmax, be->mod, "k_argmax")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_mvt[0], be->mod, "k_mvt_fp8_8")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_mvt[1], be->mod, "k_mvt_fp8_16")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_copy, be->mod, "k_copy16")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_sample, be->mod, "k_sample")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_ltq_fp8, be->mod, "k_ltq_fp8")) ?:
@@ -145,6 +147,7 @@ static int get_functions(struct cuda_backend *be)
 #define CUDA_MMA_DEFAULT 2
 #define CUDA_FLASH_DEFAULT 1
 #define CUDA_GRAPHS_DEFAULT 1
+#define CUDA_MVT_DEFAULT 1
 
 /* A non-negative integer from the environment, @def when unset or bad. */
 static uint32_t env_uint(const char *name, uint32_t def)
@@ -178,6 +181,7 @@ static int cuda_init(const struct eng_backend_budget *b, struct eng_backend **ou
 	be->base.ops = &eng_cuda_ops;
 	be->mem_bytes_max = b->mem_bytes_max;
 	be->fail_nth = inj ? strtol(inj, NULL, 10) : 0;
+	be->mvt = env_uint("VELO_CUDA_MVT", CUDA_MVT_DEFAULT);
 	rc = cuda_api_load(&be->api, why, sizeof(why));
 	if (rc) {
 		LOG_W(eng, "cuda: %s", why);
@@ -436,6 +440,9 @@ static void layout_act(struct cuda_model *cm, struct dev_arena *a)
 	 * context in splits of 64), or 2 per prompt token. */
 	cm->part_slots = MAX(64 * S, 2 * T) * cm->n_heads;
 	cm->part = dcarve(a, f * cm->part_slots * (cm->hd + 2));
+	cm->mvt_cap = cuda_mvt_part_tiles(cm);
+	cm->mvt_part = cm->mvt_cap ? dcarve(a, f * 64 * 16 * cm->mvt_cap) : 0;
+	cm->mvt_sem = cm->mvt_cap ? dcarve(a, 4 * cm->mvt_cap) : 0;
 	cm->d_in = dcarve(a, 4 * cm->in.words);
 	cm->d_tok = dcarve(a, 4 * S);
 	/* device sampler: per-row parameters and tokens (~0.5 KB a row) */

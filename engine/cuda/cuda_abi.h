@@ -57,8 +57,17 @@ struct cuda_mv_args {
 	uint32_t nt;
 	uint32_t n_parts;
 	uint32_t mode;				/* CUDA_MV_* */
-	uint32_t pad_;
+	/* k_mvt's split-K partial sums: part_cap tiles of 64 x 16 floats
+	 * and a counter per row tile (zero between launches); NULL: no
+	 * split */
+	uint32_t part_cap;
+	float *part;
+	uint32_t *sem;
 };
+
+/* k_mvt: columns per block at most CUDA_MVT_SLICE chunks of 64; split-K
+ * partial sums in tiles of 64 rows x 16 tokens */
+#define CUDA_MVT_SLICE 8u
 
 /*
  * Tensor-core GEMM (k_mma.cuh, VELO_CUDA_MMA): 128 weight rows x 64 tokens

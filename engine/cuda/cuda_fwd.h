@@ -30,6 +30,11 @@ uint32_t cuda_att_splits(const struct cuda_model *cm, uint32_t max_len);
 int cuda_mv_launch(struct cuda_backend *be, CUstream st, int dt,
 		   struct cuda_mv_args *a);
 
+/* k_mvt (k_mvt.cuh): the column split of a product; the partial-sum
+ * tiles a model needs (forward.c) */
+uint32_t cuda_mvt_split(const struct cuda_backend *be, uint32_t tiles, uint32_t nch);
+uint32_t cuda_mvt_part_tiles(const struct cuda_model *cm);
+
 /*
  * cuda_mv_launch_lt() - the same, through cuBLASLt (cuda_lt.h) when @lt
  * is not NULL, the product is beyond the GEMV range and @lt has plans for

@@ -110,6 +110,8 @@ struct cuda_backend {
 	CUfunction f_mm[CUDA_N_DT];
 	CUfunction f_embed, f_rmsnorm, f_swiglu, f_rope, f_attn[2], f_merge;
 	CUfunction f_argmax, f_copy, f_sample;
+	CUfunction f_mvt[2];		/* k_mvt_fp8_8, _16 (k_mvt.cuh) */
+	uint32_t mvt;			/* VELO_CUDA_MVT: k_mvt for 2..16 tokens (0: k_mv) */
 	CUfunction f_ltq_fp8, f_ltq_bf16, f_lt_deq4, f_lt_deq8, f_lt_epi, f_flash[2];
 	CUfunction f_mma[CUDA_N_DT][2], f_mma_xq;	/* [dt][split - 1]; F32: none */
 	struct cuda_lt_api lt;		/* lt.lib NULL: cuBLASLt not in use */
@@ -243,6 +245,8 @@ struct cuda_model {
 	CUdeviceptr xl, logits;				/* [S][hidden], [S][vocab] */
 	CUdeviceptr part;				/* attention split partials */
 	size_t part_slots;				/* (token, head, split) entries */
+	CUdeviceptr mvt_part, mvt_sem;		/* k_mvt split-K sums, counters */
+	uint32_t mvt_cap;			/* partial-sum tiles in mvt_part */
 	CUdeviceptr d_in, d_tok;
 	CUdeviceptr d_samp, d_stok;		/* [S] k_sample rows, [S] its tokens */
 

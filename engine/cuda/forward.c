@@ -27,6 +27,81 @@ static int launch(struct cuda_backend *be, CUstream st, CUfunction f,
 }
 
 /*
+ * The tensor-core GEMV (k_mvt.cuh) for FP8 weights and 2..16 tokens
+ * (VELO_CUDA_MVT=0: k_mv): 64 rows per block (SWIGLU: 32 rows of gate and
+ * the same of up), the columns split by cuda_mvt_split.  One token stays
+ * on k_mv, which an H200 ran faster (3.5 against 4.6 ms per 8B FP8 step).
+ * 1: not taken (another dtype, a column count that is not a multiple of
+ * the 64-column chunk, a split beyond the workspace), the caller goes on
+ * with k_mv.
+ */
+static int mvt_launch(struct cuda_backend *be, CUstream st, int dt, struct cuda_mv_args *a)
+{
+	uint32_t unit = a->mode == CUDA_MV_SWIGLU ? 32 : 64, nch = a->cols / 64;
+	uint32_t tiles, nks = 1;
+	void *args[] = { a };
+
+	if (dt != CUDA_DT_FP8 || a->cols % 64 || !be->mvt || a->nt < 2 || a->nt > 16)
+		return 1;
+	a->row_base[0] = a->tile_base[0] = 0;
+	for (uint32_t p = 0; p < CUDA_MV_PARTS; p++) {
+		uint32_t rows = p < a->n_parts ? a->rows[p] : 0;
+
+		if (a->mode == CUDA_MV_SWIGLU && p > 0)
+			rows = 0;	/* part 0's blocks do both matrices */
+		a->row_base[p + 1] = a->row_base[p] + rows;
+		a->tile_base[p + 1] = a->tile_base[p] + (rows + unit - 1) / unit;
+	}
+	tiles = a->tile_base[a->n_parts];
+	nks = cuda_mvt_split(be, tiles, nch);
+	if (nks > 1 && (!a->part || !a->sem || (size_t)tiles * nks > a->part_cap))
+		return 1;
+	return launch(be, st, be->f_mvt[a->nt > 8], tiles, nks, 1, 128, args);
+}
+
+/*
+ * k_mvt's column split for @tiles row tiles of @nch 64-column chunks: at
+ * least the slices of CUDA_MVT_SLICE chunks its shared memory holds, more
+ * until about 4 blocks per SM (slices of 2 chunks at the least).  A
+ * function of the shape alone, so a product's sum order does not depend
+ * on how many tokens share the step.
+ */
+uint32_t cuda_mvt_split(const struct cuda_backend *be, uint32_t tiles, uint32_t nch)
+{
+	uint32_t need = (nch + CUDA_MVT_SLICE - 1) / CUDA_MVT_SLICE;
+	uint32_t tgt = (4 * (uint32_t)be->sm_count + tiles - 1) / MAX(tiles, 1u);
+
+	tgt = MIN(tgt, MAX(nch / 2, 1u));
+	return MAX(MAX(need, tgt), 1u);
+}
+
+/* Partial-sum tiles k_mvt needs for the model's largest FP8 product; 0
+ * when no layer matrix is FP8 (k_mvt is not used). */
+uint32_t cuda_mvt_part_tiles(const struct cuda_model *cm)
+{
+	const struct eng_layer_weights *w = &cm->m->layers[0];
+	/* rows, rows per tile, columns of: QKV, O, gate/up, down, LM head */
+	const uint32_t sh[5][3] = {
+		{ cm->q_dim + 2 * cm->kv_dim, 64, cm->hidden },
+		{ cm->hidden, 64, cm->q_dim },
+		{ cm->ffn, 32, cm->hidden },
+		{ cm->hidden, 64, cm->ffn },
+		{ cm->vocab, 64, cm->hidden },
+	};
+	size_t need = 0;
+
+	if (w->wq.dtype != ENG_DT_FP8_E4M3 && w->w_gate.dtype != ENG_DT_FP8_E4M3 &&
+	    w->w_down.dtype != ENG_DT_FP8_E4M3 && cm->m->lm_head.dtype != ENG_DT_FP8_E4M3)
+		return 0;
+	for (int i = 0; i < 5; i++) {
+		uint32_t tiles = (sh[i][0] + sh[i][1] - 1) / sh[i][1] + 2;	/* part ends */
+
+		need = MAX(need, (size_t)tiles * cuda_mvt_split(cm->be, tiles, sh[i][2] / 64));
+	}
+	return (uint32_t)need;
+}
+
+/*
  * The tensor-core GEMM (k_mma.cuh): the pre-pass writes x as f16 (bf16)
  * halves into the workspace, then one launch of 64-token x 128-row tiles
  * over every part.  SWIGLU of two equal parts: tiles of 64 gate rows and
@@ -110,6 +185,12 @@ int cuda_mv_launch_mma(struct cuda_backend *be, struct cuda_lt *lt, const struct
 		if (rc <= 0)
 			return rc;
 	}
+	if (gemv) {
+		int rc = mvt_launch(be, st, dt, a);
+
+		if (rc <= 0)
+			return rc;
+	}
 	a->row_base[0] = a->tile_base[0] = 0;
 	for (uint32_t p = 0; p < CUDA_MV_PARTS; p++) {
 		uint32_t rows = p < a->n_parts ? a->rows[p] : 0;
@@ -173,10 +254,13 @@ static void mv_part(struct cuda_mv_args *a, const struct cuda_tensor *w,
 	a->ldy[p] = ldy;
 }
 
-static void mv_init(struct cuda_mv_args *a, CUdeviceptr x, uint32_t ldx,
-		    uint32_t cols, uint32_t nt, uint32_t mode)
+static void mv_init(const struct cuda_model *cm, struct cuda_mv_args *a, CUdeviceptr x,
+		    uint32_t ldx, uint32_t cols, uint32_t nt, uint32_t mode)
 {
 	memset(a, 0, sizeof(*a));
+	a->part = DP(cm->mvt_part);
+	a->sem = DP(cm->mvt_sem);
+	a->part_cap = cm->mvt_cap;
 	a->x = DP(x);
 	a->ldx = ldx;
 	a->cols = cols;
@@ -239,7 +323,7 @@ static int layer(struct cuda_model *cm, uint32_t l, uint32_t nsplit)
 	rc = rmsnorm(cm, cm->x, 0, d->attn_norm, cm->xb, T);
 	if (rc)
 		return rc;
-	mv_init(&a, cm->xb, cm->hidden, cm->hidden, T, CUDA_MV_STORE);
+	mv_init(cm, &a, cm->xb, cm->hidden, cm->hidden, T, CUDA_MV_STORE);
 	mv_part(&a, &d->wq, d->bq, cm->q, cm->q_dim);
 	mv_part(&a, &d->wk, d->bk, cm->k, cm->kv_dim);
 	mv_part(&a, &d->wv, d->bv, cm->v, cm->kv_dim);
@@ -265,7 +349,7 @@ static int layer(struct cuda_model *cm, uint32_t l, uint32_t nsplit)
 	ra.hd = cm->hd;
 	ra.B = cm->B;
 	ra.kv_bf16 = cm->kv_bf16;
-	rc = launch(be, cm->st, be->f_rope, T, 1, 1, 256, rargs);
+	rc = launch(be, cm->st, be->f_rope, T, 1, 1, 1024, rargs);
 	if (rc)
 		return rc;
 
@@ -305,7 +389,7 @@ static int layer(struct cuda_model *cm, uint32_t l, uint32_t nsplit)
 	if (rc)
 		return rc;
 
-	mv_init(&a, cm->att, cm->q_dim, cm->q_dim, T, CUDA_MV_ADD);
+	mv_init(cm, &a, cm->att, cm->q_dim, cm->q_dim, T, CUDA_MV_ADD);
 	mv_part(&a, &d->wo, d->bo, cm->x, cm->hidden);
 	w3[0] = &d->wo;
 	rc = mv_parts(cm, cm->lt, &a, w3) ?: rmsnorm(cm, cm->x, 0, d->ffn_norm, cm->xb, T);
@@ -313,7 +397,7 @@ static int layer(struct cuda_model *cm, uint32_t l, uint32_t nsplit)
 		return rc;
 
 	if (d->w_gate.dt == d->w_up.dt) {
-		mv_init(&a, cm->xb, cm->hidden, cm->hidden, T, CUDA_MV_SWIGLU);
+		mv_init(cm, &a, cm->xb, cm->hidden, cm->hidden, T, CUDA_MV_SWIGLU);
 		mv_part(&a, &d->w_gate, 0, cm->hb, cm->ffn);
 		mv_part(&a, &d->w_up, 0, cm->hb2, cm->ffn);
 		rc = cuda_mv_launch_mma(be, cm->lt, mma_of(cm), cm->st, d->w_gate.dt, &a);
@@ -322,7 +406,7 @@ static int layer(struct cuda_model *cm, uint32_t l, uint32_t nsplit)
 		void *phb = DP(cm->hb), *phb2 = DP(cm->hb2);
 		void *sa[] = { &phb, &phb2, &n };
 
-		mv_init(&a, cm->xb, cm->hidden, cm->hidden, T, CUDA_MV_STORE);
+		mv_init(cm, &a, cm->xb, cm->hidden, cm->hidden, T, CUDA_MV_STORE);
 		mv_part(&a, &d->w_gate, 0, cm->hb, cm->ffn);
 		mv_part(&a, &d->w_up, 0, cm->hb2, cm->ffn);
 		w3[0] = &d->w_gate, w3[1] = &d->w_up;
@@ -332,7 +416,7 @@ static int layer(struct cuda_model *cm, uint32_t l, uint32_t nsplit)
 	if (rc)
 		return rc;
 
-	mv_init(&a, cm->hb, cm->ffn, cm->ffn, T, CUDA_MV_ADD);
+	mv_init(cm, &a, cm->hb, cm->ffn, cm->ffn, T, CUDA_MV_ADD);
 	mv_part(&a, &d->w_down, 0, cm->x, cm->hidden);
 	w3[0] = &d->w_down;
 	return mv_parts(cm, cm->lt, &a, w3);
@@ -379,7 +463,7 @@ int cuda_forward(struct cuda_model *cm, uint32_t max_len)
 
 		rc = rmsnorm(cm, cm->x, cm->d_in + 4 * in->logit_tok, cm->final_norm,
 			     cm->xl, nl);
-		mv_init(&a, cm->xl, cm->hidden, cm->hidden, nl, CUDA_MV_STORE);
+		mv_init(cm, &a, cm->xl, cm->hidden, cm->hidden, nl, CUDA_MV_STORE);
 		mv_part(&a, &cm->lm_head, 0, cm->logits, cm->vocab);
 		/* the LM head's output holds seqs_max rows only: never padded
 		 * to a cuBLASLt bucket */

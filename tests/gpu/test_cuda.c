@@ -379,6 +379,20 @@ static void mv_check(const char *tag, enum eng_dtype dt, const uint32_t *rows,
 	a.nt = nt;
 	a.n_parts = n_parts;
 	a.mode = mode;
+	/* k_mvt's split-K workspace for even token counts, none (one slice)
+	 * for odd ones: both paths of the tensor-core GEMV (FP8, <= 16) */
+	if (!(nt & 1)) {
+		static CUdeviceptr ws, sem;
+
+		if (!ws) {
+			ws = dalloc(4 * 64 * 16 * 4096);
+			sem = dalloc(4 * 4096);
+			CK(gbe->api.cuMemsetD32Async(sem, 0, 4096, NULL));
+		}
+		a.part = (float *)(uintptr_t)ws;
+		a.sem = (uint32_t *)(uintptr_t)sem;
+		a.part_cap = 4096;
+	}
 	for (uint32_t p = 0; p < n_out; p++) {
 		ref[p] = malloc(sizeof(double) * yn[p]);
 		for (uint32_t t = 0; t < nt; t++)
@@ -479,7 +493,7 @@ static void test_ops_mv(void)
 {
 	static const enum eng_dtype dts[] = { ENG_DT_F32, ENG_DT_BF16, ENG_DT_F16,
 					      ENG_DT_FP8_E4M3, ENG_DT_INT4_G128 };
-	static const uint32_t nts[] = { 1, 2, 3, 8, 13, 17, 70 };
+	static const uint32_t nts[] = { 1, 2, 3, 8, 9, 13, 16, 17, 70 };
 	uint32_t r1[1] = { 300 }, r3[3] = { 256, 64, 72 }, r2[2] = { 200, 200 };
 
 	for (unsigned d = 0; d < 5; d++) {
@@ -2814,6 +2828,8 @@ int main(int argc, char **argv)
 		op_attn(true, 0, 1, false);
 		op_attn(true, 0, 7, false);
 		op_attn(false, 100, 3, false);
+		op_attn(true, 0, 64, false);
+		op_attn(true, 100, 33, false);
 		test_ops_argmax();
 		model_vs_cpu(ENG_DT_F32, ENG_KV_F32, 1e-4, 0);
 		model_vs_cpu(ENG_DT_BF16, ENG_KV_F32, 1e-4, 0);

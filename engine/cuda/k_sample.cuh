@@ -13,11 +13,11 @@
  *     to an order-preserving uint32 (0: not finite);
  *   - greedy (T <= 0 or top_k == 1): the best token, no draw;
  *   - top-k: the k best (ties to the lower id): an 8-bit radix select of
- *     the k-th best key (4 histogram passes of counts), then among the
+ *     the k-th best key (3 histogram passes of counts), then among the
  *     tokens holding that key the lowest ids, by an id-ordered prefix;
  *   - top-p over what top-k kept (or the whole vocabulary): the smallest
  *     best-first prefix whose mass reaches ceil(top_p * Z): a radix
- *     select with histograms of mass (4 passes), then the id-ordered
+ *     select with histograms of mass (3 passes), then the id-ordered
  *     prefix among the tokens of the crossing key;
  *   - min-p: v >= m + logf(min_p) * T (the host computes the constant);
  *   - weights w = exp((v - m) / T) (expf, float, as the host) in fixed
@@ -37,18 +37,23 @@
  * id-ordered prefix: each warp sums its segment, thread 0 finds the
  * crossing warp, that warp walks its segment 32 ids at a time with a warp
  * scan.  Passes over the row (513 KB for 128256 logits, L2-resident after
- * the first): max 1; + draw 1 (plain temperature, min-p); + top-k 5; +
- * top-p 5.
+ * the first): max 1; + draw 1 (plain temperature, min-p); + top-k 4; +
+ * top-p 4.
  */
 #include "cuda_sample.h"
 
 #define KS_W (CUDA_SAMP_THREADS / 32)
 #define KS_FIX (1ull << CUDA_SAMP_FIX_SHIFT)
+/* Radix digits of 11, 11 and 10 bits (3 passes, 2048 bins; the first
+ * digit is the sign, the exponent and 2 mantissa bits, so a row whose
+ * logits share one binade still spreads over 4 bins) */
+#define KS_BINS 2048
+#define KS_PER_LANE (KS_BINS / 32)
 
 enum { KS_CNT, KS_MASS, KS_TIEK, KS_TIEP, KS_DRAW };
 
 struct ks_shared {
-	unsigned long long hist[256];
+	unsigned long long hist[KS_BINS];
 	unsigned long long warp[KS_W];
 	unsigned long long rem, base, eq;
 	uint32_t bmap[128];			/* biased ids, hashed by id & 4095 */
@@ -158,8 +163,11 @@ DEV void ks_radix(ks_row &r, ks_shared &s, unsigned long long need, float top_p)
 {
 	uint32_t lane = threadIdx.x & 31, prefix = 0, mask = 0;
 
-	for (int shift = 24; shift >= 0; shift -= 8) {
-		for (uint32_t t = threadIdx.x; t < 256; t += blockDim.x)
+	for (int pass = 0; pass < 3; pass++) {
+		int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0;
+		uint32_t dmask = pass < 2 ? 2047u : 1023u;
+
+		for (uint32_t t = threadIdx.x; t < KS_BINS; t += blockDim.x)
 			s.hist[t] = 0;
 		__syncthreads();
 		for (uint32_t g = r.seg0; g < r.seg1; g += 32) {
@@ -177,7 +185,7 @@ DEV void ks_radix(ks_row &r, ks_shared &s, unsigned long long need, float top_p)
 						w = ks_wt(r, v);
 				}
 			}
-			d = w ? (key >> shift) & 255u : 256u;
+			d = w ? (key >> shift) & dmask : KS_BINS;
 			peers = __match_any_sync(0xffffffffu, d);
 			if (MODE == KS_CNT) {
 				sum = (unsigned long long)__popc(peers);
@@ -188,19 +196,20 @@ DEV void ks_radix(ks_row &r, ks_shared &s, unsigned long long need, float top_p)
 
 				sum = ((unsigned long long)hi << 27) + lo;
 			}
-			if (d < 256u && lane == (uint32_t)__ffs(peers) - 1)
+			if (d < KS_BINS && lane == (uint32_t)__ffs(peers) - 1)
 				atomicAdd(&s.hist[d], sum);
 		}
 		__syncthreads();
 		if (threadIdx.x < 32) {
-			/* lane l: bins 255 - 8l .. 248 - 8l, best first */
+			/* lane l: bins KS_BINS-1 - 64l down to KS_BINS - 64 (l + 1),
+			 * best first (the last pass's upper half stays empty) */
 			unsigned long long tot = 0, incl, excl;
-			uint32_t hit;
+			uint32_t hit, top = KS_BINS - 1 - KS_PER_LANE * lane;
 
-			for (int j = 0; j < 8; j++)
-				tot += s.hist[255 - 8 * lane - j];
+			for (uint32_t j = 0; j < KS_PER_LANE; j++)
+				tot += s.hist[top - j];
 			incl = ks_warp_incl(tot, lane);
-			if (MODE == KS_MASS && shift == 24) {
+			if (MODE == KS_MASS && pass == 0) {
 				unsigned long long z = __shfl_sync(0xffffffffu, incl, 31);
 				double p = ceil((double)top_p * (double)z);
 
@@ -216,11 +225,11 @@ DEV void ks_radix(ks_row &r, ks_shared &s, unsigned long long need, float top_p)
 			if (hit && lane == (uint32_t)__ffs(hit) - 1) {
 				unsigned long long acc = excl;
 
-				for (int j = 0; j < 8; j++) {
-					unsigned long long b = s.hist[255 - 8 * lane - j];
+				for (uint32_t j = 0; j < KS_PER_LANE; j++) {
+					unsigned long long b = s.hist[top - j];
 
 					if (acc + b >= need) {
-						s.key = prefix | ((uint32_t)(255 - 8 * lane - j) << shift);
+						s.key = prefix | ((top - j) << shift);
 						s.rem = need - acc;
 						s.eq = b;
 						break;
@@ -232,7 +241,7 @@ DEV void ks_radix(ks_row &r, ks_shared &s, unsigned long long need, float top_p)
 		__syncthreads();
 		prefix = s.key;
 		need = s.rem;
-		mask |= 255u << shift;
+		mask |= dmask << shift;
 	}
 	r.sel = prefix;
 }

@@ -231,7 +231,11 @@ DEV void rows_dot(const uint8_t *w, const void *scales, uint32_t r0, uint32_t nr
 			acc[r][t] = 0.0f;
 	for (uint32_t c0 = warp * 32 + lane; c0 < nch; c0 += 2 * S) {
 		uint4 buf[2][R];
+		__half gsh[2][R];
 
+		/* the weights and (INT4) their group scales, all in flight
+		 * before the first is used: a scale read after the weights
+		 * put an L2 latency in every chunk */
 #pragma unroll
 		for (int u = 0; u < 2; u++)
 #pragma unroll
@@ -239,9 +243,14 @@ DEV void rows_dot(const uint8_t *w, const void *scales, uint32_t r0, uint32_t nr
 				uint32_t c = c0 + S * u;
 
 				buf[u][r] = make_uint4(0, 0, 0, 0);
-				if (c < nch && (uint32_t)r < nr)
+				gsh[u][r] = __float2half(1.0f);
+				if (c < nch && (uint32_t)r < nr) {
 					buf[u][r] = ld_stream(reinterpret_cast<const uint4 *>(
 						w + (size_t)(r0 + r) * rb) + c);
+					if (DT == CUDA_DT_INT4)
+						gsh[u][r] = ((const __half *)scales)
+							[(size_t)(r0 + r) * ng + c * EPC / 128];
+				}
 			}
 #pragma unroll
 		for (int u = 0; u < 2; u++) {
@@ -252,12 +261,8 @@ DEV void rows_dot(const uint8_t *w, const void *scales, uint32_t r0, uint32_t nr
 			if (c >= nch)
 				break;
 #pragma unroll
-			for (int r = 0; r < R; r++) {
-				gs[r] = 1.0f;
-				if (DT == CUDA_DT_INT4 && (uint32_t)r < nr)
-					gs[r] = __half2float(((const __half *)scales)
-						[(size_t)(r0 + r) * ng + c * EPC / 128]);
-			}
+			for (int r = 0; r < R; r++)
+				gs[r] = __half2float(gsh[u][r]);
 #pragma unroll
 			for (int sp = 0; sp < EPC / SUB; sp++) {
 				float wf[R][SUB];

@@ -62,7 +62,7 @@ struct ks_shared {
 	float mv[KS_W];
 	uint32_t mi[KS_W], nf[KS_W];
 	float m;
-	uint32_t best, nfin, key, wsel, id;
+	uint32_t best, nfin, nc, key, wsel, id;
 };
 
 struct ks_row {
@@ -315,6 +315,147 @@ DEV uint32_t ks_pick(const ks_row &r, ks_shared &s, unsigned long long target,
 	return s.id;
 }
 
+/*
+ * Top-k's candidates when they fit one per thread (k <= 1024): two passes
+ * copy them, in id order, into shared memory (their ids, biased logits and
+ * weights over the histogram's 16 KB), and top-p, min-p and the draw run
+ * there: a candidate is in the top-p prefix when the mass of the
+ * candidates better than it is below ceil(top_p * Z) (n comparisons per
+ * thread), and the draw is a block prefix sum in id order.  The kept set,
+ * the weights and the target are the general path's, so is the token;
+ * this saves the top-p and draw passes over the whole row.
+ */
+#define KS_CAP CUDA_SAMP_THREADS
+
+DEV uint32_t ks_small(const ks_row &r, ks_shared &s, float top_p, unsigned long long rnd)
+{
+	uint32_t lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = threadIdx.x, cnt = 0, n;
+	uint32_t *cid = (uint32_t *)s.hist;
+	float *cv = (float *)(cid + KS_CAP);
+	unsigned long long *cw = (unsigned long long *)(cv + KS_CAP), x, incl;
+	bool kept;
+	float v = 0.0f;
+
+	/* pass 1: candidates per warp; thread 0 makes them offsets */
+	for (uint32_t g = r.seg0; g < r.seg1; g += 32) {
+		uint32_t i = g + lane;
+		bool in = i < r.seg1 && ks_in(ks_key(ks_logit(r, s, i)), i, r.ck, r.ci);
+
+		cnt += __popc(__ballot_sync(0xffffffffu, in));
+	}
+	if (lane == 0)
+		s.warp[w] = cnt;
+	__syncthreads();
+	if (t == 0) {
+		unsigned long long o = 0;
+
+		for (uint32_t k = 0; k < KS_W; k++) {
+			unsigned long long c = s.warp[k];
+
+			s.warp[k] = o;
+			o += c;
+		}
+		s.nc = (uint32_t)o;
+	}
+	__syncthreads();
+	n = s.nc;
+	/* pass 2: copy them in id order */
+	{
+		uint32_t o = (uint32_t)s.warp[w];
+
+		for (uint32_t g = r.seg0; g < r.seg1; g += 32) {
+			uint32_t i = g + lane, b;
+			float vi = 0.0f;
+			bool in = false;
+
+			if (i < r.seg1) {
+				vi = ks_logit(r, s, i);
+				in = ks_in(ks_key(vi), i, r.ck, r.ci);
+			}
+			b = __ballot_sync(0xffffffffu, in);
+			if (in) {
+				uint32_t pos = o + __popc(b & ((1u << lane) - 1));
+
+				cid[pos] = i;
+				cv[pos] = vi;
+			}
+			o += __popc(b);
+		}
+	}
+	__syncthreads();
+	if (t < n) {
+		v = cv[t];
+		cw[t] = ks_wt(r, v);
+	}
+	__syncthreads();
+	kept = t < n && v >= r.thr;
+	if (top_p < 1.0f) {
+		/* Z over the candidates, then the mass better than mine */
+		x = t < n ? cw[t] : 0;
+		x = ks_warp_sum(x);
+		if (lane == 0)
+			s.warp[w] = x;
+		__syncthreads();
+		if (t == 0) {
+			unsigned long long z = 0;
+			double pz;
+
+			for (uint32_t k = 0; k < KS_W; k++)
+				z += s.warp[k];
+			pz = ceil((double)top_p * (double)z);
+			s.rem = pz >= (double)z ? z : pz < 1.0 ? 1 : (unsigned long long)pz;
+		}
+		__syncthreads();
+		if (kept) {
+			unsigned long long above = 0, need = s.rem;
+			uint32_t id = cid[t];
+
+			for (uint32_t j = 0; j < n; j++) {
+				float vj = cv[j];
+
+				if (vj > v || (vj == v && cid[j] < id))
+					above += cw[j];
+			}
+			kept = above < need;
+		}
+		__syncthreads();	/* s.warp and s.rem are reused below */
+	}
+	/* the draw: kept weights in id order, target floor(u * Z) */
+	x = kept ? cw[t] : 0;
+	incl = ks_warp_incl(x, lane);
+	if (lane == 31)
+		s.warp[w] = incl;
+	__syncthreads();
+	if (t == 0) {
+		unsigned long long z = 0, a = rnd >> 11, base = 0, target;
+		uint32_t sel = KS_W;
+
+		for (uint32_t k = 0; k < KS_W; k++)
+			z += s.warp[k];
+		target = (__umul64hi(a, z) << 11) | ((a * z) >> 53);
+		for (uint32_t k = 0; k < KS_W; k++) {
+			if (base + s.warp[k] > target) {
+				sel = k;
+				break;
+			}
+			base += s.warp[k];
+		}
+		s.wsel = sel;
+		s.base = base;
+		s.rem = target;
+		s.id = UINT32_MAX;
+	}
+	__syncthreads();
+	if (w == s.wsel) {
+		uint32_t hit = __ballot_sync(0xffffffffu, s.base + incl > s.rem);
+
+		if (lane == 0 && hit)
+			s.id = cid[32 * w + __ffs(hit) - 1];
+	}
+	__syncthreads();
+	return s.id;
+}
+
 extern "C" __global__ void __launch_bounds__(CUDA_SAMP_THREADS, 1)
 k_sample(const float *__restrict__ logits, uint32_t vocab,
 	 const struct cuda_samp_row *__restrict__ rows, int32_t *__restrict__ out)
@@ -402,6 +543,12 @@ k_sample(const float *__restrict__ logits, uint32_t vocab,
 		ks_radix<KS_CNT>(r, s, p->top_k, 0.0f);
 		r.ck = r.sel;
 		r.ci = s.rem < s.eq ? ks_pick<KS_TIEK>(r, s, s.rem - 1, 0) : UINT32_MAX;
+		if (p->top_k <= KS_CAP) {
+			tok = ks_small(r, s, p->top_p, p->r);
+			if (threadIdx.x == 0)
+				out[blockIdx.x] = tok == UINT32_MAX ? (int32_t)s.best : (int32_t)tok;
+			return;
+		}
 	}
 	if (p->top_p < 1.0f) {
 		ks_radix<KS_MASS>(r, s, 0, p->top_p);

@@ -105,8 +105,10 @@ static int get_functions(struct cuda_backend *be)
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_attn[1], be->mod, "k_attn_bf16")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_merge, be->mod, "k_attn_merge")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_argmax, be->mod, "k_argmax")) ?:
-	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_mvt[0], be->mod, "k_mvt_fp8_8")) ?:
-	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_mvt[1], be->mod, "k_mvt_fp8_16")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_mvt[0][0], be->mod, "k_mvt_fp8_8")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_mvt[0][1], be->mod, "k_mvt_fp8_16")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_mvt[1][0], be->mod, "k_mvt_int4_8")) ?:
+	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_mvt[1][1], be->mod, "k_mvt_int4_16")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_copy, be->mod, "k_copy16")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_sample, be->mod, "k_sample")) ?:
 	       CU_CHECK(be, a->cuModuleGetFunction(&be->f_ltq_fp8, be->mod, "k_ltq_fp8")) ?:

@@ -32,7 +32,8 @@ int cuda_mv_launch(struct cuda_backend *be, CUstream st, int dt,
 
 /* k_mvt (k_mvt.cuh): the column split of a product; the partial-sum
  * tiles a model needs (forward.c) */
-uint32_t cuda_mvt_split(const struct cuda_backend *be, uint32_t tiles, uint32_t nch);
+uint32_t cuda_mvt_split(const struct cuda_backend *be, uint32_t tiles, uint32_t nch,
+			uint32_t per);
 uint32_t cuda_mvt_part_tiles(const struct cuda_model *cm);
 
 /*

@@ -110,7 +110,7 @@ struct cuda_backend {
 	CUfunction f_mm[CUDA_N_DT];
 	CUfunction f_embed, f_rmsnorm, f_swiglu, f_rope, f_attn[2], f_merge;
 	CUfunction f_argmax, f_copy, f_sample;
-	CUfunction f_mvt[2];		/* k_mvt_fp8_8, _16 (k_mvt.cuh) */
+	CUfunction f_mvt[2][2];		/* k_mvt_{fp8,int4}_{8,16} (k_mvt.cuh) */
 	uint32_t mvt;			/* VELO_CUDA_MVT: k_mvt for 2..16 tokens (0: k_mv) */
 	CUfunction f_ltq_fp8, f_ltq_bf16, f_lt_deq4, f_lt_deq8, f_lt_epi, f_flash[2];
 	CUfunction f_mma[CUDA_N_DT][2], f_mma_xq;	/* [dt][split - 1]; F32: none */

@@ -27,21 +27,23 @@ static int launch(struct cuda_backend *be, CUstream st, CUfunction f,
 }
 
 /*
- * The tensor-core GEMV (k_mvt.cuh) for FP8 weights and 2..16 tokens
- * (VELO_CUDA_MVT=0: k_mv): 64 rows per block (SWIGLU: 32 rows of gate and
- * the same of up), the columns split by cuda_mvt_split.  One token stays
- * on k_mv, which an H200 ran faster (3.5 against 4.6 ms per 8B FP8 step).
- * 1: not taken (another dtype, a column count that is not a multiple of
- * the 64-column chunk, a split beyond the workspace), the caller goes on
- * with k_mv.
+ * The tensor-core GEMV (k_mvt.cuh) for FP8 and INT4 weights and 2..16
+ * tokens (VELO_CUDA_MVT=0: k_mv): 64 rows per block (SWIGLU: 32 rows of
+ * gate and the same of up), the columns split by cuda_mvt_split.  One
+ * token stays on k_mv, which an H200 ran faster (8B step: FP8 3.5 against
+ * 4.6 ms, INT4 3.8 against 4.3 ms).  1: not taken (another dtype, a column count that is not
+ * a multiple of the chunk, a split beyond the workspace), the caller goes
+ * on with k_mv.
  */
 static int mvt_launch(struct cuda_backend *be, CUstream st, int dt, struct cuda_mv_args *a)
 {
-	uint32_t unit = a->mode == CUDA_MV_SWIGLU ? 32 : 64, nch = a->cols / 64;
+	uint32_t unit = a->mode == CUDA_MV_SWIGLU ? 32 : 64;
+	uint32_t kch = dt == CUDA_DT_INT4 ? 128 : 64, nch = a->cols / kch;
 	uint32_t tiles, nks = 1;
 	void *args[] = { a };
 
-	if (dt != CUDA_DT_FP8 || a->cols % 64 || !be->mvt || a->nt < 2 || a->nt > 16)
+	if ((dt != CUDA_DT_FP8 && dt != CUDA_DT_INT4) || a->cols % kch || !be->mvt ||
+	    a->nt < 2 || a->nt > 16)
 		return 1;
 	a->row_base[0] = a->tile_base[0] = 0;
 	for (uint32_t p = 0; p < CUDA_MV_PARTS; p++) {
@@ -53,30 +55,32 @@ static int mvt_launch(struct cuda_backend *be, CUstream st, int dt, struct cuda_
 		a->tile_base[p + 1] = a->tile_base[p] + (rows + unit - 1) / unit;
 	}
 	tiles = a->tile_base[a->n_parts];
-	nks = cuda_mvt_split(be, tiles, nch);
+	nks = cuda_mvt_split(be, tiles, nch, 64 * CUDA_MVT_SLICE / kch);
 	if (nks > 1 && (!a->part || !a->sem || (size_t)tiles * nks > a->part_cap))
 		return 1;
-	return launch(be, st, be->f_mvt[a->nt > 8], tiles, nks, 1, 128, args);
+	return launch(be, st, be->f_mvt[dt == CUDA_DT_INT4][a->nt > 8], tiles, nks, 1, 128, args);
 }
 
 /*
- * k_mvt's column split for @tiles row tiles of @nch 64-column chunks: at
- * least the slices of CUDA_MVT_SLICE chunks its shared memory holds, more
- * until about 4 blocks per SM (slices of 2 chunks at the least).  A
- * function of the shape alone, so a product's sum order does not depend
- * on how many tokens share the step.
+ * k_mvt's column split for @tiles row tiles of @nch chunks: at least the
+ * slices of @per chunks its shared memory holds, more until about 4
+ * blocks per SM (slices of 2 chunks at the least).  A function of the
+ * shape alone, so a product's sum order does not depend on how many
+ * tokens share the step.
  */
-uint32_t cuda_mvt_split(const struct cuda_backend *be, uint32_t tiles, uint32_t nch)
+uint32_t cuda_mvt_split(const struct cuda_backend *be, uint32_t tiles, uint32_t nch,
+			uint32_t per)
 {
-	uint32_t need = (nch + CUDA_MVT_SLICE - 1) / CUDA_MVT_SLICE;
+	uint32_t need = (nch + per - 1) / per;
 	uint32_t tgt = (4 * (uint32_t)be->sm_count + tiles - 1) / MAX(tiles, 1u);
 
 	tgt = MIN(tgt, MAX(nch / 2, 1u));
 	return MAX(MAX(need, tgt), 1u);
 }
 
-/* Partial-sum tiles k_mvt needs for the model's largest FP8 product; 0
- * when no layer matrix is FP8 (k_mvt is not used). */
+/* Partial-sum tiles k_mvt needs for the model's largest FP8 or INT4
+ * product (counted in FP8's 64-column chunks, which split at least as
+ * finely as INT4's 128); 0 when no matrix is either (k_mvt is not used). */
 uint32_t cuda_mvt_part_tiles(const struct cuda_model *cm)
 {
 	const struct eng_layer_weights *w = &cm->m->layers[0];
@@ -90,13 +94,18 @@ uint32_t cuda_mvt_part_tiles(const struct cuda_model *cm)
 	};
 	size_t need = 0;
 
-	if (w->wq.dtype != ENG_DT_FP8_E4M3 && w->w_gate.dtype != ENG_DT_FP8_E4M3 &&
-	    w->w_down.dtype != ENG_DT_FP8_E4M3 && cm->m->lm_head.dtype != ENG_DT_FP8_E4M3)
+	const struct eng_tensor *t[4] = { &w->wq, &w->w_gate, &w->w_down, &cm->m->lm_head };
+	bool any = false;
+
+	for (int i = 0; i < 4; i++)
+		any |= t[i]->dtype == ENG_DT_FP8_E4M3 || t[i]->dtype == ENG_DT_INT4_G128;
+	if (!any)
 		return 0;
 	for (int i = 0; i < 5; i++) {
 		uint32_t tiles = (sh[i][0] + sh[i][1] - 1) / sh[i][1] + 2;	/* part ends */
 
-		need = MAX(need, (size_t)tiles * cuda_mvt_split(cm->be, tiles, sh[i][2] / 64));
+		need = MAX(need, (size_t)tiles * cuda_mvt_split(cm->be, tiles, sh[i][2] / 64,
+								CUDA_MVT_SLICE));
 	}
 	return (uint32_t)need;
 }

@@ -199,6 +199,8 @@ static double silu_d(double g)
 #define MV_MMA2 2
 #define MV_WIDE 3	/* k_mma_<dt>_2_w: 256-row tiles, split 2 (BF16, FP8, INT4) */
 #define MV_MMA2U 4	/* split 2, SwiGLU as two stores and k_swiglu (not fused) */
+#define MV_OCC3 5	/* k_mma_<dt>_2_o3: the default tiles, 3 blocks per SM */
+#define MV_ST4 6	/* k_mma_<dt>_2_s4: 4 stages (FP8, INT4) */
 
 /* The tensor-core GEMM's workspace for the per-op checks (the model's is
  * carved at load): 2048 tokens x 14336 columns, split 2; split 1 uses
@@ -231,7 +233,8 @@ static const char *route_name(int route, uint32_t nt)
 	if (nt <= 16)
 		return "gemv";
 	return route == MV_MMA2 ? "mma2" : route == MV_MMA1 ? "mma1" :
-	       route == MV_WIDE ? "mma2 wide" : route == MV_MMA2U ? "mma2 unfused" : "k_mm";
+	       route == MV_WIDE ? "mma2 wide" : route == MV_MMA2U ? "mma2 unfused" :
+	       route == MV_OCC3 ? "mma2 o3" : route == MV_ST4 ? "mma2 s4" : "k_mm";
 }
 
 /* Parity bound of a route: f32-class (1e-5) but for split 1's 11-bit
@@ -244,13 +247,16 @@ static double route_bound(int route, enum eng_dtype dt, uint32_t nt)
 }
 
 /*
- * The wide variant (k_mma.cuh MMA_WIDE), launched here as forward.c
- * launches the default one (pre-pass, then 256-row tiles); counted in
- * CTR_mma_gemms like it.  0, or -EIO.
+ * The variants the throughput table times (k_mma.cuh MMA_WIDE, MMA_VAR:
+ * wide 256-row tiles, 3 blocks per SM, 4 stages), launched here as
+ * forward.c launches the default one (pre-pass, then the tiles; fused
+ * SwiGLU); counted in CTR_mma_gemms like it.  0, or -EIO.
  */
-static int mma_wide_launch(enum eng_dtype dt, struct cuda_mv_args *a)
+static int mma_var_launch(int route, enum eng_dtype dt, struct cuda_mv_args *a)
 {
-	static CUfunction f[CUDA_N_DT];
+	static CUfunction fv[3][CUDA_N_DT];
+	int vi = route == MV_WIDE ? 0 : route == MV_OCC3 ? 1 : 2;
+	CUfunction *f = fv[vi];
 	const struct cuda_mma *mm = tmma_get(MV_MMA2);
 	uint32_t ldk = ALIGN_UP(a->cols, (uint32_t)CUDA_MMA_TK), nt = a->nt;
 	uint32_t flags = (dt == ENG_DT_BF16 ? 1u : 0u) | (dt == ENG_DT_INT4_G128 ? 2u : 0u);
@@ -263,20 +269,20 @@ static int mma_wide_launch(enum eng_dtype dt, struct cuda_mv_args *a)
 	void *px = (void *)a->x, *pxh = (void *)m.xh, *pxl = (void *)m.xl, *pxs = (void *)m.xs;
 	void *qargs[] = { &px, &a->ldx, &a->cols, &ldk, &flags, &pxh, &pxl, &pxs };
 	void *args[] = { a, &m };
-	uint32_t mode = a->mode, unit = 256;
+	uint32_t mode = a->mode, unit = vi ? 128 : 256;
 	bool fuse = mode == CUDA_MV_SWIGLU && a->n_parts == 2 && a->rows[0] == a->rows[1];
 	CUresult r;
 
 	if (!f[dt]) {
 		char name[32];
 
-		snprintf(name, sizeof(name), "k_mma_%s_2_w", dtn[dt]);
+		snprintf(name, sizeof(name), "k_mma_%s_2_%s", dtn[dt], vi == 0 ? "w" : vi == 1 ? "o3" : "s4");
 		if (gbe->api.cuModuleGetFunction(&f[dt], gbe->mod, name) != CUDA_SUCCESS)
 			return -EIO;
 	}
 	a->row_base[0] = a->tile_base[0] = 0;
 	if (fuse)
-		unit = 128;	/* 128 gate rows and the same 128 up rows */
+		unit /= 2;	/* gate rows and the same up rows */
 	for (uint32_t p = 0; p < CUDA_MV_PARTS; p++) {
 		uint32_t rows = p < a->n_parts && !(fuse && p) ? a->rows[p] : 0;
 
@@ -309,8 +315,8 @@ static int mv_launch_route(int route, enum eng_dtype dt, struct cuda_mv_args *a)
 {
 	if (route == MV_CORE || dt == ENG_DT_F32)
 		return cuda_mv_launch(gbe, NULL, (int)dt, a);
-	if (route == MV_WIDE && a->nt > 16)
-		return mma_wide_launch(dt, a);
+	if ((route == MV_WIDE || route == MV_OCC3 || route == MV_ST4) && a->nt > 16)
+		return mma_var_launch(route, dt, a);
 	return cuda_mv_launch_mma(gbe, NULL, tmma_get(route), NULL, (int)dt, a);
 }
 
@@ -555,14 +561,16 @@ static void mma_shapes(void)
 			mv_check("mma", dt, rs, 2, i4 ? 256 : 64, 100, CUDA_MV_SWIGLU, false, sw2, 2);
 		}
 		mv_check("mma", dt, r1, 1, 4096, 64, CUDA_MV_ADD, false, two, 1);
-		if (dt != ENG_DT_F16) {
-			/* the wide variant the throughput table measures */
-			int wide[1] = { MV_WIDE };
+		for (int v = MV_WIDE; v <= MV_ST4; v++) {
+			/* the variants the throughput table measures */
+			int var[1] = { v };
 			uint32_t rw[1] = { 600 };
 
-			mv_check("mma", dt, rw, 1, cols, 100, CUDA_MV_STORE, true, wide, 1);
-			mv_check("mma", dt, r3, 3, cols, 511, CUDA_MV_ADD, true, wide, 1);
-			mv_check("mma", dt, r2, 2, cols, 33, CUDA_MV_SWIGLU, false, wide, 1);
+			if (v == MV_MMA2U || dt == ENG_DT_F16 || (v == MV_ST4 && dt == ENG_DT_BF16))
+				continue;
+			mv_check("mma", dt, rw, 1, cols, 100, CUDA_MV_STORE, true, var, 1);
+			mv_check("mma", dt, r3, 3, cols, 511, CUDA_MV_ADD, true, var, 1);
+			mv_check("mma", dt, r2, 2, cols, 33, CUDA_MV_SWIGLU, false, var, 1);
 		}
 	}
 }
@@ -700,7 +708,8 @@ static double mv_time_ms(int which, enum eng_dtype dt, struct cuda_mv_args *a)
 			CK(gbe->api.cuEventRecord(e0, NULL));
 		}
 		rc = which == 2 ? cuda_mv_launch_lt(gbe, &blt, NULL, (int)dt, a) :
-		     which == 3 ? mv_launch_route(MV_WIDE, dt, a) :
+		     which >= 3 ? mv_launch_route(which == 3 ? MV_WIDE : which == 4 ? MV_OCC3 : MV_ST4,
+						  dt, a) :
 		     mv_launch_route(which ? mma_default : MV_CORE, dt, a);
 	}
 	if (rc)
@@ -755,7 +764,7 @@ static void mma_bench(void)
 	       route_name(route, 17), lt ? "" : "; cuBLASLt not available");
 	for (unsigned d = 0; d < 3; d++) {
 		enum eng_dtype dt = dts[d];
-		double lay[2][4] = { { 0 } };	/* [512, 2048][mma, wide, k_mm, lt] */
+		double lay[2][6] = { { 0 } };	/* [512, 2048][mma, wide, k_mm, lt, o3, s4] */
 		/* INT4 scales: f16 1.0 pairs */
 		if (dt == ENG_DT_INT4_G128)
 			CK(gbe->api.cuMemsetD32Async(ds, 0x3c003c00u, (size_t)1 << 20, NULL));
@@ -765,7 +774,8 @@ static void mma_bench(void)
 
 			for (uint32_t nt = 512; nt <= 2048; nt *= 4) {
 				struct cuda_mv_args a;
-				double fl = 2.0 * sh[i].rows * sh[i].cols * nt, tm, tw, tc, tl = -1.0;
+				double fl = 2.0 * sh[i].rows * sh[i].cols * nt, tm, tw, to, ts = -1.0, tc;
+				double tl = -1.0;
 
 				memset(&a, 0, sizeof(a));
 				a.w[0] = (void *)(uintptr_t)dw;
@@ -781,6 +791,9 @@ static void mma_bench(void)
 				a.mode = CUDA_MV_STORE;
 				tm = mv_time_ms(1, dt, &a);
 				tw = mv_time_ms(3, dt, &a);
+				to = mv_time_ms(4, dt, &a);
+				if (dt != ENG_DT_BF16)
+					ts = mv_time_ms(5, dt, &a);
 				tc = mv_time_ms(0, dt, &a);
 				if (lt_shape) {
 					uint64_t g0 = gbe->ctr[CTR_lt_gemms];
@@ -794,10 +807,11 @@ static void mma_bench(void)
 					       dtn[dt], sh[i].name, nt, gbe->why);
 					goto out;
 				}
-				printf("# mma bench %-4s %-7s %5ux%-5u nt %4u: mma %7.3f ms %6.1f TFLOP/s | wide %7.3f ms %6.1f TFLOP/s | k_mm %7.3f ms %5.1f TFLOP/s (x%.1f)",
+				printf("# mma bench %-4s %-7s %5ux%-5u nt %4u: mma %7.3f ms %6.1f TFLOP/s | wide %6.1f | o3 %6.1f | s4 %6.1f | k_mm %7.3f ms %5.1f TFLOP/s (x%.1f)",
 				       dtn[dt], sh[i].name, sh[i].rows, sh[i].cols, nt, tm,
-				       fl / tm * 1e-9, tw, tw > 0.0 ? fl / tw * 1e-9 : 0.0, tc,
-				       fl / tc * 1e-9, tc / tm);
+				       fl / tm * 1e-9, tw > 0.0 ? fl / tw * 1e-9 : 0.0,
+				       to > 0.0 ? fl / to * 1e-9 : 0.0, ts > 0.0 ? fl / ts * 1e-9 : 0.0,
+				       tc, fl / tc * 1e-9, tc / tm);
 				if (tl > 0.0)
 					printf(" | cuBLASLt %7.3f ms %6.1f TFLOP/s (its time / mma's %.2f)\n",
 					       tl, fl / tl * 1e-9, tl / tm);
@@ -807,12 +821,14 @@ static void mma_bench(void)
 				lay[nt == 2048][1] += tw;
 				lay[nt == 2048][2] += tc;
 				lay[nt == 2048][3] += tl > 0.0 ? tl : NAN;
+				lay[nt == 2048][4] += to;
+				lay[nt == 2048][5] += ts > 0.0 ? ts : NAN;
 			}
 		}
 		for (int n = 0; n < 2; n++)
-			printf("# mma bench %-4s one layer's products (qkv, o, gate+up, down) nt %4u: mma %.3f ms, wide %.3f, k_mm %.3f, cuBLASLt %.3f (x32 layers: %.1f / %.1f / %.1f / %.1f ms)\n",
-			       dtn[dt], n ? 2048 : 512, lay[n][0], lay[n][1], lay[n][2], lay[n][3],
-			       32 * lay[n][0], 32 * lay[n][1], 32 * lay[n][2], 32 * lay[n][3]);
+			printf("# mma bench %-4s one layer's products (qkv, o, gate+up, down) nt %4u: mma %.3f ms, wide %.3f, o3 %.3f, s4 %.3f, k_mm %.3f, cuBLASLt %.3f (x32 layers: mma %.1f ms, cuBLASLt %.1f)\n",
+			       dtn[dt], n ? 2048 : 512, lay[n][0], lay[n][1], lay[n][4], lay[n][5],
+			       lay[n][2], lay[n][3], 32 * lay[n][0], 32 * lay[n][3]);
 	}
 out:
 	fflush(stdout);

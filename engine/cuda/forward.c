@@ -435,6 +435,8 @@ static int layer(struct cuda_model *cm, uint32_t l, uint32_t nsplit)
  * Position splits: about 64 positions per block for the longest sequence,
  * at most 64 splits, and no more than the partials workspace holds for
  * this many tokens.  A prompt's tokens already give n_heads x T blocks.
+ * (16 positions per split made k_attn 9.3 -> 7.4 us per layer at 600
+ * positions on an H200 but its merge 3.5 -> 5.9 us: no gain.)
  */
 uint32_t cuda_att_splits(const struct cuda_model *cm, uint32_t max_len)
 {

@@ -195,14 +195,16 @@ template <int DT> struct mma_w {
 
 /*
  * TN weight rows per block (128: the backend's; 256: a wide variant the
- * throughput test measures beside it), ST pipeline stages; each warp owns
- * 32 tokens x TN / 4 rows (J = TN / 32 tiles of 8 rows).
+ * throughput test measures beside it), ST pipeline stages, NW warps (8:
+ * the backend's; 4: a variant) as 2 token halves x NW / 2 row groups;
+ * each warp owns 32 tokens x 2 TN / NW rows (J tiles of 8 rows).
  */
-template <int DT, int SPLIT, int TN, int ST>
+template <int DT, int SPLIT, int TN, int ST, int NW = 8>
 DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 {
 	constexpr bool BF = DT == CUDA_DT_BF16, I4 = DT == CUDA_DT_INT4;
-	constexpr int WB = mma_w<DT>::BYTES, CPR = WB / 16, J = TN / 32;
+	constexpr int NTH = 32 * NW, WR = 2 * TN / NW;	/* threads, rows per warp */
+	constexpr int WB = mma_w<DT>::BYTES, CPR = WB / 16, J = WR / 8;
 	constexpr int AB = CUDA_MMA_TM * CUDA_MMA_TK * 2;	/* one half's bytes */
 	constexpr int HN = TN / 2, UP = HN + 4;	/* SWIGLU: rows of each; su pitch */
 	/* the ring: [ST][SPLIT] activation halves, then [ST] weight tiles;
@@ -212,7 +214,7 @@ DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 	__shared__ __align__(128) uint8_t ring[RING];
 	uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 	uint32_t g = lane >> 2, c = lane & 3;
-	uint32_t wm = (warp & 1) * 32, wn = (warp >> 1) * (TN / 4);
+	uint32_t wm = (warp & 1) * 32, wn = (warp >> 1) * WR;
 	/* SWIGLU (fused; the launcher's tiles are HN rows of part 0): smem
 	 * rows [0, HN) are gate rows r0.., [HN, TN) the same rows of up */
 	bool sw = a.mode == CUDA_MV_SWIGLU;
@@ -244,8 +246,10 @@ DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 	auto load = [&](uint32_t kt, int st) {
 		/* activations: 64 rows x 4 chunks per half */
 #pragma unroll
-		for (int i = 0; i < SPLIT; i++) {
-			uint32_t row = tid >> 2, ch = tid & 3, t = t0 + row;
+		for (int h = 0; h < SPLIT * 256 / NTH; h++) {
+			int i = h * NTH / 256;
+			uint32_t n = (h * NTH) % 256 + tid, row = n >> 2, ch = n & 3;
+			uint32_t t = t0 + row;
 			const uint16_t *src = (i ? m.xl : m.xh);
 			bool ok = t < a.nt;
 
@@ -255,13 +259,13 @@ DEV void mma_body(const cuda_mv_args &a, const cuda_mma_args &m)
 		}
 		/* weights: 128 rows x CPR chunks */
 #pragma unroll
-		for (int i = 0; i < (TN * CPR + MMA_THREADS - 1) / MMA_THREADS; i++) {
-			uint32_t n = tid + i * MMA_THREADS, row = n / CPR, ch = n % CPR, q;
+		for (int i = 0; i < (TN * CPR + NTH - 1) / NTH; i++) {
+			uint32_t n = tid + i * NTH, row = n / CPR, ch = n % CPR, q;
 			uint32_t r = wrow(row, q), k = kt * CUDA_MMA_TK + ch * mma_w<DT>::EPC;
 			const uint8_t *w = (const uint8_t *)a.w[q];
 			bool ok = r < rows && k < cols;
 
-			if (TN * CPR % MMA_THREADS && n >= TN * CPR)
+			if (TN * CPR % NTH && n >= TN * CPR)
 				break;
 			cp_async16(sb(st) + row * WB + ch * 16,
 				   ok ? w + r * pitch + (size_t)kt * WB + ch * 16 : w, ok ? 16 : 0);
@@ -487,3 +491,15 @@ MMA_VAR(fp8, CUDA_DT_FP8, 3, 3, o3)
 MMA_VAR(int4, CUDA_DT_INT4, 3, 3, o3)
 MMA_VAR(fp8, CUDA_DT_FP8, 4, 2, s4)
 MMA_VAR(int4, CUDA_DT_INT4, 4, 2, s4)
+
+/* And 4 warps of 32 tokens x 64 rows (the same 64 x 128 block): half the
+ * A fragment loads per MMA; 128 threads, 3 blocks per SM. */
+#define MMA_W4(name, DT)                                                        \
+	extern "C" __global__ void __launch_bounds__(128, 3)                    \
+	k_mma_##name##_2_w4(cuda_mv_args a, cuda_mma_args m)                    \
+	{                                                                       \
+		mma_body<DT, 2, CUDA_MMA_TN, 3, 4>(a, m);                       \
+	}
+MMA_W4(bf16, CUDA_DT_BF16)
+MMA_W4(fp8, CUDA_DT_FP8)
+MMA_W4(int4, CUDA_DT_INT4)

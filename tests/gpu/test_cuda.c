@@ -201,6 +201,7 @@ static double silu_d(double g)
 #define MV_MMA2U 4	/* split 2, SwiGLU as two stores and k_swiglu (not fused) */
 #define MV_OCC3 5	/* k_mma_<dt>_2_o3: the default tiles, 3 blocks per SM */
 #define MV_ST4 6	/* k_mma_<dt>_2_s4: 4 stages (FP8, INT4) */
+#define MV_W4 7		/* k_mma_<dt>_2_w4: 4 warps of 32 x 64, 128 threads */
 
 /* The tensor-core GEMM's workspace for the per-op checks (the model's is
  * carved at load): 2048 tokens x 14336 columns, split 2; split 1 uses
@@ -234,7 +235,8 @@ static const char *route_name(int route, uint32_t nt)
 		return "gemv";
 	return route == MV_MMA2 ? "mma2" : route == MV_MMA1 ? "mma1" :
 	       route == MV_WIDE ? "mma2 wide" : route == MV_MMA2U ? "mma2 unfused" :
-	       route == MV_OCC3 ? "mma2 o3" : route == MV_ST4 ? "mma2 s4" : "k_mm";
+	       route == MV_OCC3 ? "mma2 o3" : route == MV_ST4 ? "mma2 s4" :
+	       route == MV_W4 ? "mma2 w4" : "k_mm";
 }
 
 /* Parity bound of a route: f32-class (1e-5) but for split 1's 11-bit
@@ -254,8 +256,9 @@ static double route_bound(int route, enum eng_dtype dt, uint32_t nt)
  */
 static int mma_var_launch(int route, enum eng_dtype dt, struct cuda_mv_args *a)
 {
-	static CUfunction fv[3][CUDA_N_DT];
-	int vi = route == MV_WIDE ? 0 : route == MV_OCC3 ? 1 : 2;
+	static const char *const sfx[4] = { "w", "o3", "s4", "w4" };
+	static CUfunction fv[4][CUDA_N_DT];
+	int vi = route == MV_WIDE ? 0 : route == MV_OCC3 ? 1 : route == MV_ST4 ? 2 : 3;
 	CUfunction *f = fv[vi];
 	const struct cuda_mma *mm = tmma_get(MV_MMA2);
 	uint32_t ldk = ALIGN_UP(a->cols, (uint32_t)CUDA_MMA_TK), nt = a->nt;
@@ -276,7 +279,7 @@ static int mma_var_launch(int route, enum eng_dtype dt, struct cuda_mv_args *a)
 	if (!f[dt]) {
 		char name[32];
 
-		snprintf(name, sizeof(name), "k_mma_%s_2_%s", dtn[dt], vi == 0 ? "w" : vi == 1 ? "o3" : "s4");
+		snprintf(name, sizeof(name), "k_mma_%s_2_%s", dtn[dt], sfx[vi]);
 		if (gbe->api.cuModuleGetFunction(&f[dt], gbe->mod, name) != CUDA_SUCCESS)
 			return -EIO;
 	}
@@ -294,8 +297,8 @@ static int mma_var_launch(int route, enum eng_dtype dt, struct cuda_mv_args *a)
 	r = gbe->api.cuLaunchKernel(gbe->f_mma_xq, nt, 1, 1, 256, 1, 1, 0, NULL, qargs, NULL);
 	if (r == CUDA_SUCCESS)
 		r = gbe->api.cuLaunchKernel(f[dt], (nt + CUDA_MMA_TM - 1) / CUDA_MMA_TM,
-					    a->tile_base[a->n_parts], 1, 256, 1, 1, 0, NULL, args,
-					    NULL);
+					    a->tile_base[a->n_parts], 1, vi == 3 ? 128 : 256, 1, 1, 0,
+					    NULL, args, NULL);
 	a->mode = mode;
 	if (r == CUDA_SUCCESS && mode == CUDA_MV_SWIGLU && !fuse) {
 		uint32_t n = nt * a->rows[0];
@@ -315,7 +318,7 @@ static int mv_launch_route(int route, enum eng_dtype dt, struct cuda_mv_args *a)
 {
 	if (route == MV_CORE || dt == ENG_DT_F32)
 		return cuda_mv_launch(gbe, NULL, (int)dt, a);
-	if ((route == MV_WIDE || route == MV_OCC3 || route == MV_ST4) && a->nt > 16)
+	if (route >= MV_WIDE && route != MV_MMA2U && a->nt > 16)
 		return mma_var_launch(route, dt, a);
 	return cuda_mv_launch_mma(gbe, NULL, tmma_get(route), NULL, (int)dt, a);
 }
@@ -561,7 +564,7 @@ static void mma_shapes(void)
 			mv_check("mma", dt, rs, 2, i4 ? 256 : 64, 100, CUDA_MV_SWIGLU, false, sw2, 2);
 		}
 		mv_check("mma", dt, r1, 1, 4096, 64, CUDA_MV_ADD, false, two, 1);
-		for (int v = MV_WIDE; v <= MV_ST4; v++) {
+		for (int v = MV_WIDE; v <= MV_W4; v++) {
 			/* the variants the throughput table measures */
 			int var[1] = { v };
 			uint32_t rw[1] = { 600 };
@@ -708,8 +711,8 @@ static double mv_time_ms(int which, enum eng_dtype dt, struct cuda_mv_args *a)
 			CK(gbe->api.cuEventRecord(e0, NULL));
 		}
 		rc = which == 2 ? cuda_mv_launch_lt(gbe, &blt, NULL, (int)dt, a) :
-		     which >= 3 ? mv_launch_route(which == 3 ? MV_WIDE : which == 4 ? MV_OCC3 : MV_ST4,
-						  dt, a) :
+		     which >= 3 ? mv_launch_route(which == 3 ? MV_WIDE : which == 4 ? MV_OCC3 :
+						  which == 5 ? MV_ST4 : MV_W4, dt, a) :
 		     mv_launch_route(which ? mma_default : MV_CORE, dt, a);
 	}
 	if (rc)
@@ -764,7 +767,7 @@ static void mma_bench(void)
 	       route_name(route, 17), lt ? "" : "; cuBLASLt not available");
 	for (unsigned d = 0; d < 3; d++) {
 		enum eng_dtype dt = dts[d];
-		double lay[2][6] = { { 0 } };	/* [512, 2048][mma, wide, k_mm, lt, o3, s4] */
+		double lay[2][7] = { { 0 } };	/* [512, 2048][mma, wide, k_mm, lt, o3, s4, w4] */
 		/* INT4 scales: f16 1.0 pairs */
 		if (dt == ENG_DT_INT4_G128)
 			CK(gbe->api.cuMemsetD32Async(ds, 0x3c003c00u, (size_t)1 << 20, NULL));
@@ -774,7 +777,7 @@ static void mma_bench(void)
 
 			for (uint32_t nt = 512; nt <= 2048; nt *= 4) {
 				struct cuda_mv_args a;
-				double fl = 2.0 * sh[i].rows * sh[i].cols * nt, tm, tw, to, ts = -1.0, tc;
+				double fl = 2.0 * sh[i].rows * sh[i].cols * nt, tm, tw, to, t4, ts = -1.0, tc;
 				double tl = -1.0;
 
 				memset(&a, 0, sizeof(a));
@@ -792,6 +795,7 @@ static void mma_bench(void)
 				tm = mv_time_ms(1, dt, &a);
 				tw = mv_time_ms(3, dt, &a);
 				to = mv_time_ms(4, dt, &a);
+				t4 = mv_time_ms(6, dt, &a);
 				if (dt != ENG_DT_BF16)
 					ts = mv_time_ms(5, dt, &a);
 				tc = mv_time_ms(0, dt, &a);
@@ -807,10 +811,11 @@ static void mma_bench(void)
 					       dtn[dt], sh[i].name, nt, gbe->why);
 					goto out;
 				}
-				printf("# mma bench %-4s %-7s %5ux%-5u nt %4u: mma %7.3f ms %6.1f TFLOP/s | wide %6.1f | o3 %6.1f | s4 %6.1f | k_mm %7.3f ms %5.1f TFLOP/s (x%.1f)",
+				printf("# mma bench %-4s %-7s %5ux%-5u nt %4u: mma %7.3f ms %6.1f TFLOP/s | wide %6.1f | o3 %6.1f | s4 %6.1f | w4 %6.1f | k_mm %7.3f ms %5.1f TFLOP/s (x%.1f)",
 				       dtn[dt], sh[i].name, sh[i].rows, sh[i].cols, nt, tm,
 				       fl / tm * 1e-9, tw > 0.0 ? fl / tw * 1e-9 : 0.0,
 				       to > 0.0 ? fl / to * 1e-9 : 0.0, ts > 0.0 ? fl / ts * 1e-9 : 0.0,
+				       t4 > 0.0 ? fl / t4 * 1e-9 : 0.0,
 				       tc, fl / tc * 1e-9, tc / tm);
 				if (tl > 0.0)
 					printf(" | cuBLASLt %7.3f ms %6.1f TFLOP/s (its time / mma's %.2f)\n",
@@ -823,11 +828,13 @@ static void mma_bench(void)
 				lay[nt == 2048][3] += tl > 0.0 ? tl : NAN;
 				lay[nt == 2048][4] += to;
 				lay[nt == 2048][5] += ts > 0.0 ? ts : NAN;
+				lay[nt == 2048][6] += t4;
 			}
 		}
 		for (int n = 0; n < 2; n++)
-			printf("# mma bench %-4s one layer's products (qkv, o, gate+up, down) nt %4u: mma %.3f ms, wide %.3f, o3 %.3f, s4 %.3f, k_mm %.3f, cuBLASLt %.3f (x32 layers: mma %.1f ms, cuBLASLt %.1f)\n",
+			printf("# mma bench %-4s one layer's products (qkv, o, gate+up, down) nt %4u: mma %.3f ms, wide %.3f, o3 %.3f, s4 %.3f, w4 %.3f, k_mm %.3f, cuBLASLt %.3f (x32 layers: mma %.1f ms, cuBLASLt %.1f)\n",
 			       dtn[dt], n ? 2048 : 512, lay[n][0], lay[n][1], lay[n][4], lay[n][5],
+			       lay[n][6],
 			       lay[n][2], lay[n][3], 32 * lay[n][0], 32 * lay[n][3]);
 	}
 out:

@@ -361,8 +361,10 @@ static void test_penalties(void **st)
 	pr.frequency_penalty = 0.125f;
 	pr.penalty_window = 7;	/* the last 7 of 8 accepted tokens */
 	s = mk(mem, &pr);
+	assert_false(eng_sampler_penalized(s));	/* empty window */
 	for (unsigned i = 0; i < sizeof(hist) / sizeof(hist[0]); i++)
 		eng_sampler_accept(s, hist[i]);
+	assert_true(eng_sampler_penalized(s));
 	for (unsigned i = 1; i < sizeof(hist) / sizeof(hist[0]); i++)
 		cnt[hist[i]]++;
 	for (int i = 0; i < V; i++) {

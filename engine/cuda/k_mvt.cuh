@@ -59,23 +59,8 @@
 #define MVT_DEPTH 4			/* chunks of weights in flight per lane */
 #define MVT_TILE (16 * MVT_WARPS)	/* partial sums per token per block */
 
-DEV void mma_f16_16816(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-		       uint32_t b0, uint32_t b1)
-{
-	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-		     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-		     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-		     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-DEV uint32_t e4m3x2_f16x2(uint32_t b2)
-{
-	uint32_t h2;
-	unsigned short in = (unsigned short)b2;
-
-	asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(in));
-	return h2;
-}
+/* The mma.sync wrapper and the exact E4M3 / INT4 -> f16x2 conversions are
+ * k_mma.cuh's (included before this file): mma16816, e4m3x2_h2, i4x2_h2. */
 
 DEV uint32_t f16x2_pack(float lo, float hi)
 {
@@ -184,16 +169,6 @@ DEV void mvt_w_load(const uint8_t *w, const __half *gs, size_t rb, uint32_t ng, 
 				    g + 8 < nr ? gs[(size_t)(g + 8) * ng + c] : __float2half(0.0f));
 }
 
-/* Nibbles n and n + 4 of a word of 8 INT4 weights as (q - 8) f16x2, exact:
- * 0x6400 | q is the f16 1024 + q. */
-DEV uint32_t i4x2_f16x2(uint32_t w, int n)
-{
-	uint32_t h = ((w >> (4 * n)) & 0x000F000Fu) | 0x64006400u;
-	__half2 r = __hsub2(*reinterpret_cast<__half2 *>(&h), __float2half2_rn(1032.0f));
-
-	return *reinterpret_cast<uint32_t *>(&r);
-}
-
 /*
  * One chunk of the warp's 16 rows (wa, wb) against the converted tokens.
  * FP8: k-step j (0..3) is bytes 16q + 4j .. + 3.  INT4: k-step s (0..7)
@@ -218,16 +193,16 @@ DEV void mvt_chunk(uint4 wa, uint4 wb, __half2 sc, const __half (*xs)[8 * NTL][M
 		int wi = DT == CUDA_DT_INT4 ? j / 2 : j;
 		uint32_t wj = wi == 0 ? wa.x : wi == 1 ? wa.y : wi == 2 ? wa.z : wa.w;
 		uint32_t vj = wi == 0 ? wb.x : wi == 1 ? wb.y : wi == 2 ? wb.z : wb.w;
-		uint32_t a0, a1, a2, a3;
+		uint32_t av[4];
 
 		if (DT == CUDA_DT_INT4) {
 			int n0 = 2 * (j & 1);
 
-			a0 = i4x2_f16x2(wj, n0), a1 = i4x2_f16x2(vj, n0);
-			a2 = i4x2_f16x2(wj, n0 + 1), a3 = i4x2_f16x2(vj, n0 + 1);
+			av[0] = i4x2_h2(wj, n0), av[1] = i4x2_h2(vj, n0);
+			av[2] = i4x2_h2(wj, n0 + 1), av[3] = i4x2_h2(vj, n0 + 1);
 		} else {
-			a0 = e4m3x2_f16x2(wj & 0xffff), a1 = e4m3x2_f16x2(vj & 0xffff);
-			a2 = e4m3x2_f16x2(wj >> 16), a3 = e4m3x2_f16x2(vj >> 16);
+			av[0] = e4m3x2_h2(wj & 0xffff), av[1] = e4m3x2_h2(vj & 0xffff);
+			av[2] = e4m3x2_h2(wj >> 16), av[3] = e4m3x2_h2(vj >> 16);
 		}
 #pragma unroll
 		for (int n = 0; n < NTL; n++) {
@@ -238,8 +213,8 @@ DEV void mvt_chunk(uint4 wa, uint4 wb, __half2 sc, const __half (*xs)[8 * NTL][M
 				off = KCH * c + (q * 8 + j) * 4;
 			h = *reinterpret_cast<const uint2 *>(&xs[0][8 * n + g][off]);
 			l = *reinterpret_cast<const uint2 *>(&xs[1][8 * n + g][off]);
-			mma_f16_16816(tmp[n], a0, a1, a2, a3, h.x, h.y);
-			mma_f16_16816(tmp[n], a0, a1, a2, a3, l.x, l.y);
+			mma16816<false>(tmp[n], av, &h.x);
+			mma16816<false>(tmp[n], av, &l.x);
 		}
 	}
 	if (DT == CUDA_DT_INT4) {

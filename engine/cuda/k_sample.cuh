@@ -13,11 +13,11 @@
  *     to an order-preserving uint32 (0: not finite);
  *   - greedy (T <= 0 or top_k == 1): the best token, no draw;
  *   - top-k: the k best (ties to the lower id): an 8-bit radix select of
- *     the k-th best key (3 histogram passes of counts), then among the
+ *     the k-th best key (4 histogram passes of counts), then among the
  *     tokens holding that key the lowest ids, by an id-ordered prefix;
  *   - top-p over what top-k kept (or the whole vocabulary): the smallest
  *     best-first prefix whose mass reaches ceil(top_p * Z): a radix
- *     select with histograms of mass (3 passes), then the id-ordered
+ *     select with histograms of mass (4 passes), then the id-ordered
  *     prefix among the tokens of the crossing key;
  *   - min-p: v >= m + logf(min_p) * T (the host computes the constant);
  *   - weights w = exp((v - m) / T) (expf, float, as the host) in fixed
@@ -37,23 +37,30 @@
  * id-ordered prefix: each warp sums its segment, thread 0 finds the
  * crossing warp, that warp walks its segment 32 ids at a time with a warp
  * scan.  Passes over the row (513 KB for 128256 logits, L2-resident after
- * the first): max 1; + draw 1 (plain temperature, min-p); + top-k 4; +
- * top-p 4.
+ * the first): max 1; + draw 1 (plain temperature, min-p); + top-k 5
+ * (<= 1024: 4 + 2, then shared memory only); + top-p 5.
  */
 #include "cuda_sample.h"
 
 #define KS_W (CUDA_SAMP_THREADS / 32)
 #define KS_FIX (1ull << CUDA_SAMP_FIX_SHIFT)
-/* Radix digits of 11, 11 and 10 bits (3 passes, 2048 bins; the first
- * digit is the sign, the exponent and 2 mantissa bits, so a row whose
- * logits share one binade still spreads over 4 bins) */
-#define KS_BINS 2048
+/* Radix digits of 8 bits (4 passes, 256 bins), histograms private to a
+ * warp (counts) or a pair of warps (masses), merged after each pass: a
+ * row's logits fill few bins of the first digits, and one histogram
+ * shared by all 32 warps serialised their atomics (an H200 at 6806c12:
+ * ~130 us a pass over 128256 logits) */
+#define KS_BINS 256
 #define KS_PER_LANE (KS_BINS / 32)
 
 enum { KS_CNT, KS_MASS, KS_TIEK, KS_TIEP, KS_DRAW };
 
 struct ks_shared {
-	unsigned long long hist[KS_BINS];
+	union {
+		uint32_t cnt[KS_W][KS_BINS];
+		unsigned long long mass[KS_W / 2][KS_BINS];
+		unsigned long long raw[KS_W * KS_BINS / 2];	/* 32 KB; ks_small's too */
+	} ph;
+	unsigned long long hist[KS_BINS];		/* merged */
 	unsigned long long warp[KS_W];
 	unsigned long long rem, base, eq;
 	uint32_t bmap[128];			/* biased ids, hashed by id & 4095 */
@@ -62,12 +69,12 @@ struct ks_shared {
 	float mv[KS_W];
 	uint32_t mi[KS_W], nf[KS_W];
 	float m;
-	uint32_t best, nfin, nc, key, wsel, id;
+	uint32_t best, nfin, nc, key, wsel, part, id;
 };
 
 struct ks_row {
 	const float *l;
-	uint32_t seg0, seg1, n_bias;
+	uint32_t seg0, seg1, seg, vocab, n_bias;
 	float m, inv_t, thr;
 	uint32_t ck, ci;	/* candidates (top-k): key > ck || key == ck && id <= ci */
 	uint32_t kc, ic;	/* kept (top-p): key > kc || key == kc && id <= ic */
@@ -163,12 +170,12 @@ DEV void ks_radix(ks_row &r, ks_shared &s, unsigned long long need, float top_p)
 {
 	uint32_t lane = threadIdx.x & 31, prefix = 0, mask = 0;
 
-	for (int pass = 0; pass < 3; pass++) {
-		int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0;
-		uint32_t dmask = pass < 2 ? 2047u : 1023u;
+	for (int pass = 0; pass < 4; pass++) {
+		int shift = 24 - 8 * pass;
+		uint32_t dmask = KS_BINS - 1;
 
-		for (uint32_t t = threadIdx.x; t < KS_BINS; t += blockDim.x)
-			s.hist[t] = 0;
+		for (uint32_t t = threadIdx.x; t < KS_W * KS_BINS / 2; t += blockDim.x)
+			s.ph.raw[t] = 0;
 		__syncthreads();
 		for (uint32_t g = r.seg0; g < r.seg1; g += 32) {
 			uint32_t i = g + lane, key = 0, d, peers;
@@ -188,21 +195,34 @@ DEV void ks_radix(ks_row &r, ks_shared &s, unsigned long long need, float top_p)
 			d = w ? (key >> shift) & dmask : KS_BINS;
 			peers = __match_any_sync(0xffffffffu, d);
 			if (MODE == KS_CNT) {
-				sum = (unsigned long long)__popc(peers);
+				if (d < KS_BINS && lane == (uint32_t)__ffs(peers) - 1)
+					atomicAdd(&s.ph.cnt[threadIdx.x >> 5][d], (uint32_t)__popc(peers));
 			} else {
 				/* w <= 2^45: 27 + 18 bits, 32 lanes fit in 32 */
 				uint32_t lo = __reduce_add_sync(peers, (uint32_t)w & 0x7ffffffu);
 				uint32_t hi = __reduce_add_sync(peers, (uint32_t)(w >> 27));
 
 				sum = ((unsigned long long)hi << 27) + lo;
+				if (d < KS_BINS && lane == (uint32_t)__ffs(peers) - 1)
+					atomicAdd(&s.ph.mass[threadIdx.x >> 6][d], sum);
 			}
-			if (d < KS_BINS && lane == (uint32_t)__ffs(peers) - 1)
-				atomicAdd(&s.hist[d], sum);
+		}
+		__syncthreads();
+		for (uint32_t t = threadIdx.x; t < KS_BINS; t += blockDim.x) {
+			unsigned long long h = 0;
+
+			if (MODE == KS_CNT)
+				for (uint32_t c = 0; c < KS_W; c++)
+					h += s.ph.cnt[c][t];
+			else
+				for (uint32_t c = 0; c < KS_W / 2; c++)
+					h += s.ph.mass[c][t];
+			s.hist[t] = h;
 		}
 		__syncthreads();
 		if (threadIdx.x < 32) {
-			/* lane l: bins KS_BINS-1 - 64l down to KS_BINS - 64 (l + 1),
-			 * best first (the last pass's upper half stays empty) */
+			/* lane l: bins KS_BINS-1 - 8l down to KS_BINS - 8 (l + 1),
+			 * best first */
 			unsigned long long tot = 0, incl, excl;
 			uint32_t hit, top = KS_BINS - 1 - KS_PER_LANE * lane;
 
@@ -292,23 +312,62 @@ DEV uint32_t ks_pick(const ks_row &r, ks_shared &s, unsigned long long target,
 		s.id = UINT32_MAX;
 	}
 	__syncthreads();
-	if (w == s.wsel) {
-		unsigned long long base = s.base, t = s.rem;
+	/* the crossing warp's segment: all warps sum a 1/32 of its groups
+	 * (the whole block reads it once), thread 0 finds the crossing part,
+	 * one warp walks that part's <= 4 groups (a serial walk of all 126
+	 * groups of a 128256 row cost ~25 us) */
+	if (s.wsel < KS_W) {
+		uint32_t a0 = min(s.wsel * r.seg, r.vocab), a1 = min(a0 + r.seg, r.vocab);
+		uint32_t ng = (a1 - a0 + 31) / 32, gpw = (ng + KS_W - 1) / KS_W;
+		uint32_t g0 = min(w * gpw, ng), g1 = min(g0 + gpw, ng);
 
-		for (uint32_t g = r.seg0; g < r.seg1; g += 32) {
-			uint32_t i = g + lane;
-			unsigned long long x = i < r.seg1 ? ks_weight<MODE>(r, s, i) : 0, incl, tot;
-			uint32_t hit;
+		acc = 0;
+		for (uint32_t gi = g0; gi < g1; gi++) {
+			uint32_t i = a0 + 32 * gi + lane;
 
-			incl = ks_warp_incl(x, lane);
-			tot = __shfl_sync(0xffffffffu, incl, 31);
-			if (base + tot > t) {
-				hit = __ballot_sync(0xffffffffu, base + incl > t);
-				if (lane == 0)
-					s.id = g + (uint32_t)__ffs(hit) - 1;
-				break;
+			if (i < a1)
+				acc += ks_weight<MODE>(r, s, i);
+		}
+		acc = ks_warp_sum(acc);
+		__syncthreads();	/* thread 0 has read s.warp */
+		if (lane == 0)
+			s.warp[w] = acc;
+		__syncthreads();
+		if (threadIdx.x == 0) {
+			unsigned long long base = s.base;
+			uint32_t sel = KS_W;
+
+			for (uint32_t k = 0; k < KS_W; k++) {
+				if (base + s.warp[k] > s.rem) {
+					sel = k;
+					break;
+				}
+				base += s.warp[k];
 			}
-			base += tot;
+			s.part = sel;
+			s.base = base;
+		}
+		__syncthreads();
+		if (w == s.part) {
+			unsigned long long base = s.base, t = s.rem;
+
+			g0 = min(w * gpw, ng);
+			g1 = min(g0 + gpw, ng);
+			for (uint32_t gi = g0; gi < g1; gi++) {
+				uint32_t g = a0 + 32 * gi, i = g + lane;
+				unsigned long long x = i < a1 ? ks_weight<MODE>(r, s, i) : 0, incl, tot;
+				uint32_t hit;
+
+				incl = ks_warp_incl(x, lane);
+				tot = __shfl_sync(0xffffffffu, incl, 31);
+				if (base + tot > t) {
+					hit = __ballot_sync(0xffffffffu, base + incl > t);
+					if (lane == 0)
+						s.id = g + (uint32_t)__ffs(hit) - 1;
+					break;
+				}
+				base += tot;
+			}
 		}
 	}
 	__syncthreads();
@@ -318,7 +377,7 @@ DEV uint32_t ks_pick(const ks_row &r, ks_shared &s, unsigned long long target,
 /*
  * Top-k's candidates when they fit one per thread (k <= 1024): two passes
  * copy them, in id order, into shared memory (their ids, biased logits and
- * weights over the histogram's 16 KB), and top-p, min-p and the draw run
+ * weights over the private histograms' memory), and top-p, min-p and the draw run
  * there: a candidate is in the top-p prefix when the mass of the
  * candidates better than it is below ceil(top_p * Z) (n comparisons per
  * thread), and the draw is a block prefix sum in id order.  The kept set,
@@ -330,7 +389,7 @@ DEV uint32_t ks_pick(const ks_row &r, ks_shared &s, unsigned long long target,
 DEV uint32_t ks_small(const ks_row &r, ks_shared &s, float top_p, unsigned long long rnd)
 {
 	uint32_t lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = threadIdx.x, cnt = 0, n;
-	uint32_t *cid = (uint32_t *)s.hist;
+	uint32_t *cid = (uint32_t *)s.ph.raw;
 	float *cv = (float *)(cid + KS_CAP);
 	unsigned long long *cw = (unsigned long long *)(cv + KS_CAP), x, incl;
 	bool kept;
@@ -471,6 +530,8 @@ k_sample(const float *__restrict__ logits, uint32_t vocab,
 	r.n_bias = min(p->n_bias, (uint32_t)CUDA_SAMP_BIAS_MAX);
 	r.seg0 = min(w * seg, vocab);
 	r.seg1 = min(r.seg0 + seg, vocab);
+	r.seg = seg;
+	r.vocab = vocab;
 	for (uint32_t t = threadIdx.x; t < 128; t += blockDim.x)
 		s.bmap[t] = 0;
 	__syncthreads();

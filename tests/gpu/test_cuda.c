@@ -2678,8 +2678,11 @@ static void samp_timing(void)
 	_Alignas(8) char smem[sizeof(struct eng_sampler) + 64];
 	struct eng_sampler_scratch sc;
 	struct cuda_api *a = &gbe->api;
-	double td[50], th[50];
+	double td[50], th[50], tk[50];
+	CUevent e0, e1;
 
+	CK(a->cuEventCreate(&e0, CU_EVENT_DEFAULT));
+	CK(a->cuEventCreate(&e1, CU_EVENT_DEFAULT));
 	CK(a->cuMemAllocHost((void **)&hl, 4 * (size_t)V * R));
 	CK(a->cuMemAllocHost((void **)&hp, sizeof(*hp) * R + 4 * R));
 	ht = (int32_t *)(hp + R);
@@ -2698,7 +2701,7 @@ static void samp_timing(void)
 		sp.top_k = cf[c].k, sp.seed = urand64();
 		s = eng_sampler_init(smem, sizeof(smem), &sp, 0);
 		for (uint32_t nr = 1; nr <= R; nr += R - 1) {
-			double md, mh;
+			double md, mh, mk;
 
 			for (uint32_t it = 0; it < N; it++) {
 				double t0 = now_s();
@@ -2707,11 +2710,19 @@ static void samp_timing(void)
 				for (uint32_t r = 0; r < nr; r++)
 					samp_params(&hp[r], r, V, s);
 				CK(a->cuMemcpyHtoDAsync(dp, hp, sizeof(*hp) * nr, NULL));
+				CK(a->cuEventRecord(e0, NULL));
 				CK(a->cuLaunchKernel(gbe->f_sample, nr, 1, 1, CUDA_SAMP_THREADS, 1, 1,
 						     0, NULL, args, NULL));
+				CK(a->cuEventRecord(e1, NULL));
 				CK(a->cuMemcpyDtoHAsync(ht, dt, 4 * nr, NULL));
 				dsync();
 				td[it] = now_s() - t0;
+				{
+					float ms = 0.0f;
+
+					CK(a->cuEventElapsedTime(&ms, e0, e1));
+					tk[it] = ms * 1e-3;
+				}
 				t0 = now_s();
 				CK(a->cuMemcpyDtoHAsync(hl, dl, 4 * (size_t)V * nr, NULL));
 				dsync();
@@ -2722,13 +2733,16 @@ static void samp_timing(void)
 			}
 			qsort(td, N, sizeof(double), cmp_dd);
 			qsort(th, N, sizeof(double), cmp_dd);
-			md = td[N / 2] * 1e6, mh = th[N / 2] * 1e6;
-			printf("# op sample timing vocab %u, %2u row%s, T %g top_k %u top_p %g min_p %g: device %.1f us, host (copy + eng_sampler_sample) %.1f us: %.1fx\n",
+			qsort(tk, N, sizeof(double), cmp_dd);
+			md = td[N / 2] * 1e6, mh = th[N / 2] * 1e6, mk = tk[N / 2] * 1e6;
+			printf("# op sample timing vocab %u, %2u row%s, T %g top_k %u top_p %g min_p %g: device %.1f us (kernel %.1f), host (copy + eng_sampler_sample) %.1f us: %.1fx\n",
 			       V, nr, nr > 1 ? "s" : " ", (double)cf[c].T, cf[c].k, (double)cf[c].tp,
-			       (double)cf[c].mp, md, mh, mh / md);
+			       (double)cf[c].mp, md, mk, mh, mh / md);
 		}
 	}
 	eng_sampler_scratch_fini(&sc);
+	a->cuEventDestroy(e0);
+	a->cuEventDestroy(e1);
 	a->cuMemFreeHost(hl);
 	a->cuMemFreeHost(hp);
 	dfree(dl), dfree(dp), dfree(dt);

@@ -76,31 +76,11 @@ extern "C" __global__ void __launch_bounds__(256)
 k_mma_xq(const float *x, uint32_t ldx, uint32_t cols, uint32_t ldk, uint32_t flags,
 	 uint16_t *xh, uint16_t *xl, float *xs)
 {
-	__shared__ float red[8];
 	uint32_t t = blockIdx.x;
 	const float *xr = x + (size_t)t * ldx;
 	uint16_t *hr = xh + (size_t)t * ldk, *lr = xl ? xl + (size_t)t * ldk : NULL;
 	bool bf = flags & MMA_XQ_BF16, i4 = flags & MMA_XQ_INT4;
-	float m = 0.0f, mul;
-	int e;
-
-	for (uint32_t i = threadIdx.x; i < cols; i += 256)
-		m = fmaxf(m, fabsf(xr[i]));
-#pragma unroll
-	for (int o = 16; o; o >>= 1)
-		m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-	if ((threadIdx.x & 31) == 0)
-		red[threadIdx.x >> 5] = m;
-	__syncthreads();
-	m = 0.0f;
-#pragma unroll
-	for (int k = 0; k < 8; k++)
-		m = fmaxf(m, red[k]);
-	e = (int)((__float_as_uint(m) >> 23) & 0xff) - 127;
-	e = max(-100, min(100, e));
-	mul = __uint_as_float((uint32_t)(127 + 14 - e) << 23);
-	if (threadIdx.x == 0)
-		xs[t] = __uint_as_float((uint32_t)(127 + e - 14) << 23);
+	float mul = row_pow2_scale(xr, cols, 14, xs + t);
 	for (uint32_t i = threadIdx.x; i < ldk; i += 256) {
 		uint32_t k = (i & ~31u) + mma_perm(i & 31, i4);
 		float v = k < cols ? xr[k] * mul : 0.0f, hf;

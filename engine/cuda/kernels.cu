@@ -552,23 +552,20 @@ MM_ENTRY(int4, CUDA_DT_INT4)
 /* ---- cuBLASLt companions (lt.c) ------------------------------------------- */
 
 /*
- * Token row blockIdx.x of x (K columns) to E4M3 with a power-of-two scale:
- * e = the exponent of the row's largest magnitude (clamped to +-100), the
- * row multiplied by 2^(7 - e) (exact) so that it lies within +-256, then
- * rounded to nearest even (saturating; nothing reaches 448); ts[t] =
- * 2^(e - 7) undoes it in the epilogue.  256 threads.
+ * A power of two for a token's row of n floats, by the 256 threads of the
+ * block (all must call): e = the exponent of the row's largest magnitude,
+ * clamped to +-100; returns 2^(target - e), by which the row is scaled
+ * exactly, and thread 0 stores the inverse 2^(e - target) in *inv.  The
+ * cuBLASLt E4M3 quantiser (target 7: within +-256) and the tensor-core
+ * GEMM's pre-pass (k_mma_xq, target 14: within +-2^15 for f16) use it.
  */
-extern "C" __global__ void __launch_bounds__(256)
-k_ltq_fp8(const float *x, uint32_t ldx, uint32_t K, uint8_t *q, float *ts)
+DEV float row_pow2_scale(const float *xr, uint32_t n, int target, float *inv)
 {
 	__shared__ float red[8];
-	uint32_t t = blockIdx.x;
-	const float *xr = x + (size_t)t * ldx;
-	uint8_t *qr = q + (size_t)t * K;
-	float m = 0.0f, mul;
+	float m = 0.0f;
 	int e;
 
-	for (uint32_t i = threadIdx.x; i < K; i += 256)
+	for (uint32_t i = threadIdx.x; i < n; i += 256)
 		m = fmaxf(m, fabsf(xr[i]));
 #pragma unroll
 	for (int o = 16; o; o >>= 1)
@@ -582,9 +579,26 @@ k_ltq_fp8(const float *x, uint32_t ldx, uint32_t K, uint8_t *q, float *ts)
 		m = fmaxf(m, red[k]);
 	e = (int)((__float_as_uint(m) >> 23) & 0xff) - 127;
 	e = max(-100, min(100, e));
-	mul = __uint_as_float((uint32_t)(127 + 7 - e) << 23);
 	if (threadIdx.x == 0)
-		ts[t] = __uint_as_float((uint32_t)(127 + e - 7) << 23);
+		*inv = __uint_as_float((uint32_t)(127 + e - target) << 23);
+	return __uint_as_float((uint32_t)(127 + target - e) << 23);
+}
+
+/*
+ * Token row blockIdx.x of x (K columns) to E4M3 with a power-of-two scale:
+ * e = the exponent of the row's largest magnitude (clamped to +-100), the
+ * row multiplied by 2^(7 - e) (exact) so that it lies within +-256, then
+ * rounded to nearest even (saturating; nothing reaches 448); ts[t] =
+ * 2^(e - 7) undoes it in the epilogue.  256 threads.
+ */
+extern "C" __global__ void __launch_bounds__(256)
+k_ltq_fp8(const float *x, uint32_t ldx, uint32_t K, uint8_t *q, float *ts)
+{
+	uint32_t t = blockIdx.x;
+	const float *xr = x + (size_t)t * ldx;
+	uint8_t *qr = q + (size_t)t * K;
+	float mul = row_pow2_scale(xr, K, 7, ts + t);
+
 	for (uint32_t i = threadIdx.x; i < K; i += 256)
 		qr[i] = (uint8_t)__nv_cvt_float_to_fp8(xr[i] * mul, __NV_SATFINITE, __NV_E4M3);
 }

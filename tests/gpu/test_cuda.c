@@ -2649,13 +2649,6 @@ static void samp_ops(void)
 	eng_synth_free(&s);
 }
 
-static int cmp_dd(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /*
  * Cost of one 128256-token row (model-like logits), median of 50, in one
  * run: the device route as cuda_sample runs it (parameters up, launch,
@@ -2731,9 +2724,9 @@ static void samp_timing(void)
 						abort();
 				th[it] = now_s() - t0;
 			}
-			qsort(td, N, sizeof(double), cmp_dd);
-			qsort(th, N, sizeof(double), cmp_dd);
-			qsort(tk, N, sizeof(double), cmp_dd);
+			qsort(td, N, sizeof(double), cmp_d);
+			qsort(th, N, sizeof(double), cmp_d);
+			qsort(tk, N, sizeof(double), cmp_d);
 			md = td[N / 2] * 1e6, mh = th[N / 2] * 1e6, mk = tk[N / 2] * 1e6;
 			printf("# op sample timing vocab %u, %2u row%s, T %g top_k %u top_p %g min_p %g: device %.1f us (kernel %.1f), host (copy + eng_sampler_sample) %.1f us: %.1fx\n",
 			       V, nr, nr > 1 ? "s" : " ", (double)cf[c].T, cf[c].k, (double)cf[c].tp,

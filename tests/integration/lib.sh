@@ -103,6 +103,18 @@ counter_sum() {
 
 client() { "$BIN/velo-client" --server "$SERVER" --key "$KEY" "$@"; }
 
+# bench_none_lost JSON WHAT: velo-bench's results had requests, and none
+# was rejected, failed, lost or timed out (the hot-swap and label tests).
+bench_none_lost() {
+	/usr/bin/python3 - "$1" "$2" <<'PY' || fail "requests failed or lost: $2"
+import json, sys
+r = json.load(open(sys.argv[1]))["results"]
+assert not r.get("rejects") and not r.get("errors") and not r.get("lost") \
+    and not r.get("timeouts") and r["completed"] == r["started"] > 0, r
+print("# %s: %d requests, none failed or lost" % (sys.argv[2], r["completed"]))
+PY
+}
+
 # expect_rc WANT CMD...: run, keep stdout/stderr in $T/out $T/err.
 expect_rc() {
 	local want=$1 rc

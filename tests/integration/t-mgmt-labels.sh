@@ -58,13 +58,7 @@ bench() {	# bench SECONDS JSON: closed-loop INFER load in the background
 }
 bench_ok() {	# bench_ok JSON WHAT: zero failed or lost
 	wait "$BPID" || { cat "$1.out"; fail "velo-bench ($2)"; }
-	/usr/bin/python3 - "$1" "$2" <<'PY' || fail "requests failed or lost: $2"
-import json, sys
-r = json.load(open(sys.argv[1]))["results"]
-assert not r.get("rejects") and not r.get("errors") and not r.get("lost") \
-    and not r.get("timeouts") and r["completed"] == r["started"] > 0, r
-print("# %s: %d requests, none failed or lost" % (sys.argv[2], r["completed"]))
-PY
+	bench_none_lost "$1" "$2"
 }
 
 # A canary labelled before the name is loaded follows the load.

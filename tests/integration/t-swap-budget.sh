@@ -44,12 +44,6 @@ ctl models
 
 wait "$BPID" || { cat "$T/bench.out"; fail "velo-bench"; }
 cat "$T/bench.out"
-/usr/bin/python3 - "$T/bench.json" <<'PY' || fail "requests failed or lost"
-import json, sys
-r = json.load(open(sys.argv[1]))["results"]
-assert not r.get("rejects") and not r.get("errors") and not r.get("lost") \
-    and not r.get("timeouts") and r["completed"] == r["started"] > 0, r
-print("# %d requests, none failed or lost" % r["completed"])
-PY
+bench_none_lost "$T/bench.json" "swaps under a memory budget"
 stop_velod
 exit 0

@@ -69,13 +69,7 @@ vctl show status | grep -q '^swap:' && fail "swap still pending after confirm"
 
 wait "$BPID" || { cat "$T/bench.out"; fail "velo-bench"; }
 cat "$T/bench.out"
-/usr/bin/python3 - "$T/bench.json" <<'PY' || fail "requests failed or lost across swap, rollback, confirm"
-import json, sys
-r = json.load(open(sys.argv[1]))["results"]
-assert not r.get("rejects") and not r.get("errors") and not r.get("lost") \
-    and not r.get("timeouts") and r["completed"] == r["started"] > 0, r
-print("# %d requests across swap, automatic rollback, swap, confirm: none failed or lost" % r["completed"])
-PY
+bench_none_lost "$T/bench.json" "across swap, automatic rollback, swap, confirm"
 
 # velod dies during an unconfirmed swap (2 confirmed, swapped to 1): the
 # new velod gets the confirmed 2 back, and nothing is left pending.

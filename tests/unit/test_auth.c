@@ -24,6 +24,8 @@
 #include <velo/codec.h>
 #include <velo/compiler.h>
 
+#include "testutil.h"
+
 static _Alignas(8) uint8_t dg[256];
 
 static struct velo_psk psk_make(uint32_t id, uint8_t fill)
@@ -499,17 +501,13 @@ static char tmpdir[64];
 static int kf_setup(void **state)
 {
 	(void)state;
-	strcpy(tmpdir, "/tmp/velo-test-auth-XXXXXX");
-	return mkdtemp(tmpdir) ? 0 : -1;
+	return velo_test_tmpdir(tmpdir, sizeof(tmpdir), "auth");
 }
 
 static int kf_teardown(void **state)
 {
-	char cmd[128];
-
 	(void)state;
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-	return system(cmd) == 0 ? 0 : -1;
+	return velo_test_rmtree(tmpdir);
 }
 
 static const char *kf_write(const char *name, const char *text, mode_t mode)

@@ -50,6 +50,7 @@
 #include "../../engine/cpu/synth.h"
 #include "../../tools/lib/counters.h"
 #include "alloc_count.h"
+#include "testutil.h"
 
 static const struct eng_backend_ops *ops = &eng_cpu_ops;
 static enum eng_cpu_isa isas[3];
@@ -1111,19 +1112,13 @@ static int setup(void **st)
 		*strrchr(exe, '/') = 0;
 		snprintf(convert_bin, sizeof(convert_bin), "%s/../../bin/velo-convert", exe);
 	}
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_cpu_model.XXXXXX");
-	if (!mkdtemp(tmpdir))
-		return -1;
-	return 0;
+	return velo_test_tmpdir(tmpdir, sizeof(tmpdir), "cpu-model");
 }
 
 static int teardown(void **st)
 {
-	char cmd[128];
-
 	(void)st;
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	return system(cmd) ? -1 : 0;
+	return velo_test_rmtree(tmpdir);
 }
 
 int main(void)

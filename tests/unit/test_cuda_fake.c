@@ -120,6 +120,14 @@ static void round_trip(int *rc, int *health)
 	ops->fini(be);
 }
 
+/* Every op of a round trip returned 0 and the backend is healthy. */
+static void assert_round_trip_ok(const int *rc, int h)
+{
+	for (int i = 0; i < OP_N; i++)
+		assert_int_equal(rc[i], 0);
+	assert_int_equal(h, 0);
+}
+
 static void test_up_down(void **st)
 {
 	int rc[OP_N], h;
@@ -127,9 +135,7 @@ static void test_up_down(void **st)
 
 	(void)st;
 	round_trip(rc, &h);
-	for (int i = 0; i < OP_N; i++)
-		assert_int_equal(rc[i], 0);
-	assert_int_equal(h, 0);
+	assert_round_trip_ok(rc, h);
 	/* 2 layers x (norm, qkv, rope, attn, o, norm, gate/up, down) + embed,
 	 * final norm, LM head, argmax, per step */
 	assert_true(fake_launches() - l0 >= 2 * (2 * 8 + 4));
@@ -259,9 +265,7 @@ static void test_graphs_up_down(void **st)
 	setenv("VELO_CUDA_GRAPHS", "1", 1);
 	round_trip(rc, &h);
 	setenv("VELO_CUDA_GRAPHS", "0", 1);
-	for (int i = 0; i < OP_N; i++)
-		assert_int_equal(rc[i], 0);
-	assert_int_equal(h, 0);
+	assert_round_trip_ok(rc, h);
 	/* captures record >= 4 x 4 graphs' launches; the decode step is one */
 	assert_true(fake_launches() - l0 > 16 * 20);
 	assert_int_equal(fake_capturing(), 0);
@@ -297,9 +301,7 @@ static void test_defaults_graphs_on(void **st)
 	round_trip(rc, &h);
 	setenv("VELO_CUDA_GRAPHS", "0", 1);
 	lt_env(false);
-	for (int i = 0; i < OP_N; i++)
-		assert_int_equal(rc[i], 0);
-	assert_int_equal(h, 0);
+	assert_round_trip_ok(rc, h);
 	assert_true(fake_launches() - l0 > 16 * 20);
 	assert_int_equal(fake_outstanding(), base);
 }
@@ -317,9 +319,7 @@ static void test_lt_up_down(void **st)
 	lt_env(true);
 	round_trip(rc, &h);
 	lt_env(false);
-	for (int i = 0; i < OP_N; i++)
-		assert_int_equal(rc[i], 0);
-	assert_int_equal(h, 0);
+	assert_round_trip_ok(rc, h);
 	/* the prefill step: 2 layers x (q, k, v, o, gate, up, down); and at
 	 * load each plan once (LT_PLANS: 4 shapes x 3 token buckets) */
 	assert_int_equal(fake_lt_matmuls() - m0, 2 * 7 + LT_PLANS);
@@ -346,9 +346,7 @@ static void test_lt_fp8_up_down(void **st)
 		m0 = fake_lt_matmuls();
 		round_trip(rc, &h);
 		lt_env(false);
-		for (int i = 0; i < OP_N; i++)
-			assert_int_equal(rc[i], 0);
-		assert_int_equal(h, 0);
+		assert_round_trip_ok(rc, h);
 		assert_int_equal(fake_lt_matmuls() - m0, 2 * 7 + LT_PLANS);
 		assert_int_equal(fake_outstanding(), base);
 	}

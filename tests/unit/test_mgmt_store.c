@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "../../mgmt/mgmt.h"
+#include "testutil.h"
 
 static char dir[64], path[128];
 static char buf[65536];
@@ -25,19 +26,15 @@ static char buf[65536];
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/velo-test-store.XXXXXX");
-	assert_non_null(mkdtemp(dir));
+	assert_int_equal(velo_test_tmpdir(dir, sizeof(dir), "store"), 0);
 	snprintf(path, sizeof(path), "%s/config.json", dir);
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	char cmd[160];
-
 	(void)state;
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	return system(cmd) == 0 ? 0 : -1;
+	return velo_test_rmtree(dir);
 }
 
 static struct mgmt_store *open_store(unsigned hist)

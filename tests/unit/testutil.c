@@ -10,6 +10,25 @@
 #include "../../engine/core/tokenizer.h"
 #include "testutil.h"
 
+int velo_test_tmpdir(char *buf, size_t len, const char *name)
+{
+	int n = snprintf(buf, len, "/tmp/velo-test-%s.XXXXXX", name);
+
+	if (n < 0 || (size_t)n >= len)
+		return -1;
+	return mkdtemp(buf) ? 0 : -1;
+}
+
+int velo_test_rmtree(const char *dir)
+{
+	char cmd[PATH_MAX + 16];
+
+	if (!dir[0] || strchr(dir, '\''))
+		return -1;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
 const char *velo_test_srctree(void)
 {
 	static char dir[PATH_MAX];

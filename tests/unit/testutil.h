@@ -40,4 +40,12 @@ void *velo_test_tok_blob(const char *tj, size_t tl, const char *cj, size_t cl,
  */
 struct eng_tokenizer *velo_test_tok_load_dir(const char *dir, size_t budget);
 
+/*
+ * velo_test_tmpdir() - a fresh directory /tmp/velo-test-@name.XXXXXX, its
+ * path in @buf (@len bytes).  Return: 0, -1 (too long or mkdtemp failed).
+ * velo_test_rmtree() - removes it and what is in it; 0 or -1.
+ */
+int velo_test_tmpdir(char *buf, size_t len, const char *name);
+int velo_test_rmtree(const char *dir);
+
 #endif

@@ -1179,25 +1179,28 @@ static int wait_step(struct cuda_model *cm)
 	return 0;
 }
 
+/* Queue the copy of logit row @row into its pinned host row. */
+static int row_copy(struct cuda_model *cm, int32_t row)
+{
+	return CU_CHECK(cm->be, cm->be->api.cuMemcpyDtoHAsync(
+				cm->h_logits + (size_t)row * cm->vocab,
+				cm->logits + (size_t)row * cm->vocab * 4,
+				(size_t)cm->vocab * 4, cm->st));
+}
+
 static int logits_row(struct cuda_model *cm, int32_t row, const float **out)
 {
-	struct cuda_backend *be = cm->be;
-	float *dst = cm->h_logits + (size_t)row * cm->vocab;
 	int rc;
 
 	if (!cm->row_on_host[row]) {
 		rc = wait_step(cm);
 		if (rc)
 			return rc;
-		rc = CU_CHECK(be, be->api.cuMemcpyDtoHAsync(dst, cm->logits +
-					(size_t)row * cm->vocab * 4,
-					(size_t)cm->vocab * 4, cm->st)) ?:
-		     CU_CHECK(be, be->api.cuStreamSynchronize(cm->st));
-		if (rc)
+		if (row_copy(cm, row) || CU_CHECK(cm->be, cm->be->api.cuStreamSynchronize(cm->st)))
 			return -EIO;
 		cm->row_on_host[row] = 1;
 	}
-	*out = dst;
+	*out = cm->h_logits + (size_t)row * cm->vocab;
 	return 0;
 }
 
@@ -1281,10 +1284,7 @@ static int cuda_sample(struct eng_be_model *bm, struct eng_sampler *const *s,
 		if (!s[i] || eng_sampler_plain_greedy(s[i]))
 			continue;
 		if (eng_sampler_penalized(s[i])) {
-			if (!cm->row_on_host[row] &&
-			    CU_CHECK(be, a->cuMemcpyDtoHAsync(cm->h_logits + (size_t)row * cm->vocab,
-							      cm->logits + (size_t)row * cm->vocab * 4,
-							      (size_t)cm->vocab * 4, cm->st)))
+			if (!cm->row_on_host[row] && row_copy(cm, row))
 				return -EIO;
 			nh++;
 			continue;

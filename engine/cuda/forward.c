@@ -27,34 +27,52 @@ static int launch(struct cuda_backend *be, CUstream st, CUfunction f,
 }
 
 /*
+ * Rows and @unit-row tiles of each part before it (row_base, tile_base),
+ * which the kernels map their blocks with; @first_only: part 0's blocks
+ * also do part 1's rows (a SWIGLU whose kernel takes gate and up rows in
+ * the same block).  Return: the tiles, i.e. blocks along the rows.
+ */
+static uint32_t mv_tiles(struct cuda_mv_args *a, uint32_t unit, bool first_only)
+{
+	a->row_base[0] = a->tile_base[0] = 0;
+	for (uint32_t p = 0; p < CUDA_MV_PARTS; p++) {
+		uint32_t rows = p < a->n_parts && !(first_only && p) ? a->rows[p] : 0;
+
+		a->row_base[p + 1] = a->row_base[p] + rows;
+		a->tile_base[p + 1] = a->tile_base[p] + (rows + unit - 1) / unit;
+	}
+	return a->tile_base[a->n_parts];
+}
+
+/* SWIGLU the unfused way: y[0] = silu(y[0]) * y[1] over nt x rows[0]. */
+static int swiglu_launch(struct cuda_backend *be, CUstream st, struct cuda_mv_args *a)
+{
+	uint32_t n = a->nt * a->rows[0];
+	void *sa[] = { &a->y[0], &a->y[1], &n };
+
+	return launch(be, st, be->f_swiglu, (n + 255) / 256, 1, 1, 256, sa);
+}
+
+/*
  * The tensor-core GEMV (k_mvt.cuh) for FP8 and INT4 weights and 2..16
  * tokens (VELO_CUDA_MVT=0: k_mv): 64 rows per block (SWIGLU: 32 rows of
  * gate and the same of up), the columns split by cuda_mvt_split.  One
  * token stays on k_mv, which an H200 ran faster (8B step: FP8 3.5 against
- * 4.6 ms, INT4 3.8 against 4.3 ms).  1: not taken (another dtype, a column count that is not
- * a multiple of the chunk, a split beyond the workspace), the caller goes
- * on with k_mv.
+ * 4.6 ms, INT4 3.8 against 4.3 ms).  1: not taken (another dtype, a
+ * column count that is not a multiple of the chunk, a split beyond the
+ * workspace), the caller goes on with k_mv.
  */
 static int mvt_launch(struct cuda_backend *be, CUstream st, int dt, struct cuda_mv_args *a)
 {
-	uint32_t unit = a->mode == CUDA_MV_SWIGLU ? 32 : 64;
+	bool swiglu = a->mode == CUDA_MV_SWIGLU;
 	uint32_t kch = dt == CUDA_DT_INT4 ? 128 : 64, nch = a->cols / kch;
-	uint32_t tiles, nks = 1;
+	uint32_t tiles, nks;
 	void *args[] = { a };
 
 	if ((dt != CUDA_DT_FP8 && dt != CUDA_DT_INT4) || a->cols % kch || !be->mvt ||
 	    a->nt < 2 || a->nt > 16)
 		return 1;
-	a->row_base[0] = a->tile_base[0] = 0;
-	for (uint32_t p = 0; p < CUDA_MV_PARTS; p++) {
-		uint32_t rows = p < a->n_parts ? a->rows[p] : 0;
-
-		if (a->mode == CUDA_MV_SWIGLU && p > 0)
-			rows = 0;	/* part 0's blocks do both matrices */
-		a->row_base[p + 1] = a->row_base[p] + rows;
-		a->tile_base[p + 1] = a->tile_base[p] + (rows + unit - 1) / unit;
-	}
-	tiles = a->tile_base[a->n_parts];
+	tiles = mv_tiles(a, swiglu ? 32 : 64, swiglu);
 	nks = cuda_mvt_split(be, tiles, nch, 64 * CUDA_MVT_SLICE / kch);
 	if (nks > 1 && (!a->part || !a->sem || (size_t)tiles * nks > a->part_cap))
 		return 1;
@@ -84,6 +102,7 @@ uint32_t cuda_mvt_split(const struct cuda_backend *be, uint32_t tiles, uint32_t 
 uint32_t cuda_mvt_part_tiles(const struct cuda_model *cm)
 {
 	const struct eng_layer_weights *w = &cm->m->layers[0];
+	const struct eng_tensor *t[4] = { &w->wq, &w->w_gate, &w->w_down, &cm->m->lm_head };
 	/* rows, rows per tile, columns of: QKV, O, gate/up, down, LM head */
 	const uint32_t sh[5][3] = {
 		{ cm->q_dim + 2 * cm->kv_dim, 64, cm->hidden },
@@ -93,8 +112,6 @@ uint32_t cuda_mvt_part_tiles(const struct cuda_model *cm)
 		{ cm->vocab, 64, cm->hidden },
 	};
 	size_t need = 0;
-
-	const struct eng_tensor *t[4] = { &w->wq, &w->w_gate, &w->w_down, &cm->m->lm_head };
 	bool any = false;
 
 	for (int i = 0; i < 4; i++)
@@ -129,7 +146,7 @@ static int mma_launch(struct cuda_backend *be, const struct cuda_mma *mm, CUstre
 	void *px = (void *)a->x, *pxh, *pxl, *pxs;
 	void *qargs[] = { &px, &a->ldx, &a->cols, &ldk, &flags, &pxh, &pxl, &pxs };
 	void *args[] = { a, &m };
-	uint32_t mode = a->mode, tiles, unit = CUDA_MMA_TN;
+	uint32_t mode = a->mode, tiles;
 	bool fuse = mode == CUDA_MV_SWIGLU && mm && mm->swiglu && a->n_parts == 2 &&
 		    a->rows[0] == a->rows[1];
 	int rc;
@@ -143,16 +160,7 @@ static int mma_launch(struct cuda_backend *be, const struct cuda_mma *mm, CUstre
 	m.xs = DP(mm->ws + half * mm->split);
 	m.ldk = ldk;
 	pxh = (void *)m.xh, pxl = (void *)m.xl, pxs = (void *)m.xs;
-	a->row_base[0] = a->tile_base[0] = 0;
-	if (fuse)
-		unit = CUDA_MMA_TN / 2;
-	for (uint32_t p = 0; p < CUDA_MV_PARTS; p++) {
-		uint32_t rows = p < a->n_parts && !(fuse && p) ? a->rows[p] : 0;
-
-		a->row_base[p + 1] = a->row_base[p] + rows;
-		a->tile_base[p + 1] = a->tile_base[p] + (rows + unit - 1) / unit;
-	}
-	tiles = a->tile_base[a->n_parts];
+	tiles = mv_tiles(a, fuse ? CUDA_MMA_TN / 2 : CUDA_MMA_TN, fuse);
 	rc = launch(be, st, be->f_mma_xq, nt, 1, 1, 256, qargs);
 	if (rc)
 		return rc;
@@ -161,12 +169,8 @@ static int mma_launch(struct cuda_backend *be, const struct cuda_mma *mm, CUstre
 	rc = launch(be, st, be->f_mma[dt][mm->split - 1], (nt + CUDA_MMA_TM - 1) / CUDA_MMA_TM,
 		    tiles, 1, 256, args);
 	a->mode = mode;
-	if (!rc && mode == CUDA_MV_SWIGLU && !fuse) {
-		uint32_t n = nt * a->rows[0];
-		void *sa[] = { &a->y[0], &a->y[1], &n };
-
-		rc = launch(be, st, be->f_swiglu, (n + 255) / 256, 1, 1, 256, sa);
-	}
+	if (!rc && mode == CUDA_MV_SWIGLU && !fuse)
+		rc = swiglu_launch(be, st, a);
 	if (!rc)
 		__atomic_fetch_add(&be->ctr[CTR_mma_gemms], 1, __ATOMIC_RELAXED);
 	return rc;
@@ -200,16 +204,8 @@ int cuda_mv_launch_mma(struct cuda_backend *be, struct cuda_lt *lt, const struct
 		if (rc <= 0)
 			return rc;
 	}
-	a->row_base[0] = a->tile_base[0] = 0;
-	for (uint32_t p = 0; p < CUDA_MV_PARTS; p++) {
-		uint32_t rows = p < a->n_parts ? a->rows[p] : 0;
-
-		if (gemv && a->mode == CUDA_MV_SWIGLU && p > 0)
-			rows = 0;	/* the warps of part 0 do both matrices */
-		a->row_base[p + 1] = a->row_base[p] + rows;
-		a->tile_base[p + 1] = a->tile_base[p] + (rows + unit - 1) / unit;
-	}
-	tiles = a->tile_base[a->n_parts];
+	/* GEMV: the warps of part 0 do both SWIGLU matrices */
+	tiles = mv_tiles(a, unit, gemv && a->mode == CUDA_MV_SWIGLU);
 	if (gemv) {
 		unsigned ni = a->nt <= 1 ? 0 : a->nt <= 2 ? 1 : a->nt <= 4 ? 2 : 3;
 		unsigned nt = 1u << ni;
@@ -218,15 +214,13 @@ int cuda_mv_launch_mma(struct cuda_backend *be, struct cuda_lt *lt, const struct
 			      32 * CUDA_MV_WARPS, args);
 	}
 	if (a->mode == CUDA_MV_SWIGLU) {
-		uint32_t n = a->nt * a->rows[0];
-		void *sa[] = { &a->y[0], &a->y[1], &n };
 		int rc;
 
 		a->mode = CUDA_MV_STORE;
 		rc = launch(be, st, be->f_mm[dt], tiles,
 			    (a->nt + CUDA_MM_TILE - 1) / CUDA_MM_TILE, 1, 256, args);
 		a->mode = CUDA_MV_SWIGLU;
-		return rc ?: launch(be, st, be->f_swiglu, (n + 255) / 256, 1, 1, 256, sa);
+		return rc ?: swiglu_launch(be, st, a);
 	}
 	return launch(be, st, be->f_mm[dt], tiles,
 		      (a->nt + CUDA_MM_TILE - 1) / CUDA_MM_TILE, 1, 256, args);
@@ -411,16 +405,11 @@ static int layer(struct cuda_model *cm, uint32_t l, uint32_t nsplit)
 		mv_part(&a, &d->w_up, 0, cm->hb2, cm->ffn);
 		rc = cuda_mv_launch_mma(be, cm->lt, mma_of(cm), cm->st, d->w_gate.dt, &a);
 	} else {
-		uint32_t n = T * cm->ffn;
-		void *phb = DP(cm->hb), *phb2 = DP(cm->hb2);
-		void *sa[] = { &phb, &phb2, &n };
-
 		mv_init(cm, &a, cm->xb, cm->hidden, cm->hidden, T, CUDA_MV_STORE);
 		mv_part(&a, &d->w_gate, 0, cm->hb, cm->ffn);
 		mv_part(&a, &d->w_up, 0, cm->hb2, cm->ffn);
 		w3[0] = &d->w_gate, w3[1] = &d->w_up;
-		rc = mv_parts(cm, cm->lt, &a, w3) ?:
-		     launch(be, cm->st, be->f_swiglu, (n + 255) / 256, 1, 1, 256, sa);
+		rc = mv_parts(cm, cm->lt, &a, w3) ?: swiglu_launch(be, cm->st, &a);
 	}
 	if (rc)
 		return rc;

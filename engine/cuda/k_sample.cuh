@@ -272,6 +272,46 @@ DEV void ks_radix(ks_row &r, ks_shared &s, unsigned long long need, float top_p)
  * raw draw @rnd.  The sums are exact integers, so the crossing found from
  * the warps' totals lies in that warp's walk.
  */
+/* floor(u * z) for the raw draw rnd, u = (rnd >> 11) / 2^53: the top of
+ * a 117-bit product, exact. */
+DEV unsigned long long ks_draw_target(unsigned long long rnd, unsigned long long z)
+{
+	unsigned long long a = rnd >> 11;
+
+	return (__umul64hi(a, z) << 11) | ((a * z) >> 53);
+}
+
+/* The warps' totals s.warp summed. */
+DEV unsigned long long ks_warps_total(const ks_shared &s)
+{
+	unsigned long long z = 0;
+
+	for (uint32_t k = 0; k < KS_W; k++)
+		z += s.warp[k];
+	return z;
+}
+
+/* One thread: the warp whose running total of s.warp first exceeds
+ * @target (s.wsel; KS_W: none), the total before it (s.base); s.rem =
+ * target, s.id unset. */
+DEV void ks_cross_warp(ks_shared &s, unsigned long long target)
+{
+	unsigned long long base = 0;
+	uint32_t sel = KS_W;
+
+	for (uint32_t k = 0; k < KS_W; k++) {
+		if (base + s.warp[k] > target) {
+			sel = k;
+			break;
+		}
+		base += s.warp[k];
+	}
+	s.wsel = sel;
+	s.base = base;
+	s.rem = target;
+	s.id = UINT32_MAX;
+}
+
 template <int MODE>
 DEV uint32_t ks_pick(const ks_row &r, ks_shared &s, unsigned long long target,
 		     unsigned long long rnd)
@@ -285,32 +325,8 @@ DEV uint32_t ks_pick(const ks_row &r, ks_shared &s, unsigned long long target,
 	if (lane == 0)
 		s.warp[w] = acc;
 	__syncthreads();
-	if (threadIdx.x == 0) {
-		unsigned long long base = 0;
-		uint32_t sel = KS_W;
-
-		if (MODE == KS_DRAW) {
-			unsigned long long z = 0, a = rnd >> 11, lo, hi;
-
-			for (uint32_t k = 0; k < KS_W; k++)
-				z += s.warp[k];
-			/* floor(a * z / 2^53), a < 2^53: a 117-bit product */
-			lo = a * z;
-			hi = __umul64hi(a, z);
-			target = (hi << 11) | (lo >> 53);
-		}
-		for (uint32_t k = 0; k < KS_W; k++) {
-			if (base + s.warp[k] > target) {
-				sel = k;
-				break;
-			}
-			base += s.warp[k];
-		}
-		s.wsel = sel;
-		s.base = base;
-		s.rem = target;
-		s.id = UINT32_MAX;
-	}
+	if (threadIdx.x == 0)
+		ks_cross_warp(s, MODE == KS_DRAW ? ks_draw_target(rnd, ks_warps_total(s)) : target);
 	__syncthreads();
 	/* the crossing warp's segment: all warps sum a 1/32 of its groups
 	 * (the whole block reads it once), thread 0 finds the crossing part,
@@ -456,11 +472,9 @@ DEV uint32_t ks_small(const ks_row &r, ks_shared &s, float top_p, unsigned long 
 			s.warp[w] = x;
 		__syncthreads();
 		if (t == 0) {
-			unsigned long long z = 0;
+			unsigned long long z = ks_warps_total(s);
 			double pz;
 
-			for (uint32_t k = 0; k < KS_W; k++)
-				z += s.warp[k];
 			pz = ceil((double)top_p * (double)z);
 			s.rem = pz >= (double)z ? z : pz < 1.0 ? 1 : (unsigned long long)pz;
 		}
@@ -485,25 +499,8 @@ DEV uint32_t ks_small(const ks_row &r, ks_shared &s, float top_p, unsigned long 
 	if (lane == 31)
 		s.warp[w] = incl;
 	__syncthreads();
-	if (t == 0) {
-		unsigned long long z = 0, a = rnd >> 11, base = 0, target;
-		uint32_t sel = KS_W;
-
-		for (uint32_t k = 0; k < KS_W; k++)
-			z += s.warp[k];
-		target = (__umul64hi(a, z) << 11) | ((a * z) >> 53);
-		for (uint32_t k = 0; k < KS_W; k++) {
-			if (base + s.warp[k] > target) {
-				sel = k;
-				break;
-			}
-			base += s.warp[k];
-		}
-		s.wsel = sel;
-		s.base = base;
-		s.rem = target;
-		s.id = UINT32_MAX;
-	}
+	if (t == 0)
+		ks_cross_warp(s, ks_draw_target(rnd, ks_warps_total(s)));
 	__syncthreads();
 	if (w == s.wsel) {
 		uint32_t hit = __ballot_sync(0xffffffffu, s.base + incl > s.rem);

@@ -80,7 +80,7 @@ if [ "${VELO_GPU_GRAPHS:-0}" = 1 ]; then
 	VELO_CUDA_GRAPHS=0 "$BIN/velo-test-cuda" --routes none 2>&1 | tee "$LOG/velo-test-cuda-graphs.log"
 	r=$?
 	set +o pipefail
-	[ $r = 0 ] || test_rc=1
+	[ $r = 0 ] || rc=1
 	graphs_res=$(printf '%-28s %s' "velo-test-cuda (no graphs)" "$(grep -c '^ok' "$LOG/velo-test-cuda-graphs.log") ok, $(grep -c '^FAIL' "$LOG/velo-test-cuda-graphs.log") failed (rc $r)")
 fi
 
@@ -90,7 +90,7 @@ for t in test_sched_cuda test_sched_swap_cuda; do
 	if [ -x "$O/tests/gpu/$t" ]; then
 		VELO_TEST_BACKEND=cuda VELO_TEST_DEVICE=0 "$O/tests/gpu/$t" >"$LOG/$t.log" 2>&1
 		r=$?
-		[ $r = 0 ] || test_rc=1
+		[ $r = 0 ] || rc=1
 		sched_res="$sched_res$(printf '%-28s %s' "$t" "$(grep -E '^\[  (PASSED|FAILED)' "$LOG/$t.log" | tr '\n' ' ') (rc $r)")
 "
 	fi
@@ -138,5 +138,7 @@ for r in 'op flash (tiled attention):op flash' 'op lt (cuBLASLt products):op lt 
 done
 [ "$route_fail" = 0 ] && [ "$routes_rc" = 0 ] || echo "  OPTIONAL ROUTES FAILED: keep VELO_CUDA_LT / VELO_CUDA_FLASH off (see the FAIL lines above)"
 grep -E '^## |decode batch 1:|prefill  512|^# ttft' "$LOG/bench.log" | cut -c1-260
+# exit status: the default route's velo-test-cuda, the host test, the
+# no-graphs run and the scheduler tests (each table line shows its own rc)
 [ "$host_rc" = 0 ] && [ "$test_rc" = 0 ] || rc=1
 exit $rc
